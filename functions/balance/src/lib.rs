@@ -1,0 +1,80 @@
+//! The read side: `GET /v1/catalog`, `GET /v1/orgs/{org}/balance`,
+//! `GET /v1/orgs/{org}/ledger`, and the problem+json answer for any route
+//! that does not exist (the API's `$default` route).
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use ledger_http::{json_response, path_param, query_param, respond, route_key, views, ApiError, AppState, Caller};
+use serde_json::json;
+
+pub const DEFAULT_PAGE: u32 = 50;
+pub const MAX_PAGE: u32 = 200;
+
+pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
+    respond(route(state, &req).await)
+}
+
+async fn route(state: &AppState, req: &Request) -> Result<Response<Body>, ApiError> {
+    match route_key(req).as_str() {
+        "GET /v1/catalog" => {
+            Caller::from_request(req)?;
+            Ok(json_response(StatusCode::OK, &views::catalog(state.ledger.catalog())))
+        }
+        "GET /v1/orgs/{org}/balance" => balance(state, req).await,
+        "GET /v1/orgs/{org}/ledger" => ledger(state, req).await,
+        _ => Err(ApiError::RouteNotFound(format!(
+            "{} {}",
+            req.method(),
+            req.uri().path()
+        ))),
+    }
+}
+
+async fn balance(state: &AppState, req: &Request) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(req)?;
+    let org = caller.organization(&path_param(req, "org")?)?;
+    let account = state.ledger.current_account(&org).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &views::balance(&account, state.ledger.catalog()),
+    ))
+}
+
+async fn ledger(state: &AppState, req: &Request) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(req)?;
+    let org = caller.organization(&path_param(req, "org")?)?;
+    let limit = match query_param(req, "limit") {
+        None => DEFAULT_PAGE,
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|l| (1..=MAX_PAGE).contains(l))
+            .ok_or_else(|| ApiError::BadRequest(format!("limit must be 1-{MAX_PAGE}")))?,
+    };
+    let before = query_param(req, "cursor").map(|c| decode_cursor(&c)).transpose()?;
+    // Members see their own entries; admins and the service see all.
+    let only_user = match &caller {
+        Caller::User { user, admin: false, .. } => Some(user),
+        _ => None,
+    };
+    let page = state.ledger.ledger_page(&org, limit, before, only_user).await?;
+    let entries: Vec<_> = page.entries.iter().map(views::entry).collect();
+    let body = json!({ "entries": entries, "next_cursor": page.next_before.map(encode_cursor) });
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// Cursors are opaque to clients: they name the seq to continue below.
+fn encode_cursor(before: u64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("before:{before}"))
+}
+
+fn decode_cursor(cursor: &str) -> Result<u64, ApiError> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.strip_prefix("before:").and_then(|n| n.parse().ok()))
+        .ok_or_else(|| ApiError::BadRequest("invalid cursor".into()))
+}

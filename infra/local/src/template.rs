@@ -1,0 +1,260 @@
+//! Reads `template.yaml`, the deployable truth: the local stack creates the
+//! tables and queues and serves the routes it defines, and keeps no copy.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, TimeToLiveSpecification,
+};
+use serde_yaml::Value;
+
+pub struct Template {
+    root: Value,
+}
+
+/// An HTTP API route and the function (cargo binary) that serves it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// `GET`, `POST`, ... or `ANY`.
+    pub method: String,
+    /// `/v1/orgs/{org}/spend`, or `$default`.
+    pub path: String,
+    pub function: String,
+}
+
+impl Route {
+    /// API Gateway's route key: `POST /v1/orgs/{org}/spend` or `$default`.
+    pub fn key(&self) -> String {
+        if self.path == "$default" {
+            "$default".into()
+        } else {
+            format!("{} {}", self.method, self.path)
+        }
+    }
+}
+
+/// A queue and, if it has one, the logical id of its dead-letter queue.
+#[derive(Clone, Debug)]
+pub struct QueueDef {
+    pub logical_id: String,
+    pub dead_letter: Option<String>,
+    pub max_receive_count: Option<u64>,
+    pub visibility_timeout: Option<u64>,
+}
+
+fn str_of(v: &Value) -> Option<&str> {
+    match v {
+        Value::String(s) => Some(s),
+        Value::Tagged(t) => str_of(&t.value),
+        _ => None,
+    }
+}
+
+impl Template {
+    pub fn load(path: &Path) -> Result<Template> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Template::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Template> {
+        Ok(Template {
+            root: serde_yaml::from_str(text).context("parsing template.yaml")?,
+        })
+    }
+
+    fn resources(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.root["Resources"]
+            .as_mapping()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.as_str()?, v)))
+    }
+
+    fn of_type<'a>(&'a self, ty: &'a str) -> impl Iterator<Item = (&'a str, &'a Value)> + 'a {
+        self.resources().filter(move |(_, r)| r["Type"].as_str() == Some(ty))
+    }
+
+    /// Every `HttpApi` event of every function, with the binary that serves it.
+    pub fn routes(&self) -> Result<Vec<Route>> {
+        let mut routes = Vec::new();
+        for (id, f) in self.of_type("AWS::Serverless::Function") {
+            let Some(events) = f["Properties"]["Events"].as_mapping() else {
+                continue;
+            };
+            let function = f["Metadata"]["BuildProperties"]["Binary"]
+                .as_str()
+                .ok_or_else(|| anyhow!("function {id} names no Binary in Metadata.BuildProperties"))?;
+            for (_, event) in events {
+                if event["Type"].as_str() != Some("HttpApi") {
+                    continue;
+                }
+                let p = &event["Properties"];
+                let (Some(method), Some(path)) = (p["Method"].as_str(), p["Path"].as_str()) else {
+                    bail!("an HttpApi event of {id} lacks Method or Path");
+                };
+                routes.push(Route {
+                    method: method.to_uppercase(),
+                    path: path.to_string(),
+                    function: function.to_string(),
+                });
+            }
+        }
+        Ok(routes)
+    }
+
+    pub fn table_ids(&self) -> Vec<String> {
+        self.of_type("AWS::DynamoDB::Table")
+            .map(|(id, _)| id.to_string())
+            .collect()
+    }
+
+    /// A `CreateTable` request for a table of the template, under `name`.
+    pub async fn create_table(&self, client: &aws_sdk_dynamodb::Client, logical_id: &str, name: &str) -> Result<()> {
+        let (_, table) = self
+            .of_type("AWS::DynamoDB::Table")
+            .find(|(id, _)| *id == logical_id)
+            .ok_or_else(|| anyhow!("no table {logical_id} in the template"))?;
+        let p = &table["Properties"];
+        let key_schema = |v: &Value| -> Result<Vec<KeySchemaElement>> {
+            v.as_sequence()
+                .into_iter()
+                .flatten()
+                .map(|k| {
+                    Ok(KeySchemaElement::builder()
+                        .attribute_name(str_of(&k["AttributeName"]).unwrap_or_default())
+                        .key_type(KeyType::from(str_of(&k["KeyType"]).unwrap_or_default()))
+                        .build()?)
+                })
+                .collect()
+        };
+        let mut create = client
+            .create_table()
+            .table_name(name)
+            .set_key_schema(Some(key_schema(&p["KeySchema"])?))
+            .billing_mode(BillingMode::from(
+                p["BillingMode"].as_str().unwrap_or("PAY_PER_REQUEST"),
+            ));
+        for a in p["AttributeDefinitions"].as_sequence().into_iter().flatten() {
+            create = create.attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(str_of(&a["AttributeName"]).unwrap_or_default())
+                    .attribute_type(ScalarAttributeType::from(
+                        str_of(&a["AttributeType"]).unwrap_or_default(),
+                    ))
+                    .build()?,
+            );
+        }
+        for g in p["GlobalSecondaryIndexes"].as_sequence().into_iter().flatten() {
+            let projection = Projection::builder()
+                .projection_type(ProjectionType::from(
+                    str_of(&g["Projection"]["ProjectionType"]).unwrap_or("ALL"),
+                ))
+                .build();
+            create = create.global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(str_of(&g["IndexName"]).unwrap_or_default())
+                    .set_key_schema(Some(key_schema(&g["KeySchema"])?))
+                    .projection(projection)
+                    .build()?,
+            );
+        }
+        create.send().await.with_context(|| format!("creating table {name}"))?;
+        // TTL is recorded as configured; DynamoDB Local never deletes on it, so
+        // expiry is enforced by conditions and sweeps, never by TTL.
+        if let Some(attr) = str_of(&p["TimeToLiveSpecification"]["AttributeName"]) {
+            let spec = TimeToLiveSpecification::builder()
+                .attribute_name(attr)
+                .enabled(true)
+                .build()?;
+            client
+                .update_time_to_live()
+                .table_name(name)
+                .time_to_live_specification(spec)
+                .send()
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub fn queues(&self) -> Vec<QueueDef> {
+        self.of_type("AWS::SQS::Queue")
+            .map(|(id, q)| {
+                let p = &q["Properties"];
+                let redrive = &p["RedrivePolicy"];
+                let dead_letter = match &redrive["deadLetterTargetArn"] {
+                    // !GetAtt Dlq.Arn
+                    Value::Tagged(t) => str_of(&t.value).and_then(|s| s.split('.').next()).map(str::to_string),
+                    _ => None,
+                };
+                QueueDef {
+                    logical_id: id.to_string(),
+                    dead_letter,
+                    max_receive_count: redrive["maxReceiveCount"].as_u64(),
+                    visibility_timeout: p["VisibilityTimeout"].as_u64(),
+                }
+            })
+            .collect()
+    }
+
+    /// Creates the template's queues on moto's SQS: dead-letter queues
+    /// first, then the queues that redrive to them. Returns (logical id, url).
+    pub async fn create_queues(&self, client: &aws_sdk_sqs::Client, prefix: &str) -> Result<Vec<(String, String)>> {
+        use aws_sdk_sqs::types::QueueAttributeName;
+        let mut queues = self.queues();
+        queues.sort_by_key(|q| q.dead_letter.is_some());
+        let mut created: Vec<(String, String)> = Vec::new();
+        for q in queues {
+            let mut create = client.create_queue().queue_name(format!("{prefix}{}", q.logical_id));
+            if let Some(v) = q.visibility_timeout {
+                create = create.attributes(QueueAttributeName::VisibilityTimeout, v.to_string());
+            }
+            if let Some(dlq) = &q.dead_letter {
+                let (_, url) = created
+                    .iter()
+                    .find(|(id, _)| id == dlq)
+                    .ok_or_else(|| anyhow!("no queue {dlq}"))?;
+                let arn = client
+                    .get_queue_attributes()
+                    .queue_url(url)
+                    .attribute_names(QueueAttributeName::QueueArn)
+                    .send()
+                    .await?
+                    .attributes
+                    .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+                    .ok_or_else(|| anyhow!("no arn for {dlq}"))?;
+                let policy = serde_json::json!({ "deadLetterTargetArn": arn, "maxReceiveCount": q.max_receive_count.unwrap_or(5) });
+                create = create.attributes(QueueAttributeName::RedrivePolicy, policy.to_string());
+            }
+            let url = create.send().await?.queue_url.ok_or_else(|| anyhow!("no url"))?;
+            created.push((q.logical_id, url));
+        }
+        Ok(created)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_routes_tables_and_queues_from_the_project_template() {
+        let t = Template::load(&crate::project_root().join("template.yaml")).unwrap();
+        let routes = t.routes().unwrap();
+        assert!(routes.contains(&Route {
+            method: "POST".into(),
+            path: "/v1/orgs/{org}/spend".into(),
+            function: "spend".into()
+        }));
+        assert!(routes.iter().any(|r| r.key() == "$default"));
+        assert_eq!(t.table_ids(), vec!["LedgerTable".to_string()]);
+        let dlq = t
+            .queues()
+            .into_iter()
+            .find(|q| q.logical_id == "ResultsQueue")
+            .unwrap()
+            .dead_letter;
+        assert_eq!(dlq.as_deref(), Some("ResultsDeadLetterQueue"));
+    }
+}

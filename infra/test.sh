@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# `make test`: formatting, lints, the template, then unit and integration
+# tests against DynamoDB Local and moto, started here on free ports.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+echo "== cargo fmt --check"; cargo fmt --all -- --check
+echo "== cargo clippy"; cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cfn-lint template.yaml"; .venv/bin/cfn-lint template.yaml
+state=$(mktemp -d)
+trap 'infra/local/servers.sh stop "$state"; rm -rf "$state"' EXIT
+echo "== starting DynamoDB Local and moto"
+infra/local/servers.sh start "$state"
+source "$state/env"
+echo "== cargo test"
+cargo test --workspace

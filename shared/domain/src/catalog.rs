@@ -1,0 +1,247 @@
+//! The catalog: deployment configuration (data, not code) naming the meters,
+//! the priced actions, the plans and the credit packages.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ActionId, Credits, DomainError, MeterId, PackageId, PlanId};
+
+/// The catalog a deployment ships unless it configures its own.
+pub const DEFAULT_CATALOG_JSON: &str = include_str!("../../../infra/catalog.json");
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Catalog {
+    /// ISO currency of every price.
+    pub currency: String,
+    /// Price of one whole credit bought as a custom amount, in cents.
+    pub custom_credit_price_cents: u64,
+    pub meters: BTreeMap<MeterId, Meter>,
+    pub actions: BTreeMap<ActionId, Action>,
+    pub plans: BTreeMap<PlanId, Plan>,
+    pub packages: BTreeMap<PackageId, Package>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Meter {
+    pub description: String,
+    /// `balance`: spent and granted; `capacity`: held and freed (lead slots).
+    #[serde(default)]
+    pub kind: MeterKind,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MeterKind {
+    #[default]
+    Balance,
+    Capacity,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Action {
+    pub meter: MeterId,
+    /// Cost of one unit, e.g. `"0.5"` for an email verification.
+    #[serde(with = "decimal")]
+    pub cost: Credits,
+    /// What one unit is: a request, a started minute, a subject.
+    #[serde(default = "default_unit")]
+    pub unit: String,
+    pub charging: Charging,
+    /// Outcomes that are charged when `charging` is `on_success`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub billable_outcomes: Vec<String>,
+    /// Charged once per organization per subject.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub once_per_subject: bool,
+}
+
+fn default_unit() -> String {
+    "request".into()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Charging {
+    /// Debited when the action is requested.
+    Immediate,
+    /// Debited only for a billable result (via the results queue).
+    OnSuccess,
+    /// Never debited, never blocked; tracked for usage.
+    Free,
+}
+
+impl Action {
+    /// Credit-free actions keep working at zero balance.
+    pub fn is_free(&self) -> bool {
+        self.charging == Charging::Free || self.cost.is_zero()
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub name: String,
+    /// Allowances granted every billing month.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub monthly: Vec<Allowance>,
+    /// One-time grants on the first subscription of an organization.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trial: Vec<Allowance>,
+    /// Enterprise: the monthly credits are agreed per contract and given on subscribe.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub custom: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Allowance {
+    pub meter: MeterId,
+    #[serde(with = "decimal")]
+    pub amount: Credits,
+    /// `account` (default) or `seat`: a per-seat allowance is multiplied by seats.
+    #[serde(default)]
+    pub per: AllowanceBasis,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllowanceBasis {
+    #[default]
+    Account,
+    Seat,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Package {
+    #[serde(with = "decimal")]
+    pub credits: Credits,
+    pub price_cents: u64,
+}
+
+impl Catalog {
+    pub fn from_json(json: &str) -> Result<Catalog, DomainError> {
+        let catalog: Catalog = serde_json::from_str(json).map_err(|e| DomainError::InvalidCatalog(e.to_string()))?;
+        catalog.validate()?;
+        Ok(catalog)
+    }
+
+    pub fn default_catalog() -> Catalog {
+        Catalog::from_json(DEFAULT_CATALOG_JSON).expect("the shipped catalog is valid")
+    }
+
+    fn validate(&self) -> Result<(), DomainError> {
+        let bad = |m: String| Err(DomainError::InvalidCatalog(m));
+        for (id, action) in &self.actions {
+            if !self.meters.contains_key(&action.meter) {
+                return bad(format!("action {id} names unknown meter {}", action.meter));
+            }
+            if action.cost.is_negative() {
+                return bad(format!("action {id} has a negative cost"));
+            }
+            if action.charging == Charging::OnSuccess && action.billable_outcomes.is_empty() {
+                return bad(format!(
+                    "action {id} is charged on success but names no billable outcome"
+                ));
+            }
+        }
+        for (id, plan) in &self.plans {
+            for a in plan.monthly.iter().chain(&plan.trial) {
+                if !self.meters.contains_key(&a.meter) {
+                    return bad(format!("plan {id} names unknown meter {}", a.meter));
+                }
+                if !a.amount.is_positive() {
+                    return bad(format!("plan {id} has a non-positive allowance"));
+                }
+            }
+        }
+        for (id, p) in &self.packages {
+            if !p.credits.is_positive() {
+                return bad(format!("package {id} has no credits"));
+            }
+        }
+        if !self.meters.contains_key(&crate::credits_meter()) {
+            return bad("the catalog must define the `credits` meter".into());
+        }
+        Ok(())
+    }
+
+    pub fn action(&self, id: &str) -> Result<(&ActionId, &Action), DomainError> {
+        self.actions
+            .iter()
+            .find(|(k, _)| k.as_str() == id)
+            .ok_or_else(|| DomainError::UnknownAction(id.chars().take(64).collect()))
+    }
+
+    pub fn plan(&self, id: &str) -> Result<(&PlanId, &Plan), DomainError> {
+        self.plans
+            .iter()
+            .find(|(k, _)| k.as_str() == id)
+            .ok_or_else(|| DomainError::UnknownPlan(id.chars().take(64).collect()))
+    }
+
+    pub fn package(&self, id: &str) -> Result<(&PackageId, &Package), DomainError> {
+        self.packages
+            .iter()
+            .find(|(k, _)| k.as_str() == id)
+            .ok_or_else(|| DomainError::UnknownPackage(id.chars().take(64).collect()))
+    }
+
+    /// Price in cents of a custom amount of whole credits.
+    pub fn custom_price_cents(&self, credits: Credits) -> Result<u64, DomainError> {
+        if !credits.is_positive() || !credits.is_whole() {
+            return Err(DomainError::InvalidRequest(
+                "a custom purchase is a positive whole number of credits".into(),
+            ));
+        }
+        let whole = u64::try_from(credits.thousandths() / crate::credits::SCALE).unwrap_or(0);
+        whole
+            .checked_mul(self.custom_credit_price_cents)
+            .ok_or_else(|| DomainError::InvalidRequest("custom purchase too large".into()))
+    }
+}
+
+/// Amounts in the catalog file are decimal strings, like everywhere users see them.
+mod decimal {
+    use super::Credits;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(c: &Credits, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(c)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Credits, D::Error> {
+        let text = String::deserialize(d)?;
+        Credits::parse_decimal(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_catalog_has_the_spec_prices() {
+        let c = Catalog::default_catalog();
+        assert_eq!(
+            c.action("email_verification").unwrap().1.cost,
+            Credits::from_thousandths(500)
+        );
+        assert_eq!(c.action("email_finder").unwrap().1.cost, Credits::whole(5));
+        assert!(c.action("email_send").unwrap().1.is_free());
+        assert_eq!(c.plan("starter").unwrap().1.monthly[0].amount, Credits::whole(500));
+        assert_eq!(c.package("credits_2500").unwrap().1.price_cents, 10_000);
+        assert_eq!(c.custom_price_cents(Credits::whole(300)).unwrap(), 3_000);
+        assert!(c.custom_price_cents(Credits::from_thousandths(500)).is_err());
+    }
+
+    #[test]
+    fn rejects_a_catalog_naming_an_unknown_meter() {
+        let json = DEFAULT_CATALOG_JSON.replace("\"meter\": \"calling_credits\"", "\"meter\": \"nope\"");
+        assert!(matches!(Catalog::from_json(&json), Err(DomainError::InvalidCatalog(_))));
+    }
+}

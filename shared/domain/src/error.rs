@@ -1,0 +1,37 @@
+use crate::{Credits, MeterId};
+
+/// Every way a ledger rule can refuse a request. The HTTP layer maps each
+/// variant to one problem type in one place.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("invalid amount {text:?}: {why}")]
+    InvalidAmount { text: String, why: String },
+    #[error("invalid {what}: 1-{max} characters of letters, digits and -_.:@|")]
+    InvalidId { what: &'static str, max: usize },
+    #[error("the Idempotency-Key must be 1-255 printable ASCII characters")]
+    InvalidIdempotencyKey,
+    #[error("invalid quantity: {0}")]
+    InvalidQuantity(String),
+    #[error("unknown action {0:?}")]
+    UnknownAction(String),
+    #[error("unknown plan {0:?}")]
+    UnknownPlan(String),
+    #[error("unknown package {0:?}")]
+    UnknownPackage(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("insufficient credits on meter {meter}: needed {needed}, available {available}")]
+    InsufficientCredits {
+        meter: MeterId,
+        needed: Credits,
+        available: Credits,
+    },
+    #[error("the account is already subscribed to another plan; plan changes are not supported yet")]
+    PlanChangeUnsupported,
+    #[error("no account for this organization; subscribe first")]
+    AccountNotFound,
+    #[error("invalid catalog: {0}")]
+    InvalidCatalog(String),
+    #[error("ledger invariant violated: {0}")]
+    InvariantViolated(String),
+}

@@ -1,0 +1,175 @@
+//! Identifiers parsed once at the edge and trusted inside.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::DomainError;
+
+fn valid_id(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@' | b'|'))
+}
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $max:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn parse(s: &str) -> Result<Self, DomainError> {
+                if valid_id(s, $max) {
+                    Ok(Self(s.to_string()))
+                } else {
+                    Err(DomainError::InvalidId { what: $what, max: $max })
+                }
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = DomainError;
+            fn try_from(s: String) -> Result<Self, DomainError> {
+                Self::parse(&s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// The organization (tenant) that owns an account: from the token, never a body.
+    OrgId, "organization id", 128
+);
+id_type!(
+    /// A user of an organization, or the user a service call acts for.
+    UserId, "user id", 128
+);
+id_type!(
+    /// A meter (credit type): `credits`, `email_sends`, `lead_slots`, ...
+    MeterId, "meter", 64
+);
+id_type!(
+    /// An action of the catalog: `ai_email_generation`, `email_verification`, ...
+    ActionId, "action", 64
+);
+id_type!(
+    /// A plan of the catalog.
+    PlanId, "plan", 64
+);
+id_type!(
+    /// A credit package of the catalog.
+    PackageId, "package", 64
+);
+id_type!(
+    /// A campaign the spend is for (free-form id from the product).
+    CampaignId, "campaign", 128
+);
+
+/// The client's idempotency key: 1-255 printable ASCII characters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(s: &str) -> Result<Self, DomainError> {
+        if !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+            Ok(Self(s.to_string()))
+        } else {
+            Err(DomainError::InvalidIdempotencyKey)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for IdempotencyKey {
+    type Error = DomainError;
+    fn try_from(s: String) -> Result<Self, DomainError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<IdempotencyKey> for String {
+    fn from(k: IdempotencyKey) -> String {
+        k.0
+    }
+}
+
+/// What a subject (e.g. a contact's email) is called in a spend; free text, bounded.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Subject(String);
+
+impl Subject {
+    pub fn parse(s: &str) -> Result<Self, DomainError> {
+        if !s.is_empty() && s.len() <= 512 && !s.chars().any(char::is_control) {
+            Ok(Self(s.to_string()))
+        } else {
+            Err(DomainError::InvalidId {
+                what: "subject",
+                max: 512,
+            })
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Subject {
+    type Error = DomainError;
+    fn try_from(s: String) -> Result<Self, DomainError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<Subject> for String {
+    fn from(s: Subject) -> String {
+        s.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_reject_empty_long_and_odd_characters() {
+        assert!(OrgId::parse("acme-1").is_ok());
+        assert!(OrgId::parse("").is_err());
+        assert!(OrgId::parse("a b").is_err());
+        assert!(OrgId::parse(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn idempotency_keys_are_printable_and_bounded() {
+        assert!(IdempotencyKey::parse("req-1:{a}").is_ok());
+        assert!(IdempotencyKey::parse(&"k".repeat(255)).is_ok());
+        assert!(IdempotencyKey::parse(&"k".repeat(256)).is_err());
+        assert!(IdempotencyKey::parse("has space").is_err());
+        assert!(IdempotencyKey::parse("").is_err());
+        assert!(IdempotencyKey::parse("tab\t").is_err());
+    }
+}

@@ -1,0 +1,153 @@
+//! Parsing requests at the edge: bodies, amounts, headers, path and query.
+
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt};
+use ledger_domain::{Credits, IdempotencyKey};
+use ledger_store::Idempotency;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::ApiError;
+
+/// Bodies are small JSON documents; anything larger is refused unread.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The route API Gateway matched, e.g. `POST /v1/orgs/{org}/spend`.
+pub fn route_key(req: &Request) -> String {
+    match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.route_key.clone().unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+pub fn path_param(req: &Request, name: &str) -> Result<String, ApiError> {
+    req.path_parameters_ref()
+        .and_then(|p| p.first(name))
+        .map(str::to_string)
+        .ok_or_else(|| ApiError::RouteNotFound(req.uri().path().to_string()))
+}
+
+pub fn query_param(req: &Request, name: &str) -> Option<String> {
+    req.query_string_parameters_ref()
+        .and_then(|q| q.first(name))
+        .map(str::to_string)
+}
+
+fn body_bytes(req: &Request) -> &[u8] {
+    match req.body() {
+        Body::Empty => b"",
+        Body::Text(t) => t.as_bytes(),
+        Body::Binary(b) => b,
+        _ => b"",
+    }
+}
+
+/// A JSON body and its canonical form (keys sorted, no whitespace): the
+/// same request however it is spelled gets the same fingerprint.
+pub struct JsonBody<T> {
+    pub value: T,
+    canonical: String,
+}
+
+pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<JsonBody<T>, ApiError> {
+    let bytes = body_bytes(req);
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(ApiError::BodyTooLarge(MAX_BODY_BYTES));
+    }
+    let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}" as &[u8]
+    } else {
+        bytes
+    };
+    // Parse once as a tree for the canonical form; amounts inside stay text
+    // because the typed parse below reads them from the raw bytes.
+    let tree: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    if !tree.is_object() {
+        return Err(ApiError::MalformedJson("the body must be a JSON object".into()));
+    }
+    let value = serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok(JsonBody {
+        value,
+        canonical: tree.to_string(),
+    })
+}
+
+impl<T> JsonBody<T> {
+    /// The idempotency record of a mutation: key from the header, fingerprint
+    /// of route and body, so reusing a key elsewhere is caught.
+    pub fn idempotency(&self, req: &Request) -> Result<Idempotency, ApiError> {
+        let header = req
+            .headers()
+            .get("idempotency-key")
+            .ok_or(ApiError::IdempotencyKeyMissing)?;
+        let key = header
+            .to_str()
+            .map_err(|_| ledger_domain::DomainError::InvalidIdempotencyKey)
+            .and_then(IdempotencyKey::parse)?;
+        let mut hash = Sha256::new();
+        hash.update(route_key(req).as_bytes());
+        hash.update([0]);
+        hash.update(self.canonical.as_bytes());
+        let fingerprint = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Idempotency { key, fingerprint })
+    }
+}
+
+/// An amount as a request spells it: a decimal string or a JSON number,
+/// kept as text and parsed exactly (never through a float) by [`AmountInput::credits`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AmountInput(String);
+
+impl AmountInput {
+    pub fn credits(&self) -> Result<Credits, ledger_domain::DomainError> {
+        Credits::parse_decimal(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for AmountInput {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw: Box<RawValue> = Deserialize::deserialize(d)?;
+        let text = raw.get();
+        match text.as_bytes().first() {
+            Some(b'"') => serde_json::from_str::<String>(text)
+                .map(AmountInput)
+                .map_err(serde::de::Error::custom),
+            Some(b'-' | b'0'..=b'9') => Ok(AmountInput(text.to_string())),
+            _ => Err(serde::de::Error::custom("an amount is a decimal string or a number")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Req {
+        credits: AmountInput,
+    }
+
+    fn parse(json: &str) -> Result<Credits, String> {
+        let r: Req = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        r.credits.credits().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn amounts_parse_exactly_from_numbers_and_strings() {
+        assert_eq!(parse(r#"{"credits": 0.1}"#), Ok(Credits::from_thousandths(100)));
+        assert_eq!(parse(r#"{"credits": "12.5"}"#), Ok(Credits::from_thousandths(12_500)));
+        assert!(parse(r#"{"credits": 0.30000000000000004}"#).is_err());
+        for bad in [
+            r#"{"credits": -1}"#,
+            r#"{"credits": 1e2}"#,
+            r#"{"credits": 0.0001}"#,
+            r#"{"credits": true}"#,
+            r#"{"credits": null}"#,
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+}

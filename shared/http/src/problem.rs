@@ -1,0 +1,167 @@
+//! problem+json (RFC 9457): every error of every layer maps to one stable
+//! problem type here, and nowhere else.
+
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Response};
+use ledger_domain::DomainError;
+use ledger_store::{LedgerError, StoreError};
+use serde_json::{json, Map, Value};
+
+/// The base of every problem `type`; the suffix names the kind and is stable.
+pub const PROBLEM_BASE: &str = "urn:credit-ledger:problem:";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("the request body is larger than {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("this route needs an Idempotency-Key header")]
+    IdempotencyKeyMissing,
+    #[error("no valid token")]
+    Unauthenticated,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// Also the answer for another organization's data: nothing is revealed.
+    #[error("no such resource")]
+    NotFound,
+    #[error("no route {0}")]
+    RouteNotFound(String),
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        ApiError::Ledger(LedgerError::Domain(e))
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::Ledger(LedgerError::Store(e))
+    }
+}
+
+impl ApiError {
+    /// Status, stable type suffix, title, and the figures that explain it.
+    fn parts(&self) -> (StatusCode, &'static str, &'static str, Map<String, Value>) {
+        use DomainError as D;
+        let none = Map::new;
+        match self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid-request", "Invalid request", none()),
+            ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed-json", "Malformed JSON", none()),
+            ApiError::BodyTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "Request body too large",
+                none(),
+            ),
+            ApiError::IdempotencyKeyMissing => (
+                StatusCode::BAD_REQUEST,
+                "idempotency-key-missing",
+                "Idempotency-Key header missing",
+                none(),
+            ),
+            ApiError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated", "Unauthenticated", none()),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden", none()),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found", none()),
+            ApiError::RouteNotFound(_) => (StatusCode::NOT_FOUND, "route-not-found", "No such route", none()),
+            ApiError::Ledger(LedgerError::IdempotencyKeyReused) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "Idempotency-Key reused",
+                none(),
+            ),
+            ApiError::Ledger(LedgerError::PaymentReferenceReused) => (
+                StatusCode::CONFLICT,
+                "payment-reference-reused",
+                "Payment reference already recorded",
+                none(),
+            ),
+            ApiError::Ledger(LedgerError::Contention) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "contention",
+                "Too many concurrent changes; retry",
+                none(),
+            ),
+            ApiError::Ledger(LedgerError::Store(_)) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", none())
+            }
+            ApiError::Ledger(LedgerError::Domain(d)) => match d {
+                D::InsufficientCredits {
+                    meter,
+                    needed,
+                    available,
+                } => {
+                    let mut m = Map::new();
+                    m.insert("meter".into(), json!(meter.as_str()));
+                    m.insert("needed".into(), json!(needed.to_string()));
+                    m.insert("available".into(), json!(available.to_string()));
+                    (
+                        StatusCode::PAYMENT_REQUIRED,
+                        "insufficient-credits",
+                        "Insufficient credits",
+                        m,
+                    )
+                }
+                D::InvalidAmount { .. } => (StatusCode::BAD_REQUEST, "invalid-amount", "Invalid amount", none()),
+                D::InvalidQuantity(_) => (StatusCode::BAD_REQUEST, "invalid-quantity", "Invalid quantity", none()),
+                D::InvalidId { .. } | D::InvalidRequest(_) => {
+                    (StatusCode::BAD_REQUEST, "invalid-request", "Invalid request", none())
+                }
+                D::InvalidIdempotencyKey => (
+                    StatusCode::BAD_REQUEST,
+                    "idempotency-key-invalid",
+                    "Invalid Idempotency-Key",
+                    none(),
+                ),
+                D::UnknownAction(_) => (StatusCode::BAD_REQUEST, "unknown-action", "Unknown action", none()),
+                D::UnknownPlan(_) => (StatusCode::BAD_REQUEST, "unknown-plan", "Unknown plan", none()),
+                D::UnknownPackage(_) => (StatusCode::BAD_REQUEST, "unknown-package", "Unknown package", none()),
+                D::PlanChangeUnsupported => (
+                    StatusCode::CONFLICT,
+                    "plan-change-unsupported",
+                    "Plan change not supported yet",
+                    none(),
+                ),
+                D::AccountNotFound => (StatusCode::NOT_FOUND, "account-not-found", "No account", none()),
+                D::InvalidCatalog(_) | D::InvariantViolated(_) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", none())
+                }
+            },
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    pub fn problem_type(&self) -> String {
+        format!("{PROBLEM_BASE}{}", self.parts().1)
+    }
+
+    pub fn to_response(&self) -> Response<Body> {
+        let (status, kind, title, extra) = self.parts();
+        // Internals are logged, never echoed.
+        let detail = if status.is_server_error() {
+            tracing::error!(error = ?self, "request failed");
+            "The ledger could not complete the request; it changed nothing you were not told about. Retry with the same Idempotency-Key.".to_string()
+        } else {
+            self.to_string()
+        };
+        let mut body = Map::new();
+        body.insert("type".into(), json!(format!("{PROBLEM_BASE}{kind}")));
+        body.insert("title".into(), json!(title));
+        body.insert("status".into(), json!(status.as_u16()));
+        body.insert("detail".into(), json!(detail));
+        body.extend(extra);
+        Response::builder()
+            .status(status)
+            .header("content-type", "application/problem+json")
+            .body(Body::Text(Value::Object(body).to_string()))
+            .expect("valid response")
+    }
+}

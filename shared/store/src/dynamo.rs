@@ -1,0 +1,370 @@
+//! The DynamoDB adapter: item layout, conditional writes, one transaction per change.
+//!
+//! Layout (one table, everything of an organization under `pk = ORG#<org>`):
+//! - `sk = ACCOUNT`: the account's state; `seq` is its optimistic-lock version
+//!   and the number of the last ledger entry.
+//! - `sk = REQ#<idempotency key>` / `RENEWAL#<period start>`: a ledger entry,
+//!   immutable, put with `attribute_not_exists` so it is also the
+//!   idempotency record; `ledger_org` + `seq` index it in order (GSI `ledger`).
+//! - `sk = GUARD#<name>`: a name claimed once, e.g. a payment reference.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, CancellationReason, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+};
+use aws_sdk_dynamodb::Client;
+use chrono::NaiveDate;
+use ledger_domain::{Account, IdempotencyKey, LedgerEntry, OrgId, UserId};
+use serde::{Deserialize, Serialize};
+use serde_dynamo::aws_sdk_dynamodb_1::{from_item, to_item};
+
+use crate::port::{Commit, CommitError, EntryKey, LedgerPage, LedgerStore, RequestRecord, StoreError, StoredEntry};
+
+type Item = HashMap<String, AttributeValue>;
+
+pub const LEDGER_INDEX: &str = "ledger";
+const ACCOUNT_SK: &str = "ACCOUNT";
+
+#[derive(Clone, Debug)]
+pub struct DynamoLedgerStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoLedgerStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoLedgerStore {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+}
+
+fn org_pk(org: &OrgId) -> String {
+    format!("ORG#{org}")
+}
+
+fn entry_sk(key: &EntryKey) -> String {
+    match key {
+        EntryKey::Request(k) => format!("REQ#{}", k.as_str()),
+        EntryKey::Renewal(d) => format!("RENEWAL#{d}"),
+    }
+}
+
+fn parse_entry_sk(sk: &str) -> Result<EntryKey, StoreError> {
+    let malformed = || StoreError::Malformed(format!("entry key {sk:?}"));
+    if let Some(k) = sk.strip_prefix("REQ#") {
+        return IdempotencyKey::parse(k).map(EntryKey::Request).map_err(|_| malformed());
+    }
+    if let Some(d) = sk.strip_prefix("RENEWAL#") {
+        return d.parse::<NaiveDate>().map(EntryKey::Renewal).map_err(|_| malformed());
+    }
+    Err(malformed())
+}
+
+#[derive(Serialize, Deserialize)]
+struct AccountItem {
+    pk: String,
+    sk: String,
+    seq: u64,
+    account: Account,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EntryItem {
+    pk: String,
+    sk: String,
+    ledger_org: String,
+    seq: u64,
+    /// Top-level copy of the acting user, for filtering the ledger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user: Option<UserId>,
+    entry: LedgerEntry,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    request: Option<RequestRecord>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct GuardItem {
+    pk: String,
+    sk: String,
+    claimed_by: IdempotencyKey,
+}
+
+fn key(pk: String, sk: String) -> Item {
+    HashMap::from([
+        ("pk".to_string(), AttributeValue::S(pk)),
+        ("sk".to_string(), AttributeValue::S(sk)),
+    ])
+}
+
+fn serialize<T: Serialize>(value: &T) -> Result<Item, StoreError> {
+    to_item(value).map_err(|e| StoreError::Malformed(e.to_string()))
+}
+
+fn account_from_item(item: Item) -> Result<Account, StoreError> {
+    let record: AccountItem = from_item(item).map_err(|e| StoreError::Malformed(format!("account: {e}")))?;
+    Ok(record.account)
+}
+
+fn entry_from_item(item: Item) -> Result<StoredEntry, StoreError> {
+    let record: EntryItem = from_item(item).map_err(|e| StoreError::Malformed(format!("entry: {e}")))?;
+    Ok(StoredEntry {
+        key: parse_entry_sk(&record.sk)?,
+        entry: record.entry,
+        request: record.request,
+    })
+}
+
+fn request_error<E: std::fmt::Debug>(e: E) -> StoreError {
+    StoreError::Request(format!("{e:?}"))
+}
+
+fn conditional_put(
+    table: &str,
+    item: Item,
+    condition: &str,
+    values: Option<Item>,
+) -> Result<TransactWriteItem, StoreError> {
+    let put = Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        .condition_expression(condition)
+        .set_expression_attribute_values(values)
+        // A failed condition hands back the item: the fresh account state
+        // for the retry, or the original entry for the replay, at no extra read.
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        .build()
+        .map_err(request_error)?;
+    Ok(TransactWriteItem::builder().put(put).build())
+}
+
+impl LedgerStore for DynamoLedgerStore {
+    async fn load_account(&self, org: &OrgId) -> Result<Option<Account>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(org_pk(org), ACCOUNT_SK.into())))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(request_error)?;
+        out.item.map(account_from_item).transpose()
+    }
+
+    async fn load_account_and_entry(
+        &self,
+        org: &OrgId,
+        entry: &EntryKey,
+    ) -> Result<(Option<Account>, Option<StoredEntry>), StoreError> {
+        let keys = KeysAndAttributes::builder()
+            .keys(key(org_pk(org), ACCOUNT_SK.into()))
+            .keys(key(org_pk(org), entry_sk(entry)))
+            .consistent_read(true)
+            .build()
+            .map_err(request_error)?;
+        let mut request = HashMap::from([(self.table.clone(), keys)]);
+        let (mut account, mut stored) = (None, None);
+        // BatchGetItem may leave keys unprocessed under load; ask again for those.
+        for _ in 0..5 {
+            let out = self
+                .client
+                .batch_get_item()
+                .set_request_items(Some(request))
+                .send()
+                .await
+                .map_err(request_error)?;
+            for item in out
+                .responses
+                .unwrap_or_default()
+                .remove(&self.table)
+                .unwrap_or_default()
+            {
+                let is_account = matches!(item.get("sk"), Some(AttributeValue::S(s)) if s == ACCOUNT_SK);
+                if is_account {
+                    account = Some(account_from_item(item)?);
+                } else {
+                    stored = Some(entry_from_item(item)?);
+                }
+            }
+            match out.unprocessed_keys {
+                Some(left) if !left.is_empty() => request = left,
+                _ => return Ok((account, stored)),
+            }
+        }
+        Err(StoreError::Request("batch read left keys unprocessed".into()))
+    }
+
+    async fn load_entry(&self, org: &OrgId, entry: &EntryKey) -> Result<Option<StoredEntry>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(org_pk(org), entry_sk(entry))))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(request_error)?;
+        out.item.map(entry_from_item).transpose()
+    }
+
+    async fn commit(&self, commit: Commit<'_>) -> Result<(), CommitError> {
+        let org = &commit.account.org;
+        let pk = org_pk(org);
+        let mut items = Vec::with_capacity(1 + commit.entries.len() + commit.guards.len());
+
+        let account_item = serialize(&AccountItem {
+            pk: pk.clone(),
+            sk: ACCOUNT_SK.into(),
+            seq: commit.account.seq,
+            account: commit.account.clone(),
+        })?;
+        // Optimistic lock: the state was decided from version `expected_seq`.
+        items.push(match commit.expected_seq {
+            Some(seq) => conditional_put(
+                &self.table,
+                account_item,
+                "seq = :expected",
+                Some(HashMap::from([(
+                    ":expected".to_string(),
+                    AttributeValue::N(seq.to_string()),
+                )])),
+            )?,
+            None => conditional_put(&self.table, account_item, "attribute_not_exists(pk)", None)?,
+        });
+        for stored in &commit.entries {
+            let item = serialize(&EntryItem {
+                pk: pk.clone(),
+                sk: entry_sk(&stored.key),
+                ledger_org: org.to_string(),
+                seq: stored.entry.seq,
+                user: stored.entry.actor.user.clone(),
+                entry: stored.entry.clone(),
+                request: stored.request.clone(),
+            })?;
+            items.push(conditional_put(&self.table, item, "attribute_not_exists(pk)", None)?);
+        }
+        for guard in &commit.guards {
+            let item = serialize(&GuardItem {
+                pk: pk.clone(),
+                sk: format!("GUARD#{}", guard.name),
+                claimed_by: guard.claimed_by.clone(),
+            })?;
+            items.push(conditional_put(&self.table, item, "attribute_not_exists(pk)", None)?);
+        }
+
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) => match e.into_err() {
+                TransactWriteItemsError::TransactionCanceledException(cancel) => {
+                    Err(interpret_cancellation(cancel.cancellation_reasons(), &commit)?)
+                }
+                TransactWriteItemsError::TransactionInProgressException(_)
+                | TransactWriteItemsError::ProvisionedThroughputExceededException(_)
+                | TransactWriteItemsError::ThrottlingException(_)
+                | TransactWriteItemsError::RequestLimitExceeded(_) => Err(CommitError::Conflict),
+                other => Err(CommitError::Store(request_error(other))),
+            },
+            Err(other) => Err(CommitError::Store(request_error(other))),
+        }
+    }
+
+    async fn ledger_page(
+        &self,
+        org: &OrgId,
+        limit: u32,
+        before_seq: Option<u64>,
+        user: Option<&UserId>,
+    ) -> Result<LedgerPage, StoreError> {
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(LEDGER_INDEX)
+            .expression_attribute_values(":org", AttributeValue::S(org.to_string()))
+            .scan_index_forward(false)
+            .limit(limit as i32);
+        query = match before_seq {
+            Some(before) => query
+                .key_condition_expression("ledger_org = :org AND seq < :before")
+                .expression_attribute_values(":before", AttributeValue::N(before.to_string())),
+            None => query.key_condition_expression("ledger_org = :org"),
+        };
+        if let Some(user) = user {
+            // Applied after `limit`: a page may come back short, the cursor still moves on.
+            query = query
+                .filter_expression("#user = :user")
+                .expression_attribute_names("#user", "user")
+                .expression_attribute_values(":user", AttributeValue::S(user.to_string()));
+        }
+        let out = query.send().await.map_err(request_error)?;
+        let entries = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| entry_from_item(item).map(|s| s.entry))
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_before = match out.last_evaluated_key {
+            Some(last) => match last.get("seq") {
+                Some(AttributeValue::N(n)) => n.parse().ok(),
+                _ => None,
+            },
+            None => None,
+        };
+        Ok(LedgerPage { entries, next_before })
+    }
+}
+
+/// Turns the per-item reasons of a cancelled transaction into what the
+/// ledger acts on. Items are in commit order: account, entries, guards.
+/// An existing entry wins over a stale account: the request was applied.
+fn interpret_cancellation(reasons: &[CancellationReason], commit: &Commit<'_>) -> Result<CommitError, StoreError> {
+    let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("None");
+    let item = |i: usize| reasons.get(i).and_then(|r| r.item()).cloned();
+    let entries = 1..1 + commit.entries.len();
+    for i in entries.clone() {
+        if code(i) == "ConditionalCheckFailed" {
+            let existing = item(i).ok_or_else(|| StoreError::Malformed("cancellation without the item".into()))?;
+            return Ok(CommitError::DuplicateEntry(Box::new(entry_from_item(existing)?)));
+        }
+    }
+    for (n, guard) in commit.guards.iter().enumerate() {
+        let i = entries.end + n;
+        if code(i) == "ConditionalCheckFailed" {
+            let existing = item(i).ok_or_else(|| StoreError::Malformed("cancellation without the item".into()))?;
+            let record: GuardItem = from_item(existing).map_err(|e| StoreError::Malformed(format!("guard: {e}")))?;
+            return Ok(CommitError::GuardTaken {
+                name: guard.name.clone(),
+                claimed_by: record.claimed_by,
+            });
+        }
+    }
+    if code(0) == "ConditionalCheckFailed" {
+        let fresh = item(0).map(account_from_item).transpose()?;
+        return Ok(CommitError::Stale(fresh.map(Box::new)));
+    }
+    if reasons.iter().any(|r| {
+        matches!(
+            r.code(),
+            Some("TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded")
+        )
+    }) {
+        return Ok(CommitError::Conflict);
+    }
+    let codes: Vec<&str> = (0..reasons.len()).map(code).collect();
+    Err(StoreError::Request(format!("transaction cancelled: {codes:?}")))
+}

@@ -1,0 +1,310 @@
+//! Executes ledger commands atomically: guess the account's state (cached
+//! from this process's last write: no read on the fast path), let the domain
+//! decide, write state + entries in one conditional transaction, and on a
+//! lost race decide again from the fresh state the failure handed back.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ledger_domain::{Account, Catalog, Clock, DomainError, IdempotencyKey, LedgerEntry, OrgId, UserId};
+use tracing::{debug, warn};
+
+use crate::port::{
+    Commit, CommitError, EntryKey, Guard, LedgerPage, LedgerStore, Reply, RequestRecord, StoreError, StoredEntry,
+};
+
+/// A lost race is retried with the fresh state at most this many times in
+/// all; past it the caller gets a retryable 503 and nothing is written.
+pub const MAX_ATTEMPTS: u32 = 64;
+/// Accounts remembered per process for the no-read fast path.
+const CACHE_CAPACITY: usize = 4_096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("this Idempotency-Key was used for a different request")]
+    IdempotencyKeyReused,
+    #[error("this payment reference was recorded by another request")]
+    PaymentReferenceReused,
+    #[error("too much contention on the account; retry")]
+    Contention,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The request identity a mutation carries: its key and what it asked.
+#[derive(Clone, Debug)]
+pub struct Idempotency {
+    pub key: IdempotencyKey,
+    /// Hash of route and canonical body: a replay must match it.
+    pub fingerprint: String,
+}
+
+/// What the caller gets: the reply, and whether it is a replay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub reply: Reply,
+    pub replayed: bool,
+}
+
+/// The domain's decision for one attempt: the entry and the reply to keep with it.
+pub type Decision = (LedgerEntry, Reply);
+
+pub struct Ledger<S> {
+    store: S,
+    catalog: Arc<Catalog>,
+    clock: Arc<dyn Clock>,
+    cache: Mutex<HashMap<OrgId, Account>>,
+}
+
+impl<S: LedgerStore> Ledger<S> {
+    pub fn new(store: S, catalog: Arc<Catalog>, clock: Arc<dyn Clock>) -> Self {
+        Ledger {
+            store,
+            catalog,
+            clock,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    fn cached(&self, org: &OrgId) -> Option<Account> {
+        self.cache.lock().expect("cache lock").get(org).cloned()
+    }
+
+    fn remember(&self, account: &Account) {
+        let mut cache = self.cache.lock().expect("cache lock");
+        if cache.len() >= CACHE_CAPACITY && !cache.contains_key(&account.org) {
+            cache.clear();
+        }
+        cache.insert(account.org.clone(), account.clone());
+    }
+
+    fn forget(&self, org: &OrgId) {
+        self.cache.lock().expect("cache lock").remove(org);
+    }
+
+    /// The account as of now: read fresh, renewed in memory if its period
+    /// has ended (a late schedule never shows last month's allowance).
+    pub async fn current_account(&self, org: &OrgId) -> Result<Account, LedgerError> {
+        let mut account = self
+            .store
+            .load_account(org)
+            .await?
+            .ok_or(DomainError::AccountNotFound)?;
+        account.renew_if_due(&self.catalog, self.clock.now())?;
+        Ok(account)
+    }
+
+    pub async fn ledger_page(
+        &self,
+        org: &OrgId,
+        limit: u32,
+        before_seq: Option<u64>,
+        user: Option<&UserId>,
+    ) -> Result<LedgerPage, LedgerError> {
+        Ok(self.store.ledger_page(org, limit, before_seq, user).await?)
+    }
+
+    /// Applies a change to an existing account, renewing it first if due.
+    /// `decide` may run several times (once per attempt); it must be pure.
+    pub async fn apply<F>(
+        &self,
+        org: &OrgId,
+        request: &Idempotency,
+        guard: Option<String>,
+        mut decide: F,
+    ) -> Result<Applied, LedgerError>
+    where
+        F: FnMut(&mut Account, &Catalog, DateTime<Utc>) -> Result<Decision, DomainError>,
+    {
+        let entry_key = EntryKey::Request(request.key.clone());
+        let mut guess = self.cached(org);
+        // Whether the state in hand was read together with the key's entry:
+        // only then is a refusal final (a cached guess may be stale, and the
+        // key may name an earlier success that must be replayed).
+        let mut fresh_with_key = false;
+        for attempt in 0..MAX_ATTEMPTS {
+            let account = match guess.take() {
+                Some(a) => a,
+                None => {
+                    let (account, existing) = self.store.load_account_and_entry(org, &entry_key).await?;
+                    if let Some(existing) = existing {
+                        return self.replay(existing, request);
+                    }
+                    fresh_with_key = true;
+                    account.ok_or(DomainError::AccountNotFound)?
+                }
+            };
+            let expected_seq = account.seq;
+            let mut next = account.clone();
+            let now = self.clock.now();
+            let mut entries = Vec::with_capacity(2);
+            let decided = next.renew_if_due(&self.catalog, now).and_then(|renewal| {
+                if let Some(renewal) = renewal {
+                    entries.push(StoredEntry {
+                        key: EntryKey::Renewal(next.period.start),
+                        entry: renewal,
+                        request: None,
+                    });
+                }
+                decide(&mut next, &self.catalog, now)
+            });
+            let (entry, reply) = match decided {
+                Ok(d) => d,
+                Err(refusal) if !fresh_with_key => {
+                    debug!(%org, %refusal, "refused on a cached guess; reading fresh state");
+                    continue;
+                }
+                Err(refusal) => return Err(refusal.into()),
+            };
+            entries.push(StoredEntry {
+                key: entry_key.clone(),
+                entry,
+                request: Some(RequestRecord {
+                    fingerprint: request.fingerprint.clone(),
+                    reply: reply.clone(),
+                }),
+            });
+            let guards = guard
+                .iter()
+                .map(|name| Guard {
+                    name: name.clone(),
+                    claimed_by: request.key.clone(),
+                })
+                .collect();
+            let commit = Commit {
+                expected_seq: Some(expected_seq),
+                account: &next,
+                entries,
+                guards,
+            };
+            match self.store.commit(commit).await {
+                Ok(()) => {
+                    self.remember(&next);
+                    return Ok(Applied { reply, replayed: false });
+                }
+                Err(CommitError::Stale(Some(fresh))) => {
+                    debug!(%org, attempt, "lost a race; deciding again from the fresh state");
+                    guess = Some(*fresh);
+                }
+                Err(CommitError::Stale(None)) => {
+                    self.forget(org);
+                    return Err(DomainError::AccountNotFound.into());
+                }
+                Err(CommitError::DuplicateEntry(existing)) => return self.replay(*existing, request),
+                Err(CommitError::GuardTaken { name, claimed_by }) => {
+                    return self.replay_guarded(org, &name, &claimed_by, request).await;
+                }
+                Err(CommitError::Conflict) => {
+                    warn!(%org, attempt, "transaction conflict; backing off");
+                    self.forget(org);
+                    fresh_with_key = false;
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(CommitError::Store(e)) => return Err(e.into()),
+            }
+            if attempt >= 4 {
+                // Many writers on one account: spread the retries out.
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+        }
+        Err(LedgerError::Contention)
+    }
+
+    /// Provisions an account that must not exist yet. When it does, `existing`
+    /// answers from its current state (no write).
+    pub async fn create<F, E>(&self, request: &Idempotency, provision: F, existing: E) -> Result<Applied, LedgerError>
+    where
+        F: FnOnce(&Catalog, DateTime<Utc>) -> Result<(Account, Decision), DomainError>,
+        E: FnOnce(&Account) -> Result<Reply, DomainError>,
+    {
+        let entry_key = EntryKey::Request(request.key.clone());
+        let (account, (entry, reply)) = provision(&self.catalog, self.clock.now())?;
+        let entries = vec![StoredEntry {
+            key: entry_key,
+            entry,
+            request: Some(RequestRecord {
+                fingerprint: request.fingerprint.clone(),
+                reply: reply.clone(),
+            }),
+        }];
+        let commit = Commit {
+            expected_seq: None,
+            account: &account,
+            entries,
+            guards: Vec::new(),
+        };
+        match self.store.commit(commit).await {
+            Ok(()) => {
+                self.remember(&account);
+                Ok(Applied { reply, replayed: false })
+            }
+            Err(CommitError::DuplicateEntry(e)) => self.replay(*e, request),
+            Err(CommitError::Stale(Some(current))) => {
+                let reply = existing(&current)?;
+                Ok(Applied { reply, replayed: false })
+            }
+            Err(CommitError::Conflict) => Err(LedgerError::Contention),
+            Err(CommitError::Stale(None)) | Err(CommitError::GuardTaken { .. }) => {
+                Err(StoreError::Request("unexpected cancellation while provisioning".into()).into())
+            }
+            Err(CommitError::Store(e)) => Err(e.into()),
+        }
+    }
+
+    fn replay(&self, existing: StoredEntry, request: &Idempotency) -> Result<Applied, LedgerError> {
+        match existing.request {
+            Some(record) if record.fingerprint == request.fingerprint => Ok(Applied {
+                reply: record.reply,
+                replayed: true,
+            }),
+            _ => Err(LedgerError::IdempotencyKeyReused),
+        }
+    }
+
+    /// A guard (payment reference) is claimed: the same request under another
+    /// key replays the original; anything else is refused.
+    async fn replay_guarded(
+        &self,
+        org: &OrgId,
+        name: &str,
+        claimed_by: &IdempotencyKey,
+        request: &Idempotency,
+    ) -> Result<Applied, LedgerError> {
+        let original = self
+            .store
+            .load_entry(org, &EntryKey::Request(claimed_by.clone()))
+            .await?;
+        match original.and_then(|e| e.request) {
+            Some(record) if record.fingerprint == request.fingerprint => Ok(Applied {
+                reply: record.reply,
+                replayed: true,
+            }),
+            _ => {
+                debug!(%org, guard = name, "guard claimed by a different request");
+                Err(LedgerError::PaymentReferenceReused)
+            }
+        }
+    }
+}
+
+/// Full-jitter exponential backoff: 0..2^n ms, capped at 64 ms.
+fn backoff(attempt: u32) -> Duration {
+    let cap_ms = 1u64 << attempt.min(6);
+    Duration::from_micros(fastrand::u64(0..cap_ms * 1_000))
+}

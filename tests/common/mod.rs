@@ -1,0 +1,320 @@
+//! The integration harness: a table of its own per test, created from
+//! template.yaml on the DynamoDB Local that `make test` started, the real
+//! handlers behind the local gateway, dev tokens, a clock tests can move,
+//! and a count of the DynamoDB requests made.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use chrono::{DateTime, TimeZone, Utc};
+use ledger_domain::{Catalog, FixedClock};
+use ledger_http::AppState;
+use ledger_local::gateway::Gateway;
+use ledger_local::template::Template;
+use ledger_local::tokens::DevAuthority;
+use serde_json::Value;
+
+pub const ORG: &str = "acme";
+pub const OTHER_ORG: &str = "globex";
+
+/// Counts the HTTP requests the SDK sends to DynamoDB (retries included).
+#[derive(Debug)]
+struct CountRequests(Arc<AtomicUsize>);
+
+impl Intercept for CountRequests {
+    fn name(&self) -> &'static str {
+        "CountRequests"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+pub fn start_time() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 31, 9, 30, 0).unwrap()
+}
+
+pub struct Stack {
+    pub client: aws_sdk_dynamodb::Client,
+    pub table: String,
+    pub clock: Arc<FixedClock>,
+    pub requests: Arc<AtomicUsize>,
+    pub authority: DevAuthority,
+    pub template: Template,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub content_type: String,
+    pub replayed: bool,
+}
+
+impl Stack {
+    pub async fn new() -> Stack {
+        assert!(
+            std::env::var("AWS_ENDPOINT_URL_DYNAMODB").is_ok(),
+            "integration tests run against DynamoDB Local: use `make test`, which starts it"
+        );
+        let config = aws_config::load_from_env().await;
+        let requests = Arc::new(AtomicUsize::new(0));
+        let dynamo_config = aws_sdk_dynamodb::config::Builder::from(&config)
+            .interceptor(CountRequests(requests.clone()))
+            .build();
+        let client = aws_sdk_dynamodb::Client::from_conf(dynamo_config);
+        let template = Template::load(&ledger_local::project_root().join("template.yaml")).unwrap();
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let table = format!(
+            "LedgerTable-{}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst),
+            Utc::now().timestamp_micros()
+        );
+        template.create_table(&client, "LedgerTable", &table).await.unwrap();
+        Stack {
+            client,
+            table,
+            clock: Arc::new(FixedClock::new(start_time())),
+            requests,
+            authority: DevAuthority::new(b"integration-test-key"),
+            template,
+        }
+    }
+
+    /// A fresh function instance: its own (empty) account cache, as a new
+    /// Lambda execution environment would have.
+    pub fn state(&self) -> AppState {
+        AppState::new(
+            self.client.clone(),
+            &self.table,
+            Arc::new(Catalog::default_catalog()),
+            self.clock.clone(),
+        )
+    }
+
+    pub fn gateway(&self) -> Gateway {
+        Gateway::new(
+            self.template.routes().unwrap(),
+            self.authority.clone(),
+            Arc::new(self.state()),
+        )
+    }
+
+    pub fn admin(&self) -> String {
+        self.authority.user_token(ORG, "alice", "admin", 3600)
+    }
+
+    pub fn member(&self) -> String {
+        self.authority.user_token(ORG, "bob", "member", 3600)
+    }
+
+    pub fn service(&self) -> String {
+        self.authority.service_token("product-backend", 3600)
+    }
+
+    pub fn dynamodb_requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Every item of the table, in key order, for before/after comparisons.
+    pub async fn snapshot(&self) -> Vec<BTreeMap<String, Value>> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .unwrap();
+            for item in out.items.unwrap_or_default() {
+                items.push(
+                    item.into_iter()
+                        .map(|(k, v)| (k, canonical(&v)))
+                        .collect::<BTreeMap<_, _>>(),
+                );
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        items.sort_by_key(|i| (i["pk"].to_string(), i["sk"].to_string()));
+        items
+    }
+}
+
+/// One request through the local gateway (authorizer, routing, payload 2.0
+/// event) into the real handler, without a socket.
+pub async fn call(
+    gateway: &Gateway,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    key: Option<&str>,
+    body: Option<&str>,
+) -> Reply {
+    let (path, query) = match path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path, None),
+    };
+    let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
+    if let Some(t) = token {
+        headers.push(("authorization".into(), format!("Bearer {t}")));
+    }
+    if let Some(k) = key {
+        headers.push(("idempotency-key".into(), k.to_string()));
+    }
+    let body = body.unwrap_or_default().as_bytes();
+    match gateway.event(method, path, query, &headers, body) {
+        Err(reply) => Reply {
+            status: reply.status,
+            body: serde_json::from_str(&reply.body).unwrap(),
+            content_type: "application/json".into(),
+            replayed: false,
+        },
+        Ok((function, event)) => {
+            let response = gateway.invoke(&function, &event).await;
+            let content_type = response
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            let replayed = response.headers().contains_key("idempotent-replayed");
+            let status = response.status().as_u16();
+            let body = match response.into_body() {
+                lambda_http::Body::Text(t) => serde_json::from_str(&t).unwrap_or(Value::String(t)),
+                lambda_http::Body::Empty => Value::Null,
+                other => panic!("unexpected body {other:?}"),
+            };
+            Reply {
+                status,
+                body,
+                content_type,
+                replayed,
+            }
+        }
+    }
+}
+
+pub async fn subscribe(gateway: &Gateway, token: &str, org: &str, plan: &str) -> Reply {
+    let body = format!(r#"{{"plan":"{plan}"}}"#);
+    call(
+        gateway,
+        "PUT",
+        &format!("/v1/orgs/{org}/subscription"),
+        Some(token),
+        Some(&format!("sub-{org}")),
+        Some(&body),
+    )
+    .await
+}
+
+pub async fn spend(gateway: &Gateway, token: &str, key: &str, action: &str, quantity: u64) -> Reply {
+    let body = format!(r#"{{"action":"{action}","quantity":{quantity}}}"#);
+    call(
+        gateway,
+        "POST",
+        &format!("/v1/orgs/{ORG}/spend"),
+        Some(token),
+        Some(key),
+        Some(&body),
+    )
+    .await
+}
+
+pub async fn available(gateway: &Gateway, token: &str, meter: &str) -> String {
+    let r = call(
+        gateway,
+        "GET",
+        &format!("/v1/orgs/{ORG}/balance"),
+        Some(token),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body["meters"][meter]["available"].as_str().unwrap().to_string()
+}
+
+/// The whole ledger, newest first, walking every page.
+pub async fn ledger(gateway: &Gateway, token: &str, page: u32) -> Vec<Value> {
+    let mut entries = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/v1/orgs/{ORG}/ledger?limit={page}");
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let r = call(gateway, "GET", &path, Some(token), None, None).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        entries.extend(r.body["entries"].as_array().unwrap().iter().cloned());
+        match r.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return entries,
+        }
+    }
+}
+
+/// Sum of a meter's ledger lines, in thousandths.
+pub fn ledger_total(entries: &[Value], meter: &str) -> i64 {
+    entries
+        .iter()
+        .flat_map(|e| e["lines"].as_array().unwrap().iter())
+        .filter(|l| l["meter"] == meter)
+        .map(|l| thousandths(l["amount"].as_str().unwrap()))
+        .sum()
+}
+
+pub fn thousandths(decimal: &str) -> i64 {
+    let negative = decimal.starts_with('-');
+    let c = ledger_domain::Credits::parse_decimal(decimal.trim_start_matches('-'))
+        .unwrap()
+        .thousandths();
+    if negative {
+        -c
+    } else {
+        c
+    }
+}
+
+/// An attribute value in a form that compares by content (maps sorted).
+fn canonical(v: &AttributeValue) -> Value {
+    use serde_json::json;
+    match v {
+        AttributeValue::S(s) => json!({ "S": s }),
+        AttributeValue::N(n) => json!({ "N": n }),
+        AttributeValue::Bool(b) => json!({ "BOOL": b }),
+        AttributeValue::Null(_) => json!({ "NULL": true }),
+        AttributeValue::L(l) => json!({ "L": l.iter().map(canonical).collect::<Vec<_>>() }),
+        AttributeValue::M(m) => {
+            let sorted: BTreeMap<_, _> = m.iter().map(|(k, v)| (k.clone(), canonical(v))).collect();
+            json!({ "M": sorted })
+        }
+        AttributeValue::Ss(ss) => {
+            let mut ss = ss.clone();
+            ss.sort();
+            json!({ "SS": ss })
+        }
+        other => json!({ "other": format!("{other:?}") }),
+    }
+}

@@ -1,0 +1,161 @@
+//! A Starter account through a realistic sequence, end to end: the local
+//! gateway, the real handlers, the real SDK, DynamoDB Local.
+
+mod common;
+
+use chrono::Duration;
+use common::*;
+
+#[tokio::test]
+async fn starter_account_sequence() {
+    let stack = Stack::new().await;
+    let gw = stack.gateway();
+    let (admin, member) = (stack.admin(), stack.member());
+
+    let r = subscribe(&gw, &admin, ORG, "starter").await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["period"]["end"], "2026-02-28", "anchor 31 clamps to Feb 28");
+    assert_eq!(available(&gw, &member, "credits").await, "500");
+
+    // AI emails and email verifications at 0.5.
+    let r = spend(&gw, &member, "s-1", "ai_email_generation", 10).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["charged"], "10");
+    let r = spend(&gw, &member, "s-2", "email_verification", 3).await;
+    assert_eq!(
+        (r.body["charged"].as_str(), r.body["balance_after"]["credits"].as_str()),
+        (Some("1.5"), Some("488.5"))
+    );
+    assert_eq!(r.body["buckets"][0]["source"], "plan");
+
+    // A purchase: price recorded, credits that never expire.
+    let r = call(
+        &gw,
+        "POST",
+        "/v1/orgs/acme/purchases",
+        Some(&admin),
+        Some("p-1"),
+        Some(r#"{"package":"credits_500","payment_reference":"pay_123"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["entry"]["purchase"]["price_cents"], 2500);
+    assert_eq!(r.body["balance_after"]["credits"], "988.5");
+
+    // Plan credits go first: 490 emails take the plan's 488.5 and 1.5 purchased.
+    let r = spend(&gw, &member, "s-3", "ai_email_generation", 490).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let paid: Vec<(&str, &str)> = r.body["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["source"].as_str().unwrap(), l["amount"].as_str().unwrap()))
+        .collect();
+    assert_eq!(paid, vec![("plan", "-488.5"), ("purchased", "-1.5")]);
+    assert_eq!(r.body["balance_after"]["credits"], "498.5");
+
+    // Out of credits: 402 with what was needed and what is available.
+    let before = stack.snapshot().await;
+    let r = spend(&gw, &member, "s-4", "ai_email_generation", 500).await;
+    assert_eq!(r.status, 402);
+    assert_eq!(r.content_type, "application/problem+json");
+    assert_eq!(r.body["type"], "urn:credit-ledger:problem:insufficient-credits");
+    assert_eq!(
+        (r.body["needed"].as_str(), r.body["available"].as_str()),
+        (Some("500"), Some("498.5"))
+    );
+    assert_eq!(stack.snapshot().await, before, "a refused spend writes nothing");
+
+    // Credit-free actions keep working whatever the balance.
+    let r = spend(&gw, &member, "s-5", "email_send", 25).await;
+    assert_eq!((r.status, r.body["charged"].as_str()), (200, Some("0")));
+
+    // A replay returns the original status and body, and charges nothing.
+    let original = spend(&gw, &member, "s-3", "ai_email_generation", 490).await;
+    assert_eq!(original.status, 200);
+    assert!(original.replayed);
+    assert_eq!(
+        original.body["entry_id"],
+        r_entry(&gw, &member, "ai_email_generation", 490).await
+    );
+    assert_eq!(available(&gw, &member, "credits").await, "498.5");
+    // The same key with another body is refused.
+    let r = spend(&gw, &member, "s-3", "ai_email_generation", 491).await;
+    assert_eq!(
+        (r.status, r.body["type"].as_str()),
+        (422, Some("urn:credit-ledger:problem:idempotency-key-reused"))
+    );
+
+    // The ledger, newest first over small pages, sums to the balance.
+    let entries = ledger(&gw, &admin, 2).await;
+    let seqs: Vec<u64> = entries.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, vec![6, 5, 4, 3, 2, 1]);
+    assert_eq!(ledger_total(&entries, "credits"), thousandths("498.5"));
+    assert_eq!(entries[0]["balance_after"]["credits"], "498.5");
+
+    // The month ends: the first use after it renews first. Last month's
+    // plan leftovers are gone (none here), purchased credits stay.
+    stack.clock.advance(Duration::days(29));
+    let r = spend(&gw, &member, "s-6", "ai_email_generation", 1).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["balance_after"]["credits"], "997.5");
+    assert_eq!(r.body["buckets"][0]["source"], "plan");
+    let balance = call(&gw, "GET", "/v1/orgs/acme/balance", Some(&member), None, None)
+        .await
+        .body;
+    assert_eq!(balance["period"]["start"], "2026-02-28");
+    assert_eq!(balance["meters"]["credits"]["used_this_period"], "1");
+    let entries = ledger(&gw, &admin, 50).await;
+    assert_eq!(entries[1]["kind"], "renewal");
+    assert_eq!(ledger_total(&entries, "credits"), thousandths("997.5"));
+}
+
+/// The entry id the ledger holds for the (only) spend of `quantity` units.
+async fn r_entry(gw: &ledger_local::gateway::Gateway, token: &str, action: &str, quantity: u64) -> serde_json::Value {
+    let entries = ledger(gw, token, 50).await;
+    entries
+        .into_iter()
+        .find(|e| e["action"] == action && e["quantity"] == quantity)
+        .map(|e| e["id"].clone())
+        .expect("the entry")
+}
+
+#[tokio::test]
+async fn a_warm_spend_is_one_dynamodb_request() {
+    let stack = Stack::new().await;
+    let gw = stack.gateway();
+    assert_eq!(subscribe(&gw, &stack.admin(), ORG, "business").await.status, 201);
+
+    let before = stack.dynamodb_requests();
+    assert_eq!(
+        spend(&gw, &stack.member(), "warm-1", "ai_email_generation", 1)
+            .await
+            .status,
+        200
+    );
+    let warm = stack.dynamodb_requests() - before;
+    assert_eq!(warm, 1, "the fast path is one TransactWriteItems, no read");
+
+    // A fresh function instance has nothing cached: one consistent read first.
+    let cold_gw = stack.gateway();
+    let before = stack.dynamodb_requests();
+    assert_eq!(
+        spend(&cold_gw, &stack.member(), "cold-1", "ai_email_generation", 1)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(stack.dynamodb_requests() - before, 2);
+
+    // The other instance's cache is now stale: its guess fails the condition,
+    // which hands back the fresh state, and the retry lands.
+    let before = stack.dynamodb_requests();
+    assert_eq!(
+        spend(&gw, &stack.member(), "warm-2", "ai_email_generation", 1)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(stack.dynamodb_requests() - before, 2);
+    assert_eq!(available(&gw, &stack.member(), "credits").await, "4997");
+}
