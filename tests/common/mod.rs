@@ -59,7 +59,7 @@ pub struct Stack {
     pub template: Template,
 }
 
-pub struct Reply {
+pub struct HttpReply {
     pub status: u16,
     pub body: Value,
     pub content_type: String,
@@ -172,7 +172,7 @@ pub async fn call(
     token: Option<&str>,
     key: Option<&str>,
     body: Option<&str>,
-) -> Reply {
+) -> HttpReply {
     let (path, query) = match path.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (path, None),
@@ -186,7 +186,7 @@ pub async fn call(
     }
     let body = body.unwrap_or_default().as_bytes();
     match gateway.event(method, path, query, &headers, body) {
-        Err(reply) => Reply {
+        Err(reply) => HttpReply {
             status: reply.status,
             body: serde_json::from_str(&reply.body).unwrap(),
             content_type: "application/json".into(),
@@ -206,7 +206,7 @@ pub async fn call(
                 lambda_http::Body::Empty => Value::Null,
                 other => panic!("unexpected body {other:?}"),
             };
-            Reply {
+            HttpReply {
                 status,
                 body,
                 content_type,
@@ -216,7 +216,7 @@ pub async fn call(
     }
 }
 
-pub async fn subscribe(gateway: &Gateway, token: &str, org: &str, plan: &str) -> Reply {
+pub async fn subscribe(gateway: &Gateway, token: &str, org: &str, plan: &str) -> HttpReply {
     let body = format!(r#"{{"plan":"{plan}"}}"#);
     call(
         gateway,
@@ -229,7 +229,7 @@ pub async fn subscribe(gateway: &Gateway, token: &str, org: &str, plan: &str) ->
     .await
 }
 
-pub async fn spend(gateway: &Gateway, token: &str, key: &str, action: &str, quantity: u64) -> Reply {
+pub async fn spend(gateway: &Gateway, token: &str, key: &str, action: &str, quantity: u64) -> HttpReply {
     let body = format!(r#"{{"action":"{action}","quantity":{quantity}}}"#);
     call(
         gateway,

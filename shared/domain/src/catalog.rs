@@ -194,9 +194,10 @@ impl Catalog {
     /// Price in cents of a custom amount of whole credits.
     pub fn custom_price_cents(&self, credits: Credits) -> Result<u64, DomainError> {
         if !credits.is_positive() || !credits.is_whole() {
-            return Err(DomainError::InvalidRequest(
-                "a custom purchase is a positive whole number of credits".into(),
-            ));
+            return Err(DomainError::InvalidAmount {
+                text: credits.to_string(),
+                why: "a custom purchase is a positive whole number of credits".into(),
+            });
         }
         let whole = u64::try_from(credits.thousandths() / crate::credits::SCALE).unwrap_or(0);
         whole

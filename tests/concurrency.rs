@@ -1,0 +1,267 @@
+//! Real concurrency against DynamoDB Local: many function instances (each
+//! with its own cache, as separate Lambda environments) spending on one
+//! account at once; invariants checked afterwards.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use common::*;
+use futures::future::join_all;
+use ledger_domain::{Catalog, OrgId, SpendMode, SpendRequest};
+use ledger_store::{
+    Commit, CommitError, DynamoLedgerStore, EntryKey, Idempotency, LedgerError, LedgerPage, LedgerStore, Reply,
+    StoreError, StoredEntry,
+};
+use serde_json::Value;
+
+/// Checks the ledger against the balance: seq 1..n with no gap, every
+/// `balance_after` the running sum, the sum equal to the balance, no entry
+/// id twice, nothing negative.
+async fn assert_ledger_consistent(stack: &Stack, expected_balance: &str) -> Vec<Value> {
+    let gw = stack.gateway();
+    let mut entries = ledger(&gw, &stack.admin(), 200).await;
+    entries.reverse();
+    let mut running = 0i64;
+    let mut ids = BTreeSet::new();
+    for (i, e) in entries.iter().enumerate() {
+        assert_eq!(e["seq"].as_u64(), Some(i as u64 + 1), "no gaps in the ledger");
+        assert!(ids.insert(e["id"].to_string()), "entry {} twice", e["id"]);
+        running += ledger_total(std::slice::from_ref(e), "credits");
+        assert!(running >= 0, "balance went negative at {}", e["seq"]);
+        assert_eq!(thousandths(e["balance_after"]["credits"].as_str().unwrap()), running);
+    }
+    assert_eq!(running, thousandths(expected_balance));
+    assert_eq!(available(&gw, &stack.admin(), "credits").await, expected_balance);
+    entries
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_concurrent_spends_charge_exactly_what_the_balance_covers() {
+    let stack = Stack::new().await;
+    assert_eq!(
+        subscribe(&stack.gateway(), &stack.admin(), ORG, "starter").await.status,
+        201
+    );
+
+    // 500 credits, 100 spends of 7: exactly 71 fit (497), 29 must be refused.
+    let member = stack.member();
+    let spends = (0..100).map(|i| {
+        let gateway = stack.gateway();
+        let token = member.clone();
+        tokio::spawn(async move { spend(&gateway, &token, &format!("race-{i}"), "ai_email_generation", 7).await })
+    });
+    let replies: Vec<HttpReply> = join_all(spends).await.into_iter().map(Result::unwrap).collect();
+
+    let ok = replies.iter().filter(|r| r.status == 200).count();
+    let refused = replies.iter().filter(|r| r.status == 402).count();
+    let other: Vec<_> = replies
+        .iter()
+        .filter(|r| r.status != 200 && r.status != 402)
+        .map(|r| &r.body)
+        .collect();
+    assert!(other.is_empty(), "unexpected replies: {other:?}");
+    assert_eq!((ok, refused), (71, 29));
+
+    let entries = assert_ledger_consistent(&stack, "3").await;
+    assert_eq!(entries.len(), 72, "one subscription entry and one per successful spend");
+    let charged_keys: BTreeSet<_> = replies
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| r.body["entry_id"].to_string())
+        .collect();
+    assert_eq!(charged_keys.len(), 71, "every success has its own entry");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_idempotency_key_raced_by_many_instances_charges_once() {
+    let stack = Stack::new().await;
+    assert_eq!(
+        subscribe(&stack.gateway(), &stack.admin(), ORG, "starter").await.status,
+        201
+    );
+    let member = stack.member();
+    let racers = (0..20).map(|_| {
+        let gateway = stack.gateway();
+        let token = member.clone();
+        tokio::spawn(async move { spend(&gateway, &token, "same-key", "email_verification", 4).await })
+    });
+    let replies: Vec<HttpReply> = join_all(racers).await.into_iter().map(Result::unwrap).collect();
+    assert!(
+        replies.iter().all(|r| r.status == 200),
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert!(
+        replies.iter().all(|r| r.body == replies[0].body),
+        "every retry sees the original body"
+    );
+    assert_eq!(
+        replies.iter().filter(|r| !r.replayed).count(),
+        1,
+        "exactly one was applied"
+    );
+    let entries = assert_ledger_consistent(&stack, "498").await;
+    assert_eq!(entries.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn purchases_racing_spends_lose_nothing() {
+    let stack = Stack::new().await;
+    assert_eq!(
+        subscribe(&stack.gateway(), &stack.admin(), ORG, "starter").await.status,
+        201
+    );
+    let (admin, member) = (stack.admin(), stack.member());
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let gateway = stack.gateway();
+        let token = member.clone();
+        tasks.push(tokio::spawn(async move {
+            spend(&gateway, &token, &format!("s-{i}"), "email_finder", 5).await
+        }));
+    }
+    for i in 0..5 {
+        let gateway = stack.gateway();
+        let token = admin.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = format!(r#"{{"package":"credits_500","payment_reference":"pay-{i}"}}"#);
+            call(
+                &gateway,
+                "POST",
+                "/v1/orgs/acme/purchases",
+                Some(&token),
+                Some(&format!("p-{i}")),
+                Some(&body),
+            )
+            .await
+        }));
+    }
+    let replies: Vec<HttpReply> = join_all(tasks).await.into_iter().map(Result::unwrap).collect();
+    assert!(
+        replies.iter().all(|r| r.status == 200 || r.status == 201),
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    // 500 + 5 × 500 granted, 30 × 25 spent: all fit, whatever the order.
+    assert_ledger_consistent(&stack, "2250").await;
+}
+
+/// Wraps the DynamoDB store and answers the first `conflicts` commits with
+/// the `TransactionConflict` cancellation real DynamoDB raises (DynamoDB
+/// Local never does), to exercise the retry path.
+struct ConflictingStore {
+    inner: DynamoLedgerStore,
+    conflicts: AtomicU32,
+    commits: AtomicU32,
+}
+
+impl LedgerStore for ConflictingStore {
+    async fn load_account(&self, org: &OrgId) -> Result<Option<ledger_domain::Account>, StoreError> {
+        self.inner.load_account(org).await
+    }
+
+    async fn load_account_and_entry(
+        &self,
+        org: &OrgId,
+        key: &EntryKey,
+    ) -> Result<(Option<ledger_domain::Account>, Option<StoredEntry>), StoreError> {
+        self.inner.load_account_and_entry(org, key).await
+    }
+
+    async fn load_entry(&self, org: &OrgId, key: &EntryKey) -> Result<Option<StoredEntry>, StoreError> {
+        self.inner.load_entry(org, key).await
+    }
+
+    async fn commit(&self, commit: Commit<'_>) -> Result<(), CommitError> {
+        self.commits.fetch_add(1, Ordering::SeqCst);
+        let left = self.conflicts.load(Ordering::SeqCst);
+        if left > 0 {
+            self.conflicts.store(left - 1, Ordering::SeqCst);
+            return Err(CommitError::Conflict);
+        }
+        self.inner.commit(commit).await
+    }
+
+    async fn ledger_page(
+        &self,
+        org: &OrgId,
+        limit: u32,
+        before: Option<u64>,
+        user: Option<&ledger_domain::UserId>,
+    ) -> Result<LedgerPage, StoreError> {
+        self.inner.ledger_page(org, limit, before, user).await
+    }
+}
+
+async fn spend_through(
+    ledger: &ledger_store::Ledger<ConflictingStore>,
+    key: &str,
+) -> Result<ledger_store::Applied, LedgerError> {
+    let catalog = Catalog::default_catalog();
+    let (action_id, action) = catalog.action("ai_email_generation").unwrap();
+    let request = SpendRequest {
+        action_id,
+        action,
+        quantity: 2,
+        mode: SpendMode::All,
+        actor: ledger_domain::Actor {
+            user: None,
+            caller: ledger_domain::CallerKind::Service,
+        },
+        campaign: None,
+        subject: None,
+    };
+    let idempotency = Idempotency {
+        key: ledger_domain::IdempotencyKey::parse(key).unwrap(),
+        fingerprint: key.into(),
+    };
+    ledger
+        .apply(&OrgId::parse(ORG).unwrap(), &idempotency, None, |account, _, now| {
+            let (_, entry) = account.spend(&request, now)?;
+            Ok((
+                entry,
+                Reply {
+                    status: 200,
+                    body: "{}".into(),
+                },
+            ))
+        })
+        .await
+}
+
+#[tokio::test]
+async fn transaction_conflicts_are_retried_and_bounded() {
+    let stack = Stack::new().await;
+    assert_eq!(
+        subscribe(&stack.gateway(), &stack.admin(), ORG, "starter").await.status,
+        201
+    );
+    let store = ConflictingStore {
+        inner: DynamoLedgerStore::new(stack.client.clone(), stack.table.clone()),
+        conflicts: AtomicU32::new(3),
+        commits: AtomicU32::new(0),
+    };
+    let ledger = ledger_store::Ledger::new(store, Arc::new(Catalog::default_catalog()), stack.clock.clone());
+
+    // Three conflicts, then the commit lands: charged once.
+    let applied = spend_through(&ledger, "conflicted").await.unwrap();
+    assert!(!applied.replayed);
+    assert_eq!(ledger.store().commits.load(Ordering::SeqCst), 4);
+    assert_ledger_consistent(&stack, "498").await;
+
+    // Conflicts without end: a bounded number of attempts, then a retryable
+    // error and nothing written.
+    ledger.store().conflicts.store(u32::MAX, Ordering::SeqCst);
+    ledger.store().commits.store(0, Ordering::SeqCst);
+    let before = stack.snapshot().await;
+    let err = spend_through(&ledger, "hopeless").await.unwrap_err();
+    assert!(matches!(err, LedgerError::Contention), "{err:?}");
+    assert_eq!(
+        ledger.store().commits.load(Ordering::SeqCst),
+        ledger_store::MAX_ATTEMPTS
+    );
+    assert_eq!(stack.snapshot().await, before);
+}
