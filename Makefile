@@ -30,6 +30,6 @@ build: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release
 
 bench: setup
-	infra/bench.sh
+	infra/bench.sh $(BENCH)
 
 .PHONY: help setup run test build bench

@@ -51,9 +51,21 @@ async fn a_hundred_concurrent_spends_charge_exactly_what_the_balance_covers() {
     let spends = (0..100).map(|i| {
         let gateway = stack.gateway();
         let token = member.clone();
-        tokio::spawn(async move { spend(&gateway, &token, &format!("race-{i}"), "ai_email_generation", 7).await })
+        tokio::spawn(async move {
+            let body = r#"{"action":"ai_email_generation","quantity":7}"#;
+            call_retrying(
+                &gateway,
+                "POST",
+                "/v1/orgs/acme/spend",
+                &token,
+                &format!("race-{i}"),
+                body,
+            )
+            .await
+        })
     });
-    let replies: Vec<HttpReply> = join_all(spends).await.into_iter().map(Result::unwrap).collect();
+    let (replies, retries): (Vec<HttpReply>, Vec<u32>) = join_all(spends).await.into_iter().map(Result::unwrap).unzip();
+    println!("503s retried by clients: {}", retries.iter().sum::<u32>());
 
     let ok = replies.iter().filter(|r| r.status == 200).count();
     let refused = replies.iter().filter(|r| r.status == 402).count();
@@ -120,7 +132,10 @@ async fn purchases_racing_spends_lose_nothing() {
         let gateway = stack.gateway();
         let token = member.clone();
         tasks.push(tokio::spawn(async move {
-            spend(&gateway, &token, &format!("s-{i}"), "email_finder", 5).await
+            let body = r#"{"action":"email_finder","quantity":5}"#;
+            call_retrying(&gateway, "POST", "/v1/orgs/acme/spend", &token, &format!("s-{i}"), body)
+                .await
+                .0
         }));
     }
     for i in 0..5 {
@@ -128,15 +143,16 @@ async fn purchases_racing_spends_lose_nothing() {
         let token = admin.clone();
         tasks.push(tokio::spawn(async move {
             let body = format!(r#"{{"package":"credits_500","payment_reference":"pay-{i}"}}"#);
-            call(
+            call_retrying(
                 &gateway,
                 "POST",
                 "/v1/orgs/acme/purchases",
-                Some(&token),
-                Some(&format!("p-{i}")),
-                Some(&body),
+                &token,
+                &format!("p-{i}"),
+                &body,
             )
             .await
+            .0
         }));
     }
     let replies: Vec<HttpReply> = join_all(tasks).await.into_iter().map(Result::unwrap).collect();
@@ -244,7 +260,12 @@ async fn transaction_conflicts_are_retried_and_bounded() {
         conflicts: AtomicU32::new(3),
         commits: AtomicU32::new(0),
     };
-    let ledger = ledger_store::Ledger::new(store, Arc::new(Catalog::default_catalog()), stack.clock.clone());
+    let retry = ledger_store::RetryPolicy {
+        max_attempts: 16,
+        budget: std::time::Duration::from_secs(30),
+    };
+    let ledger = ledger_store::Ledger::new(store, Arc::new(Catalog::default_catalog()), stack.clock.clone())
+        .with_retry_policy(retry);
 
     // Three conflicts, then the commit lands: charged once.
     let applied = spend_through(&ledger, "conflicted").await.unwrap();
@@ -259,9 +280,24 @@ async fn transaction_conflicts_are_retried_and_bounded() {
     let before = stack.snapshot().await;
     let err = spend_through(&ledger, "hopeless").await.unwrap_err();
     assert!(matches!(err, LedgerError::Contention), "{err:?}");
-    assert_eq!(
-        ledger.store().commits.load(Ordering::SeqCst),
-        ledger_store::MAX_ATTEMPTS
-    );
+    assert_eq!(ledger.store().commits.load(Ordering::SeqCst), retry.max_attempts);
+    assert_eq!(stack.snapshot().await, before);
+
+    // However many attempts are allowed, retrying stops at the time budget.
+    let store = ConflictingStore {
+        inner: DynamoLedgerStore::new(stack.client.clone(), stack.table.clone()),
+        conflicts: AtomicU32::new(u32::MAX),
+        commits: AtomicU32::new(0),
+    };
+    let retry = ledger_store::RetryPolicy {
+        max_attempts: 10_000,
+        budget: std::time::Duration::from_millis(300),
+    };
+    let ledger = ledger_store::Ledger::new(store, Arc::new(Catalog::default_catalog()), stack.clock.clone())
+        .with_retry_policy(retry);
+    let err = spend_through(&ledger, "out-of-time").await.unwrap_err();
+    assert!(matches!(err, LedgerError::Contention), "{err:?}");
+    let commits = ledger.store().commits.load(Ordering::SeqCst);
+    assert!((2..100).contains(&commits), "{commits} commits in 300 ms of backoff");
     assert_eq!(stack.snapshot().await, before);
 }

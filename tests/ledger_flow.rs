@@ -159,3 +159,110 @@ async fn a_warm_spend_is_one_dynamodb_request() {
     assert_eq!(stack.dynamodb_requests() - before, 2);
     assert_eq!(available(&gw, &stack.member(), "credits").await, "4997");
 }
+
+#[tokio::test]
+async fn dry_runs_quote_and_up_to_charges_what_the_balance_covers() {
+    let stack = Stack::new().await;
+    let gw = stack.gateway();
+    let member = stack.member();
+    assert_eq!(subscribe(&gw, &stack.admin(), ORG, "free_trial").await.status, 201);
+    let balance = call(&gw, "GET", "/v1/orgs/acme/balance", Some(&member), None, None)
+        .await
+        .body;
+    assert_eq!(balance["meters"]["credits"]["buckets"][0]["source"], "trial");
+    assert_eq!(
+        balance["meters"]["credits"]["buckets"][0]["expires_at"],
+        serde_json::Value::Null
+    );
+
+    let before = stack.snapshot().await;
+    let quote = |body: &'static str| call(&gw, "POST", "/v1/orgs/acme/spend", Some(&member), None, Some(body));
+    let q = quote(r#"{"action":"email_finder","quantity":120,"dry_run":true}"#).await;
+    assert_eq!(q.status, 200, "{}", q.body);
+    assert_eq!(
+        (
+            q.body["cost"].as_str(),
+            q.body["affordable"].as_u64(),
+            q.body["sufficient"].as_bool(),
+            q.body["charged"].as_str()
+        ),
+        (Some("600"), Some(100), Some(false), Some("0"))
+    );
+    let q = quote(r#"{"action":"email_finder","quantity":120,"mode":"up_to","dry_run":true}"#).await;
+    assert_eq!(
+        (q.body["quantity"].as_u64(), q.body["charged"].as_str()),
+        (Some(100), Some("500"))
+    );
+    assert_eq!(stack.snapshot().await, before, "a dry run charges nothing");
+
+    let r = call(
+        &gw,
+        "POST",
+        "/v1/orgs/acme/spend",
+        Some(&member),
+        Some("bulk-1"),
+        Some(r#"{"action":"email_finder","quantity":120,"mode":"up_to","campaign":"q4"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        (
+            r.body["requested"].as_u64(),
+            r.body["quantity"].as_u64(),
+            r.body["charged"].as_str()
+        ),
+        (Some(120), Some(100), Some("500"))
+    );
+    let r = call(
+        &gw,
+        "POST",
+        "/v1/orgs/acme/spend",
+        Some(&member),
+        Some("bulk-2"),
+        Some(r#"{"action":"email_finder","quantity":5,"mode":"up_to"}"#),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["needed"].as_str(), r.body["available"].as_str()),
+        (402, Some("5"), Some("0"))
+    );
+    let entries = ledger(&gw, &stack.admin(), 10).await;
+    assert_eq!(
+        (entries[0]["campaign"].as_str(), entries[0]["requested"].as_u64()),
+        (Some("q4"), Some(120))
+    );
+}
+
+#[tokio::test]
+async fn a_payment_reference_credits_once_whatever_the_key() {
+    let stack = Stack::new().await;
+    let gw = stack.gateway();
+    let service = stack.service();
+    assert_eq!(subscribe(&gw, &service, ORG, "per_seat_1000").await.status, 201);
+    let buy = |key: &'static str, body: &'static str| {
+        call(
+            &gw,
+            "POST",
+            "/v1/orgs/acme/purchases",
+            Some(&service),
+            Some(key),
+            Some(body),
+        )
+    };
+
+    // A custom amount at the catalog's unit price ($0.10 a credit).
+    let first = buy("buy-1", r#"{"credits":300,"payment_reference":"pi_9"}"#).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    assert_eq!(first.body["entry"]["purchase"]["price_cents"], 3000);
+    // The payment provider's webhook retried with a new key: the original answer, no second grant.
+    let again = buy("buy-2", r#"{"credits":300,"payment_reference":"pi_9"}"#).await;
+    assert_eq!((again.status, again.replayed), (201, true));
+    assert_eq!(again.body, first.body);
+    // The same reference for something else is refused.
+    let other = buy("buy-3", r#"{"package":"credits_1000","payment_reference":"pi_9"}"#).await;
+    assert_eq!(
+        (other.status, other.body["type"].as_str()),
+        (409, Some("urn:credit-ledger:problem:payment-reference-reused"))
+    );
+    assert_eq!(available(&gw, &service, "credits").await, "1300");
+}

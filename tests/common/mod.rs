@@ -10,41 +10,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
-use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::config_bag::ConfigBag;
 use chrono::{DateTime, TimeZone, Utc};
 use ledger_domain::{Catalog, FixedClock};
 use ledger_http::AppState;
 use ledger_local::gateway::Gateway;
+use ledger_local::metrics::RequestCounter;
 use ledger_local::template::Template;
 use ledger_local::tokens::DevAuthority;
 use serde_json::Value;
 
 pub const ORG: &str = "acme";
 pub const OTHER_ORG: &str = "globex";
-
-/// Counts the HTTP requests the SDK sends to DynamoDB (retries included).
-#[derive(Debug)]
-struct CountRequests(Arc<AtomicUsize>);
-
-impl Intercept for CountRequests {
-    fn name(&self) -> &'static str {
-        "CountRequests"
-    }
-
-    fn read_before_transmit(
-        &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
-        _runtime_components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-}
 
 pub fn start_time() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 31, 9, 30, 0).unwrap()
@@ -54,7 +30,7 @@ pub struct Stack {
     pub client: aws_sdk_dynamodb::Client,
     pub table: String,
     pub clock: Arc<FixedClock>,
-    pub requests: Arc<AtomicUsize>,
+    pub requests: RequestCounter,
     pub authority: DevAuthority,
     pub template: Template,
 }
@@ -73,11 +49,8 @@ impl Stack {
             "integration tests run against DynamoDB Local: use `make test`, which starts it"
         );
         let config = aws_config::load_from_env().await;
-        let requests = Arc::new(AtomicUsize::new(0));
-        let dynamo_config = aws_sdk_dynamodb::config::Builder::from(&config)
-            .interceptor(CountRequests(requests.clone()))
-            .build();
-        let client = aws_sdk_dynamodb::Client::from_conf(dynamo_config);
+        let requests = RequestCounter::default();
+        let client = requests.client(&config);
         let template = Template::load(&ledger_local::project_root().join("template.yaml")).unwrap();
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let table = format!(
@@ -129,7 +102,7 @@ impl Stack {
     }
 
     pub fn dynamodb_requests(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
+        self.requests.total()
     }
 
     /// Every item of the table, in key order, for before/after comparisons.
@@ -316,5 +289,26 @@ fn canonical(v: &AttributeValue) -> Value {
             json!({ "SS": ss })
         }
         other => json!({ "other": format!("{other:?}") }),
+    }
+}
+
+/// A client that follows the contract: a 503 (contention) is retried with
+/// the same Idempotency-Key after a pause, so it can never charge twice.
+pub async fn call_retrying(
+    gateway: &Gateway,
+    method: &str,
+    path: &str,
+    token: &str,
+    key: &str,
+    body: &str,
+) -> (HttpReply, u32) {
+    let mut retries = 0;
+    loop {
+        let reply = call(gateway, method, path, Some(token), Some(key), Some(body)).await;
+        if reply.status != 503 || retries == 50 {
+            return (reply, retries);
+        }
+        retries += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(20 + 10 * u64::from(retries))).await;
     }
 }

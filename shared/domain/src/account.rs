@@ -175,15 +175,34 @@ pub struct SpendRequest<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SpendQuote {
     pub meter: MeterId,
+    pub mode: SpendMode,
     pub unit_cost: Credits,
     pub requested: u64,
     /// Units the balance covers (all of them for a free action).
     pub affordable: u64,
-    /// Units this request would charge.
+    /// Units this request would charge: none when `all` cannot be covered.
     pub units: u64,
     pub amount: Credits,
     pub available: Credits,
     pub lines: Vec<EntryLine>,
+}
+
+impl SpendQuote {
+    /// Whether the request can be charged: every unit, or (up_to) at least one.
+    pub fn sufficient(&self) -> bool {
+        self.units > 0 && self.amount <= self.available
+    }
+
+    /// What a refusal says was needed: the whole request, or one unit (up_to).
+    pub fn needed(&self) -> Credits {
+        match self.mode {
+            SpendMode::All => self
+                .unit_cost
+                .checked_mul(self.requested)
+                .unwrap_or(crate::credits::MAX_REQUEST),
+            SpendMode::UpTo => self.unit_cost,
+        }
+    }
 }
 
 /// A purchase, priced from the catalog.
@@ -311,7 +330,9 @@ impl Account {
         };
         let available = self.available(&meter);
         let affordable = available.units_covered(unit_cost).min(req.quantity);
+        // What this request would charge: all units or none, or as many as covered.
         let units = match req.mode {
+            SpendMode::All if affordable < req.quantity => 0,
             SpendMode::All => req.quantity,
             SpendMode::UpTo => affordable,
         };
@@ -337,6 +358,7 @@ impl Account {
         }
         Ok(SpendQuote {
             meter,
+            mode: req.mode,
             unit_cost,
             requested: req.quantity,
             affordable,
@@ -354,14 +376,10 @@ impl Account {
         now: DateTime<Utc>,
     ) -> Result<(SpendQuote, LedgerEntry), DomainError> {
         let quote = self.quote(req)?;
-        let short = quote.units < req.quantity && req.mode == SpendMode::All;
-        if short || quote.amount > quote.available || (quote.units == 0 && !quote.unit_cost.is_zero()) {
+        if !quote.sufficient() {
             return Err(DomainError::InsufficientCredits {
                 meter: quote.meter.clone(),
-                needed: match req.mode {
-                    SpendMode::All => quote.amount,
-                    SpendMode::UpTo => quote.unit_cost,
-                },
+                needed: quote.needed(),
                 available: quote.available,
             });
         }

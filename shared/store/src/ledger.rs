@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use ledger_domain::{Account, Catalog, Clock, DomainError, IdempotencyKey, LedgerEntry, OrgId, UserId};
@@ -15,9 +15,25 @@ use crate::port::{
     Commit, CommitError, EntryKey, Guard, LedgerPage, LedgerStore, Reply, RequestRecord, StoreError, StoredEntry,
 };
 
-/// A lost race is retried with the fresh state at most this many times in
-/// all; past it the caller gets a retryable 503 and nothing is written.
+/// How long a change keeps retrying lost races before the caller gets a
+/// retryable 503 (nothing written): at most `max_attempts` commits, within
+/// `budget`, well inside the function's timeout.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub budget: Duration,
+}
+
 pub const MAX_ATTEMPTS: u32 = 64;
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: MAX_ATTEMPTS,
+            budget: Duration::from_secs(5),
+        }
+    }
+}
 /// Accounts remembered per process for the no-read fast path.
 const CACHE_CAPACITY: usize = 4_096;
 
@@ -48,6 +64,8 @@ pub struct Idempotency {
 pub struct Applied {
     pub reply: Reply,
     pub replayed: bool,
+    /// Commits tried: 1 on the fast path, more after lost races.
+    pub attempts: u32,
 }
 
 /// The domain's decision for one attempt: the entry and the reply to keep with it.
@@ -58,6 +76,7 @@ pub struct Ledger<S> {
     catalog: Arc<Catalog>,
     clock: Arc<dyn Clock>,
     cache: Mutex<HashMap<OrgId, Account>>,
+    retry: RetryPolicy,
 }
 
 impl<S: LedgerStore> Ledger<S> {
@@ -67,7 +86,13 @@ impl<S: LedgerStore> Ledger<S> {
             catalog,
             clock,
             cache: Mutex::new(HashMap::new()),
+            retry: RetryPolicy::default(),
         }
+    }
+
+    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -138,13 +163,18 @@ impl<S: LedgerStore> Ledger<S> {
         // only then is a refusal final (a cached guess may be stale, and the
         // key may name an earlier success that must be replayed).
         let mut fresh_with_key = false;
-        for attempt in 0..MAX_ATTEMPTS {
+        let started = Instant::now();
+        let mut backoff = Backoff::default();
+        for attempt in 0..self.retry.max_attempts {
+            if attempt > 0 && started.elapsed() > self.retry.budget {
+                break;
+            }
             let account = match guess.take() {
                 Some(a) => a,
                 None => {
                     let (account, existing) = self.store.load_account_and_entry(org, &entry_key).await?;
                     if let Some(existing) = existing {
-                        return self.replay(existing, request);
+                        return self.replay(existing, request, attempt);
                     }
                     fresh_with_key = true;
                     account.ok_or(DomainError::AccountNotFound)?
@@ -196,31 +226,36 @@ impl<S: LedgerStore> Ledger<S> {
             match self.store.commit(commit).await {
                 Ok(()) => {
                     self.remember(&next);
-                    return Ok(Applied { reply, replayed: false });
+                    return Ok(Applied {
+                        reply,
+                        replayed: false,
+                        attempts: attempt + 1,
+                    });
                 }
                 Err(CommitError::Stale(Some(fresh))) => {
                     debug!(%org, attempt, "lost a race; deciding again from the fresh state");
                     guess = Some(*fresh);
+                    // The first retry goes at once with the state just handed
+                    // back; after that, many writers on one account spread out.
+                    if attempt > 0 {
+                        tokio::time::sleep(backoff.next()).await;
+                    }
                 }
                 Err(CommitError::Stale(None)) => {
                     self.forget(org);
                     return Err(DomainError::AccountNotFound.into());
                 }
-                Err(CommitError::DuplicateEntry(existing)) => return self.replay(*existing, request),
+                Err(CommitError::DuplicateEntry(existing)) => return self.replay(*existing, request, attempt + 1),
                 Err(CommitError::GuardTaken { name, claimed_by }) => {
-                    return self.replay_guarded(org, &name, &claimed_by, request).await;
+                    return self.replay_guarded(org, &name, &claimed_by, request, attempt + 1).await;
                 }
                 Err(CommitError::Conflict) => {
                     warn!(%org, attempt, "transaction conflict; backing off");
                     self.forget(org);
                     fresh_with_key = false;
-                    tokio::time::sleep(backoff(attempt)).await;
+                    tokio::time::sleep(backoff.next()).await;
                 }
                 Err(CommitError::Store(e)) => return Err(e.into()),
-            }
-            if attempt >= 4 {
-                // Many writers on one account: spread the retries out.
-                tokio::time::sleep(backoff(attempt)).await;
             }
         }
         Err(LedgerError::Contention)
@@ -252,12 +287,20 @@ impl<S: LedgerStore> Ledger<S> {
         match self.store.commit(commit).await {
             Ok(()) => {
                 self.remember(&account);
-                Ok(Applied { reply, replayed: false })
+                Ok(Applied {
+                    reply,
+                    replayed: false,
+                    attempts: 1,
+                })
             }
-            Err(CommitError::DuplicateEntry(e)) => self.replay(*e, request),
+            Err(CommitError::DuplicateEntry(e)) => self.replay(*e, request, 1),
             Err(CommitError::Stale(Some(current))) => {
                 let reply = existing(&current)?;
-                Ok(Applied { reply, replayed: false })
+                Ok(Applied {
+                    reply,
+                    replayed: false,
+                    attempts: 1,
+                })
             }
             Err(CommitError::Conflict) => Err(LedgerError::Contention),
             Err(CommitError::Stale(None)) | Err(CommitError::GuardTaken { .. }) => {
@@ -267,11 +310,12 @@ impl<S: LedgerStore> Ledger<S> {
         }
     }
 
-    fn replay(&self, existing: StoredEntry, request: &Idempotency) -> Result<Applied, LedgerError> {
+    fn replay(&self, existing: StoredEntry, request: &Idempotency, attempts: u32) -> Result<Applied, LedgerError> {
         match existing.request {
             Some(record) if record.fingerprint == request.fingerprint => Ok(Applied {
                 reply: record.reply,
                 replayed: true,
+                attempts,
             }),
             _ => Err(LedgerError::IdempotencyKeyReused),
         }
@@ -285,6 +329,7 @@ impl<S: LedgerStore> Ledger<S> {
         name: &str,
         claimed_by: &IdempotencyKey,
         request: &Idempotency,
+        attempts: u32,
     ) -> Result<Applied, LedgerError> {
         let original = self
             .store
@@ -294,6 +339,7 @@ impl<S: LedgerStore> Ledger<S> {
             Some(record) if record.fingerprint == request.fingerprint => Ok(Applied {
                 reply: record.reply,
                 replayed: true,
+                attempts,
             }),
             _ => {
                 debug!(%org, guard = name, "guard claimed by a different request");
@@ -303,8 +349,21 @@ impl<S: LedgerStore> Ledger<S> {
     }
 }
 
-/// Full-jitter exponential backoff: 0..2^n ms, capped at 64 ms.
-fn backoff(attempt: u32) -> Duration {
-    let cap_ms = 1u64 << attempt.min(6);
-    Duration::from_micros(fastrand::u64(0..cap_ms * 1_000))
+/// Decorrelated-jitter backoff: each pause is random between the base and
+/// three times the last one, capped. Writers that keep colliding wait longer,
+/// and never in lockstep.
+#[derive(Default)]
+struct Backoff {
+    last_us: u64,
+}
+
+impl Backoff {
+    const BASE_US: u64 = 1_000;
+    const CAP_US: u64 = 250_000;
+
+    fn next(&mut self) -> Duration {
+        let high = (self.last_us * 3).clamp(Self::BASE_US + 1, Self::CAP_US);
+        self.last_us = fastrand::u64(Self::BASE_US..high);
+        Duration::from_micros(self.last_us)
+    }
 }

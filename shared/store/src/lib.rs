@@ -7,7 +7,7 @@ pub mod ledger;
 pub mod port;
 
 pub use dynamo::DynamoLedgerStore;
-pub use ledger::{Applied, Decision, Idempotency, Ledger, LedgerError, MAX_ATTEMPTS};
+pub use ledger::{Applied, Decision, Idempotency, Ledger, LedgerError, RetryPolicy, MAX_ATTEMPTS};
 pub use port::{
     Commit, CommitError, EntryKey, Guard, LedgerPage, LedgerStore, Reply, RequestRecord, StoreError, StoredEntry,
 };
