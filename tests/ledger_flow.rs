@@ -266,3 +266,32 @@ async fn a_payment_reference_credits_once_whatever_the_key() {
     );
     assert_eq!(available(&gw, &service, "credits").await, "1300");
 }
+
+#[tokio::test]
+async fn two_instances_renewing_at_once_renew_once_and_both_spends_land() {
+    let stack = Stack::new().await;
+    let (a, b) = (stack.gateway(), stack.gateway());
+    let member = stack.member();
+    assert_eq!(subscribe(&a, &stack.admin(), ORG, "starter").await.status, 201);
+    // Both instances hold the account in their caches.
+    assert_eq!(spend(&a, &member, "a-1", "ai_email_generation", 10).await.status, 200);
+    assert_eq!(spend(&b, &member, "b-1", "ai_email_generation", 10).await.status, 200);
+    assert_eq!(spend(&a, &member, "a-2", "ai_email_generation", 10).await.status, 200);
+
+    // The month ends. A renews and spends; B's stale guess renews the same
+    // period again: the account's condition and the renewal's key both
+    // fail, and B must decide again from the fresh state, not see a replay.
+    stack.clock.advance(Duration::days(28));
+    assert_eq!(spend(&a, &member, "a-3", "ai_email_generation", 1).await.status, 200);
+    let r = spend(&b, &member, "b-2", "ai_email_generation", 1).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["balance_after"]["credits"], "498");
+
+    let entries = ledger(&a, &stack.admin(), 50).await;
+    assert_eq!(
+        entries.iter().filter(|e| e["kind"] == "renewal").count(),
+        1,
+        "renewed once"
+    );
+    assert_eq!(ledger_total(&entries, "credits"), thousandths("498"));
+}

@@ -70,7 +70,8 @@ async fn purchase(state: &AppState, req: &Request) -> Result<Response<Body>, Api
         .ledger
         .apply(&org, &idempotency, Some(guard), |account, _, now| {
             let entry = account.purchase(grant.clone(), actor.clone(), now)?;
-            let body = json!({ "entry": views::entry(&entry), "balance_after": views::entry(&entry)["balance_after"] });
+            let view = views::entry(&entry);
+            let body = json!({ "balance_after": view["balance_after"], "entry": view });
             Ok((entry, reply(StatusCode::CREATED, &body)))
         })
         .await?;

@@ -331,13 +331,16 @@ impl LedgerStore for DynamoLedgerStore {
 
 /// Turns the per-item reasons of a cancelled transaction into what the
 /// ledger acts on. Items are in commit order: account, entries, guards.
-/// An existing entry wins over a stale account: the request was applied.
+/// The request's own entry existing wins over a stale account: the request
+/// was applied before. A renewal entry existing only means another writer
+/// renewed first; the account's condition fails with it and the fresh state
+/// decides again.
 fn interpret_cancellation(reasons: &[CancellationReason], commit: &Commit<'_>) -> Result<CommitError, StoreError> {
     let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("None");
     let item = |i: usize| reasons.get(i).and_then(|r| r.item()).cloned();
     let entries = 1..1 + commit.entries.len();
-    for i in entries.clone() {
-        if code(i) == "ConditionalCheckFailed" {
+    for (i, stored) in entries.clone().zip(&commit.entries) {
+        if code(i) == "ConditionalCheckFailed" && matches!(stored.key, EntryKey::Request(_)) {
             let existing = item(i).ok_or_else(|| StoreError::Malformed("cancellation without the item".into()))?;
             return Ok(CommitError::DuplicateEntry(Box::new(entry_from_item(existing)?)));
         }
@@ -367,4 +370,106 @@ fn interpret_cancellation(reasons: &[CancellationReason], commit: &Commit<'_>) -
     }
     let codes: Vec<&str> = (0..reasons.len()).map(code).collect();
     Err(StoreError::Request(format!("transaction cancelled: {codes:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use ledger_domain::{Actor, Catalog, Subscription};
+
+    fn account() -> (Account, LedgerEntry) {
+        let catalog = Catalog::default_catalog();
+        let sub = Subscription::new(&catalog, "starter", None, None, None).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
+        Account::provision(OrgId::parse("acme").unwrap(), sub, &catalog, Actor::system(), now).unwrap()
+    }
+
+    fn reason(code: &str, item: Option<Item>) -> CancellationReason {
+        CancellationReason::builder().code(code).set_item(item).build()
+    }
+
+    fn commit<'a>(account: &'a Account, entries: Vec<(EntryKey, &LedgerEntry)>) -> Commit<'a> {
+        Commit {
+            expected_seq: Some(0),
+            account,
+            entries: entries
+                .into_iter()
+                .map(|(key, entry)| StoredEntry {
+                    key,
+                    entry: entry.clone(),
+                    request: None,
+                })
+                .collect(),
+            guards: Vec::new(),
+        }
+    }
+
+    fn request_key() -> EntryKey {
+        EntryKey::Request(IdempotencyKey::parse("k1").unwrap())
+    }
+
+    fn account_item(account: &Account) -> Item {
+        serialize(&AccountItem {
+            pk: "ORG#acme".into(),
+            sk: ACCOUNT_SK.into(),
+            seq: 1,
+            account: account.clone(),
+        })
+        .unwrap()
+    }
+
+    fn entry_item(sk: &str, entry: &LedgerEntry) -> Item {
+        serialize(&EntryItem {
+            pk: "ORG#acme".into(),
+            sk: sk.into(),
+            ledger_org: "acme".into(),
+            seq: entry.seq,
+            user: None,
+            entry: entry.clone(),
+            request: None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_transaction_conflict_is_retryable() {
+        let (account, entry) = account();
+        let reasons = [reason("None", None), reason("TransactionConflict", None)];
+        let c = commit(&account, vec![(request_key(), &entry)]);
+        assert!(matches!(
+            interpret_cancellation(&reasons, &c),
+            Ok(CommitError::Conflict)
+        ));
+    }
+
+    #[test]
+    fn the_requests_own_entry_existing_is_a_replay_even_when_the_account_moved() {
+        let (account, entry) = account();
+        let c = commit(&account, vec![(request_key(), &entry)]);
+        let both = [
+            reason("ConditionalCheckFailed", Some(account_item(&account))),
+            reason("ConditionalCheckFailed", Some(entry_item("REQ#k1", &entry))),
+        ];
+        match interpret_cancellation(&both, &c) {
+            Ok(CommitError::DuplicateEntry(e)) => assert_eq!(e.entry, entry),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_renewal_written_by_another_writer_means_stale_not_replay() {
+        let (account, entry) = account();
+        let renewal = EntryKey::Renewal(account.period.start);
+        let c = commit(&account, vec![(renewal, &entry), (request_key(), &entry)]);
+        let reasons = [
+            reason("ConditionalCheckFailed", Some(account_item(&account))),
+            reason("ConditionalCheckFailed", Some(entry_item("RENEWAL#2026-03-01", &entry))),
+            reason("None", None),
+        ];
+        match interpret_cancellation(&reasons, &c) {
+            Ok(CommitError::Stale(Some(fresh))) => assert_eq!(*fresh, account),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -99,6 +99,18 @@ impl Bench {
             .0
     }
 
+    async fn item(&self, pk: &str, sk: &str) -> Result<HashMap<String, AttributeValue>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(pk.into()))
+            .key("sk", AttributeValue::S(sk.into()))
+            .send()
+            .await?;
+        Ok(out.item.unwrap_or_default())
+    }
+
     /// Requests `f` made, by operation.
     async fn count<F: std::future::Future<Output = u16>>(&self, what: &str, f: F) {
         self.counter.reset();
@@ -317,26 +329,8 @@ async fn contention(bench: &Bench) {
 }
 
 async fn capacity(bench: &Bench) -> Result<()> {
-    let account = bench
-        .client
-        .get_item()
-        .table_name(&bench.table)
-        .key("pk", AttributeValue::S("ORG#latency".into()))
-        .key("sk", AttributeValue::S("ACCOUNT".into()))
-        .send()
-        .await?
-        .item
-        .unwrap_or_default();
-    let entry = bench
-        .client
-        .get_item()
-        .table_name(&bench.table)
-        .key("pk", AttributeValue::S("ORG#latency".into()))
-        .key("sk", AttributeValue::S("REQ#l1".into()))
-        .send()
-        .await?
-        .item
-        .unwrap_or_default();
+    let account = bench.item("ORG#latency", "ACCOUNT").await?;
+    let entry = bench.item("ORG#latency", "REQ#l1").await?;
     let (a, e) = (item_size(&account), item_size(&entry));
     // Transactional writes cost two write units per KB of each item; the
     // entry's copy in the `ledger` GSI costs one more per KB.
