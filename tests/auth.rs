@@ -154,6 +154,11 @@ async fn members_see_their_own_ledger_entries_admins_see_all() {
     assert_eq!(spend(&gw, &admin, "a-1", "ai_email_generation", 2).await.status, 200);
     assert_eq!(spend(&gw, &member, "b-2", "ai_email_generation", 3).await.status, 200);
 
+    // Another user of the organization reusing someone's key and body is
+    // not handed their replay.
+    let r = spend(&gw, &admin, "b-1", "ai_email_generation", 1).await;
+    assert_eq!((r.status, r.replayed), (422, false));
+
     let mine = ledger(&gw, &member, 1).await;
     assert_eq!(
         mine.iter().map(|e| e["quantity"].as_u64().unwrap()).collect::<Vec<_>>(),

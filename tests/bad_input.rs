@@ -107,6 +107,22 @@ async fn bad_input_is_refused_with_a_problem_and_writes_nothing() {
             "invalid-request",
         ),
         case(
+            "charged on its result",
+            "POST",
+            spend_path,
+            r#"{"action":"email_finder"}"#,
+            400,
+            "action-charged-on-result",
+        ),
+        case(
+            "unsupported ledger filter",
+            "GET",
+            "/v1/orgs/acme/ledger?user=bob",
+            "",
+            400,
+            "invalid-request",
+        ),
+        case(
             "bad mode",
             "POST",
             spend_path,

@@ -132,7 +132,7 @@ async fn purchases_racing_spends_lose_nothing() {
         let gateway = stack.gateway();
         let token = member.clone();
         tasks.push(tokio::spawn(async move {
-            let body = r#"{"action":"email_finder","quantity":5}"#;
+            let body = r#"{"action":"company_enrichment","quantity":25}"#;
             call_retrying(&gateway, "POST", "/v1/orgs/acme/spend", &token, &format!("s-{i}"), body)
                 .await
                 .0

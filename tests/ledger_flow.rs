@@ -177,7 +177,7 @@ async fn dry_runs_quote_and_up_to_charges_what_the_balance_covers() {
 
     let before = stack.snapshot().await;
     let quote = |body: &'static str| call(&gw, "POST", "/v1/orgs/acme/spend", Some(&member), None, Some(body));
-    let q = quote(r#"{"action":"email_finder","quantity":120,"dry_run":true}"#).await;
+    let q = quote(r#"{"action":"linkedin_enrichment","quantity":620,"dry_run":true}"#).await;
     assert_eq!(q.status, 200, "{}", q.body);
     assert_eq!(
         (
@@ -186,12 +186,12 @@ async fn dry_runs_quote_and_up_to_charges_what_the_balance_covers() {
             q.body["sufficient"].as_bool(),
             q.body["charged"].as_str()
         ),
-        (Some("600"), Some(100), Some(false), Some("0"))
+        (Some("620"), Some(500), Some(false), Some("0"))
     );
-    let q = quote(r#"{"action":"email_finder","quantity":120,"mode":"up_to","dry_run":true}"#).await;
+    let q = quote(r#"{"action":"linkedin_enrichment","quantity":620,"mode":"up_to","dry_run":true}"#).await;
     assert_eq!(
         (q.body["quantity"].as_u64(), q.body["charged"].as_str()),
-        (Some(100), Some("500"))
+        (Some(500), Some("500"))
     );
     assert_eq!(stack.snapshot().await, before, "a dry run charges nothing");
 
@@ -201,7 +201,7 @@ async fn dry_runs_quote_and_up_to_charges_what_the_balance_covers() {
         "/v1/orgs/acme/spend",
         Some(&member),
         Some("bulk-1"),
-        Some(r#"{"action":"email_finder","quantity":120,"mode":"up_to","campaign":"q4"}"#),
+        Some(r#"{"action":"linkedin_enrichment","quantity":620,"mode":"up_to","campaign":"q4"}"#),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -211,7 +211,7 @@ async fn dry_runs_quote_and_up_to_charges_what_the_balance_covers() {
             r.body["quantity"].as_u64(),
             r.body["charged"].as_str()
         ),
-        (Some(120), Some(100), Some("500"))
+        (Some(620), Some(500), Some("500"))
     );
     let r = call(
         &gw,
@@ -219,17 +219,17 @@ async fn dry_runs_quote_and_up_to_charges_what_the_balance_covers() {
         "/v1/orgs/acme/spend",
         Some(&member),
         Some("bulk-2"),
-        Some(r#"{"action":"email_finder","quantity":5,"mode":"up_to"}"#),
+        Some(r#"{"action":"linkedin_enrichment","quantity":5,"mode":"up_to"}"#),
     )
     .await;
     assert_eq!(
         (r.status, r.body["needed"].as_str(), r.body["available"].as_str()),
-        (402, Some("5"), Some("0"))
+        (402, Some("1"), Some("0"))
     );
     let entries = ledger(&gw, &stack.admin(), 10).await;
     assert_eq!(
         (entries[0]["campaign"].as_str(), entries[0]["requested"].as_u64()),
-        (Some("q4"), Some(120))
+        (Some("q4"), Some(620))
     );
 }
 
@@ -265,6 +265,21 @@ async fn a_payment_reference_credits_once_whatever_the_key() {
         (409, Some("urn:credit-ledger:problem:payment-reference-reused"))
     );
     assert_eq!(available(&gw, &service, "credits").await, "1300");
+    // A payment belongs to one organization: its reference cannot credit another.
+    assert_eq!(subscribe(&gw, &service, OTHER_ORG, "starter").await.status, 201);
+    let elsewhere = call(
+        &gw,
+        "POST",
+        "/v1/orgs/globex/purchases",
+        Some(&service),
+        Some("buy-1"),
+        Some(r#"{"credits":300,"payment_reference":"pi_9"}"#),
+    )
+    .await;
+    assert_eq!(
+        (elsewhere.status, elsewhere.body["type"].as_str()),
+        (409, Some("urn:credit-ledger:problem:payment-reference-reused"))
+    );
 }
 
 #[tokio::test]

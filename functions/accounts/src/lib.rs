@@ -36,7 +36,7 @@ async fn subscribe(state: &AppState, req: &Request) -> Result<Response<Body>, Ap
     let actor = caller.actor(None)?;
     let custom = b.monthly_credits.as_ref().map(AmountInput::credits).transpose()?;
     let subscription = Subscription::new(state.ledger.catalog(), &b.plan, b.seats, b.billing, custom)?;
-    let idempotency = body.idempotency(req)?;
+    let idempotency = body.idempotency(req, &caller)?;
     let applied = state
         .ledger
         .create(

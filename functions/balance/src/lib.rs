@@ -6,7 +6,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use ledger_http::{json_response, path_param, query_param, respond, route_key, views, ApiError, AppState, Caller};
+use ledger_http::{
+    json_response, only_query_params, path_param, query_param, respond, route_key, views, ApiError, AppState, Caller,
+};
 use serde_json::json;
 
 pub const DEFAULT_PAGE: u32 = 50;
@@ -45,6 +47,7 @@ async fn balance(state: &AppState, req: &Request) -> Result<Response<Body>, ApiE
 async fn ledger(state: &AppState, req: &Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(req)?;
     let org = caller.organization(&path_param(req, "org")?)?;
+    only_query_params(req, &["limit", "cursor"])?;
     let limit = match query_param(req, "limit") {
         None => DEFAULT_PAGE,
         Some(l) => l

@@ -64,7 +64,7 @@ async fn purchase(state: &AppState, req: &Request) -> Result<Response<Body>, Api
         currency: catalog.currency.clone(),
         payment_reference,
     };
-    let idempotency = body.idempotency(req)?;
+    let idempotency = body.idempotency(req, &caller)?;
     let guard = format!("payment:{}", grant.payment_reference);
     let applied = state
         .ledger

@@ -56,7 +56,7 @@ async fn spend(state: &AppState, req: &Request) -> Result<Response<Body>, ApiErr
             &views::spend_quote(action_id.as_str(), &quote),
         ));
     }
-    let idempotency = body.idempotency(req)?;
+    let idempotency = body.idempotency(req, &caller)?;
     let applied = state
         .ledger
         .apply(&org, &idempotency, None, |account, _, now| {

@@ -72,7 +72,9 @@ impl Gateway {
                     .zip(&want)
                     .all(|(h, w)| match h.strip_prefix('{').and_then(|h| h.strip_suffix('}')) {
                         Some(name) if !w.is_empty() => {
-                            params.insert(name.to_string(), w.to_string());
+                            // API Gateway hands path parameters over percent-decoded.
+                            let value = percent_encoding::percent_decode_str(w).decode_utf8_lossy();
+                            params.insert(name.to_string(), value.into_owned());
                             true
                         }
                         Some(_) => false,

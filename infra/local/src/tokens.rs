@@ -58,6 +58,7 @@ impl DevAuthority {
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.leeway = 0;
+        validation.validate_nbf = true;
         let data = decode::<Map<String, Value>>(token, &DecodingKey::from_secret(&self.key), &validation)?;
         Ok(data
             .claims

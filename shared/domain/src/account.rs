@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{Action, AllowanceBasis, Catalog, Plan};
+use crate::catalog::{Action, AllowanceBasis, Catalog, Charging, Plan};
 use crate::entry::{Actor, BucketSource, EntryKind, EntryLine, LedgerEntry, PurchaseRecord};
 use crate::period::Period;
 use crate::{ActionId, CampaignId, Credits, DomainError, MeterId, OrgId, PackageId, PlanId, Subject};
@@ -289,8 +289,11 @@ impl Account {
         self.buckets = kept;
         self.period = Period::containing(self.anchor, now.date_naive());
         self.used_this_period.clear();
-        if self.status == SubscriptionStatus::Active {
-            let (_, plan) = catalog.plan(self.subscription.plan.as_str())?;
+        // A plan the operator removed from the catalog grants nothing more,
+        // but must not lock the account out of what it holds.
+        if let (SubscriptionStatus::Active, Ok((_, plan))) =
+            (self.status, catalog.plan(self.subscription.plan.as_str()))
+        {
             lines.extend(self.grant_monthly(plan, seq, now)?);
         }
         let plan_id = self.subscription.plan.clone();
@@ -375,6 +378,9 @@ impl Account {
         req: &SpendRequest<'_>,
         now: DateTime<Utc>,
     ) -> Result<(SpendQuote, LedgerEntry), DomainError> {
+        if req.action.charging == Charging::OnSuccess {
+            return Err(DomainError::ChargedOnResult(req.action_id.to_string()));
+        }
         let quote = self.quote(req)?;
         if !quote.sufficient() {
             return Err(DomainError::InsufficientCredits {
@@ -671,7 +677,7 @@ mod tests {
         let (catalog, mut account, _) = provisioned("starter", 1, now);
         spend(&mut account, &catalog, "ai_email_generation", 498, SpendMode::All, now).unwrap();
         let before = account.clone();
-        let err = spend(&mut account, &catalog, "email_finder", 1, SpendMode::All, now).unwrap_err();
+        let err = spend(&mut account, &catalog, "ai_variables", 5, SpendMode::All, now).unwrap_err();
         assert_eq!(
             err,
             DomainError::InsufficientCredits {
@@ -735,6 +741,44 @@ mod tests {
         assert_eq!(renewal.net(&credits_meter()), Credits::ZERO); // 2000 expired, 2000 granted
         assert_eq!(account.available(&credits_meter()), Credits::whole(2_000));
         assert_eq!(account.period.start, NaiveDate::from_ymd_opt(2026, 5, 15).unwrap());
+    }
+
+    #[test]
+    fn actions_charged_on_their_result_are_quoted_but_not_spent() {
+        let now = at(2026, 5, 2);
+        let (catalog, mut account, _) = provisioned("starter", 1, now);
+        let (action_id, action) = catalog.action("email_finder").unwrap();
+        let req = SpendRequest {
+            action_id,
+            action,
+            quantity: 2,
+            mode: SpendMode::All,
+            actor: user(),
+            campaign: None,
+            subject: None,
+        };
+        assert_eq!(account.quote(&req).unwrap().amount, Credits::whole(10));
+        let before = account.clone();
+        assert_eq!(
+            account.spend(&req, now).unwrap_err(),
+            DomainError::ChargedOnResult("email_finder".into())
+        );
+        assert_eq!(account, before);
+    }
+
+    #[test]
+    fn a_plan_removed_from_the_catalog_renews_without_a_grant() {
+        let now = at(2026, 1, 10);
+        let (mut catalog, mut account, _) = provisioned("starter", 1, now);
+        buy(&mut account, 50, now);
+        catalog.plans.remove(&PlanId::parse("starter").unwrap());
+        let renewal = account.renew_if_due(&catalog, at(2026, 2, 10)).unwrap().expect("due");
+        assert_eq!(renewal.net(&credits_meter()), Credits::whole(-500));
+        assert_eq!(
+            account.available(&credits_meter()),
+            Credits::whole(50),
+            "purchased credits stay usable"
+        );
     }
 
     #[derive(Clone, Debug)]

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{ActionId, Credits, DomainError, MeterId, PackageId, PlanId};
 
+static CREDITS: std::sync::LazyLock<MeterId> = std::sync::LazyLock::new(crate::credits_meter);
+
 /// The catalog a deployment ships unless it configures its own.
 pub const DEFAULT_CATALOG_JSON: &str = include_str!("../../../infra/catalog.json");
 
@@ -150,6 +152,15 @@ impl Catalog {
             }
         }
         for (id, plan) in &self.plans {
+            let mut monthly_meters: Vec<&MeterId> = plan.monthly.iter().map(|a| &a.meter).collect();
+            if plan.custom {
+                // The contract's monthly credits are a `credits` allowance of their own.
+                monthly_meters.push(&CREDITS);
+            }
+            monthly_meters.sort();
+            if monthly_meters.windows(2).any(|w| w[0] == w[1]) {
+                return bad(format!("plan {id} grants one meter twice a month"));
+            }
             for a in plan.monthly.iter().chain(&plan.trial) {
                 if !self.meters.contains_key(&a.meter) {
                     return bad(format!("plan {id} names unknown meter {}", a.meter));
@@ -164,7 +175,7 @@ impl Catalog {
                 return bad(format!("package {id} has no credits"));
             }
         }
-        if !self.meters.contains_key(&crate::credits_meter()) {
+        if !self.meters.contains_key(&CREDITS) {
             return bad("the catalog must define the `credits` meter".into());
         }
         Ok(())
@@ -238,6 +249,19 @@ mod tests {
         assert_eq!(c.package("credits_2500").unwrap().1.price_cents, 10_000);
         assert_eq!(c.custom_price_cents(Credits::whole(300)).unwrap(), 3_000);
         assert!(c.custom_price_cents(Credits::from_thousandths(500)).is_err());
+    }
+
+    #[test]
+    fn rejects_a_plan_granting_one_meter_twice() {
+        let twice = DEFAULT_CATALOG_JSON.replace(
+            r#""monthly": [{ "meter": "credits", "amount": "500" }]"#,
+            r#""monthly": [{ "meter": "credits", "amount": "500" }, { "meter": "credits", "amount": "5" }]"#,
+        );
+        assert_ne!(twice, DEFAULT_CATALOG_JSON);
+        assert!(matches!(
+            Catalog::from_json(&twice),
+            Err(DomainError::InvalidCatalog(_))
+        ));
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub enum DomainError {
     InvalidQuantity(String),
     #[error("unknown action {0:?}")]
     UnknownAction(String),
+    #[error("{0} is charged when its result arrives (results queue), not when requested; a dry run quotes it")]
+    ChargedOnResult(String),
     #[error("unknown plan {0:?}")]
     UnknownPlan(String),
     #[error("unknown package {0:?}")]

@@ -53,6 +53,14 @@ impl Caller {
         Ok(Caller::User { org, user, admin })
     }
 
+    /// Who is calling, for telling one caller's requests from another's.
+    pub fn identity(&self) -> String {
+        match self {
+            Caller::User { user, .. } => format!("user:{user}"),
+            Caller::Service { client } => format!("service:{client}"),
+        }
+    }
+
     /// The organization a route addresses, if this caller may address it. A
     /// user naming another organization learns nothing: 404, as if absent.
     pub fn organization(&self, path_org: &str) -> Result<OrgId, ApiError> {

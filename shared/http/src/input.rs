@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::ApiError;
+use crate::{ApiError, Caller};
 
 /// Bodies are small JSON documents; anything larger is refused unread.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -28,6 +28,22 @@ pub fn path_param(req: &Request, name: &str) -> Result<String, ApiError> {
         .and_then(|p| p.first(name))
         .map(str::to_string)
         .ok_or_else(|| ApiError::RouteNotFound(req.uri().path().to_string()))
+}
+
+/// Refuses query parameters a route does not read: a filter that would be
+/// silently ignored gives a wrong answer that looks right.
+pub fn only_query_params(req: &Request, known: &[&str]) -> Result<(), ApiError> {
+    let unknown: Vec<&str> = req
+        .query_string_parameters_ref()
+        .map(|q| q.iter().map(|(k, _)| k).filter(|k| !known.contains(k)).collect())
+        .unwrap_or_default();
+    match unknown.first() {
+        None => Ok(()),
+        Some(name) => Err(ApiError::BadRequest(format!(
+            "query parameter {name:?} is not supported here (supported: {})",
+            known.join(", ")
+        ))),
+    }
 }
 
 pub fn query_param(req: &Request, name: &str) -> Option<String> {
@@ -77,8 +93,9 @@ pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<JsonBody<T>, ApiE
 
 impl<T> JsonBody<T> {
     /// The idempotency record of a mutation: key from the header, fingerprint
-    /// of route and body, so reusing a key elsewhere is caught.
-    pub fn idempotency(&self, req: &Request) -> Result<Idempotency, ApiError> {
+    /// of route, caller and body, so reusing a key elsewhere (or another
+    /// user sending the same key) is caught, never replayed.
+    pub fn idempotency(&self, req: &Request, caller: &Caller) -> Result<Idempotency, ApiError> {
         let header = req
             .headers()
             .get("idempotency-key")
@@ -89,6 +106,8 @@ impl<T> JsonBody<T> {
             .and_then(IdempotencyKey::parse)?;
         let mut hash = Sha256::new();
         hash.update(route_key(req).as_bytes());
+        hash.update([0]);
+        hash.update(caller.identity().as_bytes());
         hash.update([0]);
         hash.update(self.canonical.as_bytes());
         let fingerprint = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();

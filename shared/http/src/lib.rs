@@ -8,7 +8,7 @@ pub mod state;
 pub mod views;
 
 pub use auth::Caller;
-pub use input::{json_body, path_param, query_param, route_key, AmountInput, JsonBody};
+pub use input::{json_body, only_query_params, path_param, query_param, route_key, AmountInput, JsonBody};
 pub use problem::ApiError;
 pub use state::{AppState, DynamoLedger};
 

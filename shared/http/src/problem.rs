@@ -119,6 +119,12 @@ impl ApiError {
                     none(),
                 ),
                 D::UnknownAction(_) => (StatusCode::BAD_REQUEST, "unknown-action", "Unknown action", none()),
+                D::ChargedOnResult(_) => (
+                    StatusCode::BAD_REQUEST,
+                    "action-charged-on-result",
+                    "Action charged on its result",
+                    none(),
+                ),
                 D::UnknownPlan(_) => (StatusCode::BAD_REQUEST, "unknown-plan", "Unknown plan", none()),
                 D::UnknownPackage(_) => (StatusCode::BAD_REQUEST, "unknown-package", "Unknown package", none()),
                 D::PlanChangeUnsupported => (

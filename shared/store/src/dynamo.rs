@@ -6,7 +6,8 @@
 //! - `sk = REQ#<idempotency key>` / `RENEWAL#<period start>`: a ledger entry,
 //!   immutable, put with `attribute_not_exists` so it is also the
 //!   idempotency record; `ledger_org` + `seq` index it in order (GSI `ledger`).
-//! - `sk = GUARD#<name>`: a name claimed once, e.g. a payment reference.
+//! - `pk = GUARD#<name>`, `sk = GUARD`: a name claimed once across all
+//!   organizations, e.g. a payment provider's reference.
 
 use std::collections::HashMap;
 
@@ -95,6 +96,7 @@ struct EntryItem {
 struct GuardItem {
     pk: String,
     sk: String,
+    org: OrgId,
     claimed_by: IdempotencyKey,
 }
 
@@ -254,8 +256,9 @@ impl LedgerStore for DynamoLedgerStore {
         }
         for guard in &commit.guards {
             let item = serialize(&GuardItem {
-                pk: pk.clone(),
-                sk: format!("GUARD#{}", guard.name),
+                pk: format!("GUARD#{}", guard.name),
+                sk: "GUARD".into(),
+                org: org.clone(),
                 claimed_by: guard.claimed_by.clone(),
             })?;
             items.push(conditional_put(&self.table, item, "attribute_not_exists(pk)", None)?);
@@ -352,6 +355,7 @@ fn interpret_cancellation(reasons: &[CancellationReason], commit: &Commit<'_>) -
             let record: GuardItem = from_item(existing).map_err(|e| StoreError::Malformed(format!("guard: {e}")))?;
             return Ok(CommitError::GuardTaken {
                 name: guard.name.clone(),
+                org: record.org,
                 claimed_by: record.claimed_by,
             });
         }

@@ -235,6 +235,9 @@ impl<S: LedgerStore> Ledger<S> {
                 Err(CommitError::Stale(Some(fresh))) => {
                     debug!(%org, attempt, "lost a race; deciding again from the fresh state");
                     guess = Some(*fresh);
+                    // The same transaction found no entry under the key, so
+                    // this state is as good as one read with it.
+                    fresh_with_key = true;
                     // The first retry goes at once with the state just handed
                     // back; after that, many writers on one account spread out.
                     if attempt > 0 {
@@ -246,7 +249,15 @@ impl<S: LedgerStore> Ledger<S> {
                     return Err(DomainError::AccountNotFound.into());
                 }
                 Err(CommitError::DuplicateEntry(existing)) => return self.replay(*existing, request, attempt + 1),
-                Err(CommitError::GuardTaken { name, claimed_by }) => {
+                Err(CommitError::GuardTaken {
+                    name,
+                    org: owner,
+                    claimed_by,
+                }) => {
+                    if owner != *org {
+                        debug!(%org, guard = name, "guard claimed by another organization");
+                        return Err(LedgerError::PaymentReferenceReused);
+                    }
                     return self.replay_guarded(org, &name, &claimed_by, request, attempt + 1).await;
                 }
                 Err(CommitError::Conflict) => {

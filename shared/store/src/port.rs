@@ -36,8 +36,8 @@ pub struct StoredEntry {
     pub request: Option<RequestRecord>,
 }
 
-/// A name that may be claimed once per organization (e.g. a payment
-/// reference), pointing at the request that claimed it.
+/// A name that may be claimed once across all organizations (e.g. a payment
+/// provider's reference), pointing at the request that claimed it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Guard {
     pub name: String,
@@ -64,7 +64,11 @@ pub enum CommitError {
     #[error("the entry exists already")]
     DuplicateEntry(Box<StoredEntry>),
     #[error("guard {name} is claimed by another request")]
-    GuardTaken { name: String, claimed_by: IdempotencyKey },
+    GuardTaken {
+        name: String,
+        org: OrgId,
+        claimed_by: IdempotencyKey,
+    },
     /// A competing transaction or throttling: safe to retry after a pause.
     #[error("transient conflict")]
     Conflict,
