@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use common::*;
 use futures::future::join_all;
-use ledger_domain::{Catalog, OrgId, SpendMode, SpendRequest};
+use ledger_domain::{Catalog, IdempotencyKey, OrgId, SpendMode, SpendRequest};
 use ledger_store::{
-    Commit, CommitError, DynamoLedgerStore, EntryKey, Idempotency, LedgerError, LedgerPage, LedgerStore, Reply,
-    StoreError, StoredEntry,
+    Commit, CommitError, DynamoLedgerStore, Idempotency, LedgerError, LedgerPage, LedgerStore, Reply, RequestRecord,
+    StoreError,
 };
 use serde_json::Value;
 
@@ -179,16 +179,26 @@ impl LedgerStore for ConflictingStore {
         self.inner.load_account(org).await
     }
 
-    async fn load_account_and_entry(
+    async fn load_account_and_request(
         &self,
         org: &OrgId,
-        key: &EntryKey,
-    ) -> Result<(Option<ledger_domain::Account>, Option<StoredEntry>), StoreError> {
-        self.inner.load_account_and_entry(org, key).await
+        key: &IdempotencyKey,
+    ) -> Result<(Option<ledger_domain::Account>, Option<RequestRecord>), StoreError> {
+        self.inner.load_account_and_request(org, key).await
     }
 
-    async fn load_entry(&self, org: &OrgId, key: &EntryKey) -> Result<Option<StoredEntry>, StoreError> {
-        self.inner.load_entry(org, key).await
+    async fn load_request(&self, org: &OrgId, key: &IdempotencyKey) -> Result<Option<RequestRecord>, StoreError> {
+        self.inner.load_request(org, key).await
+    }
+
+    async fn record_refusal(
+        &self,
+        org: &OrgId,
+        key: &IdempotencyKey,
+        record: &RequestRecord,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<RequestRecord>, StoreError> {
+        self.inner.record_refusal(org, key, record, expires_at).await
     }
 
     async fn commit(&self, commit: Commit<'_>) -> Result<(), CommitError> {
@@ -231,20 +241,26 @@ async fn spend_through(
         subject: None,
     };
     let idempotency = Idempotency {
-        key: ledger_domain::IdempotencyKey::parse(key).unwrap(),
+        key: IdempotencyKey::parse(key).unwrap(),
         fingerprint: key.into(),
     };
     ledger
-        .apply(&OrgId::parse(ORG).unwrap(), &idempotency, None, |account, _, now| {
-            let (_, entry) = account.spend(&request, now)?;
-            Ok((
-                entry,
-                Reply {
-                    status: 200,
-                    body: "{}".into(),
-                },
-            ))
-        })
+        .apply(
+            &OrgId::parse(ORG).unwrap(),
+            &idempotency,
+            None,
+            |account, _, now| {
+                let (_, entry) = account.spend(&request, now)?;
+                Ok((
+                    entry,
+                    Reply {
+                        status: 200,
+                        body: "{}".into(),
+                    },
+                ))
+            },
+            |_| None,
+        )
         .await
 }
 

@@ -64,7 +64,17 @@ async fn starter_account_sequence() {
         (r.body["needed"].as_str(), r.body["available"].as_str()),
         (Some("500"), Some("498.5"))
     );
-    assert_eq!(stack.snapshot().await, before, "a refused spend writes nothing");
+    let kept = serde_json::json!({ "S": "REQ#s-4" });
+    let after: Vec<_> = stack
+        .snapshot()
+        .await
+        .into_iter()
+        .filter(|item| item["sk"] != kept)
+        .collect();
+    assert_eq!(
+        after, before,
+        "a refused spend changes nothing; it only keeps its answer under its key"
+    );
 
     // Credit-free actions keep working whatever the balance.
     let r = spend(&gw, &member, "s-5", "email_send", 25).await;
@@ -309,4 +319,51 @@ async fn two_instances_renewing_at_once_renew_once_and_both_spends_land() {
         "renewed once"
     );
     assert_eq!(ledger_total(&entries, "credits"), thousandths("498"));
+}
+
+#[tokio::test]
+async fn a_refusal_is_kept_under_its_key_and_a_new_key_asks_afresh() {
+    let stack = Stack::new().await;
+    let gw = stack.gateway();
+    let (admin, member) = (stack.admin(), stack.member());
+    assert_eq!(subscribe(&gw, &admin, ORG, "starter").await.status, 201);
+    assert_eq!(spend(&gw, &member, "all", "ai_email_generation", 500).await.status, 200);
+
+    let refused = spend(&gw, &member, "late", "ai_email_generation", 3).await;
+    assert_eq!((refused.status, refused.replayed), (402, false));
+    let top_up = r#"{"package":"credits_500","payment_reference":"pay-late"}"#;
+    assert_eq!(
+        call(
+            &gw,
+            "POST",
+            "/v1/orgs/acme/purchases",
+            Some(&admin),
+            Some("top-up"),
+            Some(top_up)
+        )
+        .await
+        .status,
+        201
+    );
+
+    // The retry gets the original answer, from any instance.
+    for instance in [&gw, &stack.gateway()] {
+        let retry = spend(instance, &member, "late", "ai_email_generation", 3).await;
+        assert_eq!((retry.status, retry.replayed), (402, true));
+        assert_eq!(retry.content_type, "application/problem+json");
+        assert_eq!(retry.body, refused.body);
+    }
+    // The same key for another request is still a reuse.
+    let other = spend(&gw, &member, "late", "ai_email_generation", 4).await;
+    assert_eq!(other.status, 422);
+    // A new key asks afresh.
+    let fresh = spend(&gw, &member, "late-2", "ai_email_generation", 3).await;
+    assert_eq!(
+        (fresh.status, fresh.body["balance_after"]["credits"].as_str()),
+        (200, Some("497"))
+    );
+    // The kept refusal is not a ledger entry.
+    let entries = ledger(&gw, &admin, 50).await;
+    assert_eq!(entries.len(), 4);
+    assert_eq!(ledger_total(&entries, "credits"), thousandths("497"));
 }

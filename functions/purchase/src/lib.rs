@@ -6,7 +6,8 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use ledger_domain::{Credits, DomainError, PurchaseGrant};
 use ledger_http::{
-    applied_response, json_body, path_param, reply, respond, views, AmountInput, ApiError, AppState, Caller,
+    applied_response, json_body, kept_refusal, path_param, reply, respond, views, AmountInput, ApiError, AppState,
+    Caller,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -68,12 +69,18 @@ async fn purchase(state: &AppState, req: &Request) -> Result<Response<Body>, Api
     let guard = format!("payment:{}", grant.payment_reference);
     let applied = state
         .ledger
-        .apply(&org, &idempotency, Some(guard), |account, _, now| {
-            let entry = account.purchase(grant.clone(), actor.clone(), now)?;
-            let view = views::entry(&entry);
-            let body = json!({ "balance_after": view["balance_after"], "entry": view });
-            Ok((entry, reply(StatusCode::CREATED, &body)))
-        })
+        .apply(
+            &org,
+            &idempotency,
+            Some(guard),
+            |account, _, now| {
+                let entry = account.purchase(grant.clone(), actor.clone(), now)?;
+                let view = views::entry(&entry);
+                let body = json!({ "balance_after": view["balance_after"], "entry": view });
+                Ok((entry, reply(StatusCode::CREATED, &body)))
+            },
+            kept_refusal,
+        )
         .await?;
     Ok(applied_response(applied))
 }

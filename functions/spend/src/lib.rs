@@ -5,7 +5,8 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use ledger_domain::{CampaignId, SpendMode, SpendRequest, Subject};
 use ledger_http::{
-    applied_response, json_body, json_response, path_param, reply, respond, views, ApiError, AppState, Caller,
+    applied_response, json_body, json_response, kept_refusal, path_param, reply, respond, views, ApiError, AppState,
+    Caller,
 };
 use serde::Deserialize;
 
@@ -59,11 +60,17 @@ async fn spend(state: &AppState, req: &Request) -> Result<Response<Body>, ApiErr
     let idempotency = body.idempotency(req, &caller)?;
     let applied = state
         .ledger
-        .apply(&org, &idempotency, None, |account, _, now| {
-            let (quote, entry) = account.spend(&request, now)?;
-            let body = views::spend_applied(&quote, &entry);
-            Ok((entry, reply(StatusCode::OK, &body)))
-        })
+        .apply(
+            &org,
+            &idempotency,
+            None,
+            |account, _, now| {
+                let (quote, entry) = account.spend(&request, now)?;
+                let body = views::spend_applied(&quote, &entry);
+                Ok((entry, reply(StatusCode::OK, &body)))
+            },
+            kept_refusal,
+        )
         .await?;
     Ok(applied_response(applied))
 }

@@ -9,7 +9,7 @@ pub mod views;
 
 pub use auth::Caller;
 pub use input::{json_body, only_query_params, path_param, query_param, route_key, AmountInput, JsonBody};
-pub use problem::ApiError;
+pub use problem::{kept_refusal, ApiError};
 pub use state::{AppState, DynamoLedger};
 
 use lambda_http::http::StatusCode;
@@ -27,9 +27,13 @@ pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<B
 /// The reply of a mutation, original or replayed (marked so for clients).
 pub fn applied_response(applied: Applied) -> Response<Body> {
     let Reply { status, body } = applied.reply;
-    let mut builder = Response::builder()
-        .status(status)
-        .header("content-type", "application/json");
+    // A kept refusal replays as the problem it was.
+    let content_type = if status >= 400 {
+        problem::PROBLEM_JSON
+    } else {
+        "application/json"
+    };
+    let mut builder = Response::builder().status(status).header("content-type", content_type);
     if applied.replayed {
         builder = builder.header("idempotent-replayed", "true");
     }

@@ -4,11 +4,12 @@
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Response};
 use ledger_domain::DomainError;
-use ledger_store::{LedgerError, StoreError};
+use ledger_store::{LedgerError, Reply, StoreError};
 use serde_json::{json, Map, Value};
 
 /// The base of every problem `type`; the suffix names the kind and is stable.
 pub const PROBLEM_BASE: &str = "urn:credit-ledger:problem:";
+pub const PROBLEM_JSON: &str = "application/problem+json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -149,7 +150,8 @@ impl ApiError {
         format!("{PROBLEM_BASE}{}", self.parts().1)
     }
 
-    pub fn to_response(&self) -> Response<Body> {
+    /// The problem as a reply: status and problem+json body.
+    pub fn reply(&self) -> Reply {
         let (status, kind, title, extra) = self.parts();
         // Internals are logged, never echoed.
         let detail = if status.is_server_error() {
@@ -164,10 +166,28 @@ impl ApiError {
         body.insert("status".into(), json!(status.as_u16()));
         body.insert("detail".into(), json!(detail));
         body.extend(extra);
+        Reply {
+            status: status.as_u16(),
+            body: Value::Object(body).to_string(),
+        }
+    }
+
+    pub fn to_response(&self) -> Response<Body> {
+        let Reply { status, body } = self.reply();
         Response::builder()
             .status(status)
-            .header("content-type", "application/problem+json")
-            .body(Body::Text(Value::Object(body).to_string()))
+            .header("content-type", PROBLEM_JSON)
+            .body(Body::Text(body))
             .expect("valid response")
+    }
+}
+
+/// Refusals decided on the account's state are kept under their
+/// Idempotency-Key, so a retry of a 402 stays that 402 (a new key asks
+/// afresh). Input errors are not kept: nothing was decided.
+pub fn kept_refusal(refusal: &DomainError) -> Option<Reply> {
+    match refusal {
+        DomainError::InsufficientCredits { .. } => Some(ApiError::from(refusal.clone()).reply()),
+        _ => None,
     }
 }

@@ -12,17 +12,18 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
 };
 use aws_sdk_dynamodb::Client;
-use chrono::NaiveDate;
+use chrono::{DateTime, Utc};
 use ledger_domain::{Account, IdempotencyKey, LedgerEntry, OrgId, UserId};
 use serde::{Deserialize, Serialize};
-use serde_dynamo::aws_sdk_dynamodb_1::{from_item, to_item};
+use serde_dynamo::aws_sdk_dynamodb_1::{from_attribute_value, from_item, to_item};
 
-use crate::port::{Commit, CommitError, EntryKey, LedgerPage, LedgerStore, RequestRecord, StoreError, StoredEntry};
+use crate::port::{Commit, CommitError, EntryKey, LedgerPage, LedgerStore, RequestRecord, StoreError};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -54,20 +55,13 @@ fn org_pk(org: &OrgId) -> String {
 
 fn entry_sk(key: &EntryKey) -> String {
     match key {
-        EntryKey::Request(k) => format!("REQ#{}", k.as_str()),
+        EntryKey::Request(k) => request_sk(k),
         EntryKey::Renewal(d) => format!("RENEWAL#{d}"),
     }
 }
 
-fn parse_entry_sk(sk: &str) -> Result<EntryKey, StoreError> {
-    let malformed = || StoreError::Malformed(format!("entry key {sk:?}"));
-    if let Some(k) = sk.strip_prefix("REQ#") {
-        return IdempotencyKey::parse(k).map(EntryKey::Request).map_err(|_| malformed());
-    }
-    if let Some(d) = sk.strip_prefix("RENEWAL#") {
-        return d.parse::<NaiveDate>().map(EntryKey::Renewal).map_err(|_| malformed());
-    }
-    Err(malformed())
+fn request_sk(key: &IdempotencyKey) -> String {
+    format!("REQ#{}", key.as_str())
 }
 
 #[derive(Serialize, Deserialize)]
@@ -90,6 +84,16 @@ struct EntryItem {
     entry: LedgerEntry,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     request: Option<RequestRecord>,
+}
+
+/// A refusal kept under its request key: not a ledger entry (no seq), and
+/// gone after a while (TTL).
+#[derive(Serialize, Deserialize)]
+struct RefusalItem {
+    pk: String,
+    sk: String,
+    request: RequestRecord,
+    expires_at_epoch: i64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -116,13 +120,16 @@ fn account_from_item(item: Item) -> Result<Account, StoreError> {
     Ok(record.account)
 }
 
-fn entry_from_item(item: Item) -> Result<StoredEntry, StoreError> {
+fn entry_from_item(item: Item) -> Result<LedgerEntry, StoreError> {
     let record: EntryItem = from_item(item).map_err(|e| StoreError::Malformed(format!("entry: {e}")))?;
-    Ok(StoredEntry {
-        key: parse_entry_sk(&record.sk)?,
-        entry: record.entry,
-        request: record.request,
-    })
+    Ok(record.entry)
+}
+
+/// What a request key's item (an entry or a kept refusal) says the request got.
+fn request_from_item(item: &Item) -> Result<Option<RequestRecord>, StoreError> {
+    item.get("request")
+        .map(|v| from_attribute_value(v.clone()).map_err(|e| StoreError::Malformed(format!("request record: {e}"))))
+        .transpose()
 }
 
 fn request_error<E: std::fmt::Debug>(e: E) -> StoreError {
@@ -162,14 +169,14 @@ impl LedgerStore for DynamoLedgerStore {
         out.item.map(account_from_item).transpose()
     }
 
-    async fn load_account_and_entry(
+    async fn load_account_and_request(
         &self,
         org: &OrgId,
-        entry: &EntryKey,
-    ) -> Result<(Option<Account>, Option<StoredEntry>), StoreError> {
+        request_key: &IdempotencyKey,
+    ) -> Result<(Option<Account>, Option<RequestRecord>), StoreError> {
         let keys = KeysAndAttributes::builder()
             .keys(key(org_pk(org), ACCOUNT_SK.into()))
-            .keys(key(org_pk(org), entry_sk(entry)))
+            .keys(key(org_pk(org), request_sk(request_key)))
             .consistent_read(true)
             .build()
             .map_err(request_error)?;
@@ -194,7 +201,7 @@ impl LedgerStore for DynamoLedgerStore {
                 if is_account {
                     account = Some(account_from_item(item)?);
                 } else {
-                    stored = Some(entry_from_item(item)?);
+                    stored = request_from_item(&item)?;
                 }
             }
             match out.unprocessed_keys {
@@ -205,17 +212,56 @@ impl LedgerStore for DynamoLedgerStore {
         Err(StoreError::Request("batch read left keys unprocessed".into()))
     }
 
-    async fn load_entry(&self, org: &OrgId, entry: &EntryKey) -> Result<Option<StoredEntry>, StoreError> {
+    async fn load_request(
+        &self,
+        org: &OrgId,
+        request_key: &IdempotencyKey,
+    ) -> Result<Option<RequestRecord>, StoreError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
-            .set_key(Some(key(org_pk(org), entry_sk(entry))))
+            .set_key(Some(key(org_pk(org), request_sk(request_key))))
             .consistent_read(true)
             .send()
             .await
             .map_err(request_error)?;
-        out.item.map(entry_from_item).transpose()
+        Ok(out.item.as_ref().map(request_from_item).transpose()?.flatten())
+    }
+
+    async fn record_refusal(
+        &self,
+        org: &OrgId,
+        request_key: &IdempotencyKey,
+        record: &RequestRecord,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Option<RequestRecord>, StoreError> {
+        let item = serialize(&RefusalItem {
+            pk: org_pk(org),
+            sk: request_sk(request_key),
+            request: record.clone(),
+            expires_at_epoch: expires_at.timestamp(),
+        })?;
+        let out = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(None),
+            Err(SdkError::ServiceError(e)) => match e.into_err() {
+                PutItemError::ConditionalCheckFailedException(taken) => match taken.item() {
+                    Some(existing) => request_from_item(existing),
+                    None => Err(StoreError::Malformed("condition failed without the item".into())),
+                },
+                other => Err(request_error(other)),
+            },
+            Err(other) => Err(request_error(other)),
+        }
     }
 
     async fn commit(&self, commit: Commit<'_>) -> Result<(), CommitError> {
@@ -319,7 +365,7 @@ impl LedgerStore for DynamoLedgerStore {
             .items
             .unwrap_or_default()
             .into_iter()
-            .map(|item| entry_from_item(item).map(|s| s.entry))
+            .map(entry_from_item)
             .collect::<Result<Vec<_>, _>>()?;
         let next_before = match out.last_evaluated_key {
             Some(last) => match last.get("seq") {
@@ -345,7 +391,7 @@ fn interpret_cancellation(reasons: &[CancellationReason], commit: &Commit<'_>) -
     for (i, stored) in entries.clone().zip(&commit.entries) {
         if code(i) == "ConditionalCheckFailed" && matches!(stored.key, EntryKey::Request(_)) {
             let existing = item(i).ok_or_else(|| StoreError::Malformed("cancellation without the item".into()))?;
-            return Ok(CommitError::DuplicateEntry(Box::new(entry_from_item(existing)?)));
+            return Ok(CommitError::KeyTaken(request_from_item(&existing)?));
         }
     }
     for (n, guard) in commit.guards.iter().enumerate() {
@@ -379,6 +425,7 @@ fn interpret_cancellation(reasons: &[CancellationReason], commit: &Commit<'_>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::port::StoredEntry;
     use chrono::{TimeZone, Utc};
     use ledger_domain::{Actor, Catalog, Subscription};
 
@@ -423,6 +470,16 @@ mod tests {
         .unwrap()
     }
 
+    fn request_record() -> RequestRecord {
+        RequestRecord {
+            fingerprint: "f".into(),
+            reply: crate::port::Reply {
+                status: 200,
+                body: "{}".into(),
+            },
+        }
+    }
+
     fn entry_item(sk: &str, entry: &LedgerEntry) -> Item {
         serialize(&EntryItem {
             pk: "ORG#acme".into(),
@@ -431,7 +488,7 @@ mod tests {
             seq: entry.seq,
             user: None,
             entry: entry.clone(),
-            request: None,
+            request: sk.starts_with("REQ#").then(request_record),
         })
         .unwrap()
     }
@@ -456,7 +513,7 @@ mod tests {
             reason("ConditionalCheckFailed", Some(entry_item("REQ#k1", &entry))),
         ];
         match interpret_cancellation(&both, &c) {
-            Ok(CommitError::DuplicateEntry(e)) => assert_eq!(e.entry, entry),
+            Ok(CommitError::KeyTaken(Some(record))) => assert_eq!(record, request_record()),
             other => panic!("{other:?}"),
         }
     }

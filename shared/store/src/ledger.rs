@@ -25,6 +25,8 @@ pub struct RetryPolicy {
 }
 
 pub const MAX_ATTEMPTS: u32 = 64;
+/// How long a kept refusal answers retries of its key (then TTL removes it).
+pub const REFUSAL_KEPT_DAYS: i64 = 30;
 
 impl Default for RetryPolicy {
     fn default() -> Self {
@@ -147,15 +149,19 @@ impl<S: LedgerStore> Ledger<S> {
 
     /// Applies a change to an existing account, renewing it first if due.
     /// `decide` may run several times (once per attempt); it must be pure.
-    pub async fn apply<F>(
+    /// A final refusal that `keep_refusal` renders (e.g. a 402) is kept under
+    /// the request's key, so a retry gets the same answer.
+    pub async fn apply<F, K>(
         &self,
         org: &OrgId,
         request: &Idempotency,
         guard: Option<String>,
         mut decide: F,
+        keep_refusal: K,
     ) -> Result<Applied, LedgerError>
     where
         F: FnMut(&mut Account, &Catalog, DateTime<Utc>) -> Result<Decision, DomainError>,
+        K: Fn(&DomainError) -> Option<Reply>,
     {
         let entry_key = EntryKey::Request(request.key.clone());
         let mut guess = self.cached(org);
@@ -172,8 +178,8 @@ impl<S: LedgerStore> Ledger<S> {
             let account = match guess.take() {
                 Some(a) => a,
                 None => {
-                    let (account, existing) = self.store.load_account_and_entry(org, &entry_key).await?;
-                    if let Some(existing) = existing {
+                    let (account, existing) = self.store.load_account_and_request(org, &request.key).await?;
+                    if existing.is_some() {
                         return self.replay(existing, request, attempt);
                     }
                     fresh_with_key = true;
@@ -200,7 +206,29 @@ impl<S: LedgerStore> Ledger<S> {
                     debug!(%org, %refusal, "refused on a cached guess; reading fresh state");
                     continue;
                 }
-                Err(refusal) => return Err(refusal.into()),
+                Err(refusal) => {
+                    let Some(reply) = keep_refusal(&refusal) else {
+                        return Err(refusal.into());
+                    };
+                    let record = RequestRecord {
+                        fingerprint: request.fingerprint.clone(),
+                        reply: reply.clone(),
+                    };
+                    let expires_at = now + chrono::Duration::days(REFUSAL_KEPT_DAYS);
+                    return match self
+                        .store
+                        .record_refusal(org, &request.key, &record, expires_at)
+                        .await?
+                    {
+                        None => Ok(Applied {
+                            reply,
+                            replayed: false,
+                            attempts: attempt + 1,
+                        }),
+                        // Another request under the key got there first.
+                        taken => self.replay(taken, request, attempt + 1),
+                    };
+                }
             };
             entries.push(StoredEntry {
                 key: entry_key.clone(),
@@ -248,7 +276,7 @@ impl<S: LedgerStore> Ledger<S> {
                     self.forget(org);
                     return Err(DomainError::AccountNotFound.into());
                 }
-                Err(CommitError::DuplicateEntry(existing)) => return self.replay(*existing, request, attempt + 1),
+                Err(CommitError::KeyTaken(existing)) => return self.replay(existing, request, attempt + 1),
                 Err(CommitError::GuardTaken {
                     name,
                     org: owner,
@@ -304,7 +332,7 @@ impl<S: LedgerStore> Ledger<S> {
                     attempts: 1,
                 })
             }
-            Err(CommitError::DuplicateEntry(e)) => self.replay(*e, request, 1),
+            Err(CommitError::KeyTaken(existing)) => self.replay(existing, request, 1),
             Err(CommitError::Stale(Some(current))) => {
                 let reply = existing(&current)?;
                 Ok(Applied {
@@ -321,8 +349,13 @@ impl<S: LedgerStore> Ledger<S> {
         }
     }
 
-    fn replay(&self, existing: StoredEntry, request: &Idempotency, attempts: u32) -> Result<Applied, LedgerError> {
-        match existing.request {
+    fn replay(
+        &self,
+        existing: Option<RequestRecord>,
+        request: &Idempotency,
+        attempts: u32,
+    ) -> Result<Applied, LedgerError> {
+        match existing {
             Some(record) if record.fingerprint == request.fingerprint => Ok(Applied {
                 reply: record.reply,
                 replayed: true,
@@ -342,11 +375,8 @@ impl<S: LedgerStore> Ledger<S> {
         request: &Idempotency,
         attempts: u32,
     ) -> Result<Applied, LedgerError> {
-        let original = self
-            .store
-            .load_entry(org, &EntryKey::Request(claimed_by.clone()))
-            .await?;
-        match original.and_then(|e| e.request) {
+        let original = self.store.load_request(org, claimed_by).await?;
+        match original {
             Some(record) if record.fingerprint == request.fingerprint => Ok(Applied {
                 reply: record.reply,
                 replayed: true,

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use ledger_domain::{Account, IdempotencyKey, LedgerEntry, OrgId, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -60,9 +60,10 @@ pub enum CommitError {
     /// The account moved on (or exists / is gone); here is its fresh state.
     #[error("the account changed since it was read")]
     Stale(Option<Box<Account>>),
-    /// An entry with that key exists already: the request was applied before.
-    #[error("the entry exists already")]
-    DuplicateEntry(Box<StoredEntry>),
+    /// The request's key is taken: the request was applied (or refused)
+    /// before; here is what it got.
+    #[error("the request's key is taken")]
+    KeyTaken(Option<RequestRecord>),
     #[error("guard {name} is claimed by another request")]
     GuardTaken {
         name: String,
@@ -96,18 +97,30 @@ pub trait LedgerStore: Send + Sync {
     /// Strongly consistent read of the account.
     fn load_account(&self, org: &OrgId) -> impl Future<Output = Result<Option<Account>, StoreError>> + Send;
 
-    /// The account and the entry a key names, in one consistent read.
-    fn load_account_and_entry(
+    /// The account and what its request key holds, in one consistent read.
+    fn load_account_and_request(
         &self,
         org: &OrgId,
-        key: &EntryKey,
-    ) -> impl Future<Output = Result<(Option<Account>, Option<StoredEntry>), StoreError>> + Send;
+        key: &IdempotencyKey,
+    ) -> impl Future<Output = Result<(Option<Account>, Option<RequestRecord>), StoreError>> + Send;
 
-    fn load_entry(
+    /// What a request key holds: the original request's fingerprint and reply.
+    fn load_request(
         &self,
         org: &OrgId,
-        key: &EntryKey,
-    ) -> impl Future<Output = Result<Option<StoredEntry>, StoreError>> + Send;
+        key: &IdempotencyKey,
+    ) -> impl Future<Output = Result<Option<RequestRecord>, StoreError>> + Send;
+
+    /// Keeps a refusal under its key, so a retry gets the same answer (until
+    /// `expires_at`). Writes nothing and returns the record when the key is
+    /// taken already.
+    fn record_refusal(
+        &self,
+        org: &OrgId,
+        key: &IdempotencyKey,
+        record: &RequestRecord,
+        expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<RequestRecord>, StoreError>> + Send;
 
     fn commit(&self, commit: Commit<'_>) -> impl Future<Output = Result<(), CommitError>> + Send;
 
