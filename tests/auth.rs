@@ -43,13 +43,11 @@ async fn a_member_cannot_purchase_or_subscribe() {
     assert_eq!(subscribe(&gw, &stack.admin(), ORG, "starter").await.status, 201);
     let before = stack.snapshot().await;
     let member = stack.member();
-    let r = call(
+    let r = purchase(
         &gw,
-        "POST",
-        "/v1/orgs/acme/purchases",
-        Some(&member),
-        Some("m-1"),
-        Some(r#"{"package":"credits_500","payment_reference":"p"}"#),
+        &member,
+        "m-1",
+        r#"{"package":"credits_500","payment_reference":"p"}"#,
     )
     .await;
     assert_eq!(

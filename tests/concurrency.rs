@@ -40,11 +40,7 @@ async fn assert_ledger_consistent(stack: &Stack, expected_balance: &str) -> Vec<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hundred_concurrent_spends_charge_exactly_what_the_balance_covers() {
-    let stack = Stack::new().await;
-    assert_eq!(
-        subscribe(&stack.gateway(), &stack.admin(), ORG, "starter").await.status,
-        201
-    );
+    let stack = Stack::with_account("starter").await;
 
     // 500 credits, 100 spends of 7: exactly 71 fit (497), 29 must be refused.
     let member = stack.member();
@@ -89,11 +85,7 @@ async fn a_hundred_concurrent_spends_charge_exactly_what_the_balance_covers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_idempotency_key_raced_by_many_instances_charges_once() {
-    let stack = Stack::new().await;
-    assert_eq!(
-        subscribe(&stack.gateway(), &stack.admin(), ORG, "starter").await.status,
-        201
-    );
+    let stack = Stack::with_account("starter").await;
     let member = stack.member();
     let racers = (0..20).map(|_| {
         let gateway = stack.gateway();
@@ -121,11 +113,7 @@ async fn one_idempotency_key_raced_by_many_instances_charges_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn purchases_racing_spends_lose_nothing() {
-    let stack = Stack::new().await;
-    assert_eq!(
-        subscribe(&stack.gateway(), &stack.admin(), ORG, "starter").await.status,
-        201
-    );
+    let stack = Stack::with_account("starter").await;
     let (admin, member) = (stack.admin(), stack.member());
     let mut tasks = Vec::new();
     for i in 0..30 {
@@ -266,11 +254,7 @@ async fn spend_through(
 
 #[tokio::test]
 async fn transaction_conflicts_are_retried_and_bounded() {
-    let stack = Stack::new().await;
-    assert_eq!(
-        subscribe(&stack.gateway(), &stack.admin(), ORG, "starter").await.status,
-        201
-    );
+    let stack = Stack::with_account("starter").await;
     let store = ConflictingStore {
         inner: DynamoLedgerStore::new(stack.client.clone(), stack.table.clone()),
         conflicts: AtomicU32::new(3),

@@ -29,13 +29,11 @@ async fn starter_account_sequence() {
     assert_eq!(r.body["buckets"][0]["source"], "plan");
 
     // A purchase: price recorded, credits that never expire.
-    let r = call(
+    let r = purchase(
         &gw,
-        "POST",
-        "/v1/orgs/acme/purchases",
-        Some(&admin),
-        Some("p-1"),
-        Some(r#"{"package":"credits_500","payment_reference":"pay_123"}"#),
+        &admin,
+        "p-1",
+        r#"{"package":"credits_500","payment_reference":"pay_123"}"#,
     )
     .await;
     assert_eq!(r.status, 201, "{}", r.body);
@@ -249,16 +247,7 @@ async fn a_payment_reference_credits_once_whatever_the_key() {
     let gw = stack.gateway();
     let service = stack.service();
     assert_eq!(subscribe(&gw, &service, ORG, "per_seat_1000").await.status, 201);
-    let buy = |key: &'static str, body: &'static str| {
-        call(
-            &gw,
-            "POST",
-            "/v1/orgs/acme/purchases",
-            Some(&service),
-            Some(key),
-            Some(body),
-        )
-    };
+    let buy = |key: &'static str, body: &'static str| purchase(&gw, &service, key, body);
 
     // A custom amount at the catalog's unit price ($0.10 a credit).
     let first = buy("buy-1", r#"{"credits":300,"payment_reference":"pi_9"}"#).await;
@@ -332,19 +321,7 @@ async fn a_refusal_is_kept_under_its_key_and_a_new_key_asks_afresh() {
     let refused = spend(&gw, &member, "late", "ai_email_generation", 3).await;
     assert_eq!((refused.status, refused.replayed), (402, false));
     let top_up = r#"{"package":"credits_500","payment_reference":"pay-late"}"#;
-    assert_eq!(
-        call(
-            &gw,
-            "POST",
-            "/v1/orgs/acme/purchases",
-            Some(&admin),
-            Some("top-up"),
-            Some(top_up)
-        )
-        .await
-        .status,
-        201
-    );
+    assert_eq!(purchase(&gw, &admin, "top-up", top_up).await.status, 201);
 
     // The retry gets the original answer, from any instance.
     for instance in [&gw, &stack.gateway()] {

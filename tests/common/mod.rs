@@ -70,6 +70,14 @@ impl Stack {
         }
     }
 
+    /// A stack whose organization `acme` an admin has subscribed to `plan`.
+    pub async fn with_account(plan: &str) -> Stack {
+        let stack = Stack::new().await;
+        let reply = subscribe(&stack.gateway(), &stack.admin(), ORG, plan).await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        stack
+    }
+
     /// A fresh function instance: its own (empty) account cache, as a new
     /// Lambda execution environment would have.
     pub fn state(&self) -> AppState {
@@ -187,6 +195,18 @@ pub async fn call(
             }
         }
     }
+}
+
+pub async fn purchase(gateway: &Gateway, token: &str, key: &str, body: &str) -> HttpReply {
+    call(
+        gateway,
+        "POST",
+        &format!("/v1/orgs/{ORG}/purchases"),
+        Some(token),
+        Some(key),
+        Some(body),
+    )
+    .await
 }
 
 pub async fn subscribe(gateway: &Gateway, token: &str, org: &str, plan: &str) -> HttpReply {

@@ -734,6 +734,26 @@ mod tests {
     }
 
     #[test]
+    fn annual_billing_still_grants_monthly() {
+        let catalog = Catalog::default_catalog();
+        let sub = Subscription::new(&catalog, "business", None, Some(Billing::Annual), None).unwrap();
+        let org = OrgId::parse("acme").unwrap();
+        let (mut account, _) = Account::provision(org, sub, &catalog, user(), at(2026, 1, 15)).unwrap();
+        assert_eq!(
+            account.available(&credits_meter()),
+            Credits::whole(5_000),
+            "one month, not twelve"
+        );
+        assert_eq!(account.period.end, NaiveDate::from_ymd_opt(2026, 2, 15).unwrap());
+        let renewal = account
+            .renew_if_due(&catalog, at(2026, 2, 15))
+            .unwrap()
+            .expect("renews monthly");
+        assert_eq!(renewal.net(&credits_meter()), Credits::ZERO); // 5,000 expired, 5,000 granted
+        assert_eq!(account.available(&credits_meter()), Credits::whole(5_000));
+    }
+
+    #[test]
     fn a_late_renewal_grants_the_current_month_once_not_the_backlog() {
         let now = at(2026, 1, 15);
         let (catalog, mut account, _) = provisioned("professional", 1, now);

@@ -24,10 +24,6 @@ impl FixedClock {
         FixedClock(Mutex::new(at))
     }
 
-    pub fn set(&self, at: DateTime<Utc>) {
-        *self.0.lock().expect("clock lock") = at;
-    }
-
     pub fn advance(&self, by: Duration) {
         let mut t = self.0.lock().expect("clock lock");
         *t += by;

@@ -33,10 +33,6 @@ impl Period {
     pub fn renews_at(&self) -> DateTime<Utc> {
         start_of_day(self.end)
     }
-
-    pub fn starts_at(&self) -> DateTime<Utc> {
-        start_of_day(self.start)
-    }
 }
 
 pub fn start_of_day(d: NaiveDate) -> DateTime<Utc> {

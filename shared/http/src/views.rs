@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use ledger_domain::{Account, Catalog, Credits, EntryKind, LedgerEntry, SpendQuote};
+use ledger_domain::{Account, Catalog, Credits, LedgerEntry, SpendQuote, SubscriptionStatus};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -37,17 +37,11 @@ pub fn lines(entry_lines: &[ledger_domain::EntryLine]) -> Vec<LineView> {
 }
 
 pub fn entry(e: &LedgerEntry) -> Value {
-    let kind = match e.kind {
-        EntryKind::Subscription => "subscription",
-        EntryKind::Renewal => "renewal",
-        EntryKind::Spend => "spend",
-        EntryKind::Purchase => "purchase",
-    };
     let mut v = json!({
         "id": e.id(),
         "seq": e.seq,
         "at": e.at,
-        "kind": kind,
+        "kind": e.kind,
         "user": e.actor.user.as_ref().map(|u| u.to_string()),
         "caller": e.actor.caller,
         "lines": lines(&e.lines),
@@ -154,7 +148,7 @@ struct MeterView {
 struct BalanceView {
     org: String,
     plan: String,
-    status: Value,
+    status: SubscriptionStatus,
     period: PeriodView,
     next_renewal: DateTime<Utc>,
     meters: BTreeMap<String, MeterView>,
@@ -205,7 +199,7 @@ pub fn balance(account: &Account, catalog: &Catalog) -> Value {
     serde_json::to_value(BalanceView {
         org: account.org.to_string(),
         plan: account.subscription.plan.to_string(),
-        status: json!(account.status),
+        status: account.status,
         period: PeriodView {
             start: account.period.start,
             end: account.period.end,

@@ -43,10 +43,6 @@ impl DynamoLedgerStore {
             table: table.into(),
         }
     }
-
-    pub fn table(&self) -> &str {
-        &self.table
-    }
 }
 
 fn org_pk(org: &OrgId) -> String {
@@ -155,18 +151,28 @@ fn conditional_put(
     Ok(TransactWriteItem::builder().put(put).build())
 }
 
-impl LedgerStore for DynamoLedgerStore {
-    async fn load_account(&self, org: &OrgId) -> Result<Option<Account>, StoreError> {
+impl DynamoLedgerStore {
+    /// One item of the organization's partition, read strongly consistent.
+    async fn consistent_get(&self, org: &OrgId, sk: String) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
-            .set_key(Some(key(org_pk(org), ACCOUNT_SK.into())))
+            .set_key(Some(key(org_pk(org), sk)))
             .consistent_read(true)
             .send()
             .await
             .map_err(request_error)?;
-        out.item.map(account_from_item).transpose()
+        Ok(out.item)
+    }
+}
+
+impl LedgerStore for DynamoLedgerStore {
+    async fn load_account(&self, org: &OrgId) -> Result<Option<Account>, StoreError> {
+        self.consistent_get(org, ACCOUNT_SK.into())
+            .await?
+            .map(account_from_item)
+            .transpose()
     }
 
     async fn load_account_and_request(
@@ -217,16 +223,8 @@ impl LedgerStore for DynamoLedgerStore {
         org: &OrgId,
         request_key: &IdempotencyKey,
     ) -> Result<Option<RequestRecord>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(org_pk(org), request_sk(request_key))))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(request_error)?;
-        Ok(out.item.as_ref().map(request_from_item).transpose()?.flatten())
+        let item = self.consistent_get(org, request_sk(request_key)).await?;
+        Ok(item.as_ref().map(request_from_item).transpose()?.flatten())
     }
 
     async fn record_refusal(

@@ -57,8 +57,18 @@ pub enum LedgerError {
 #[derive(Clone, Debug)]
 pub struct Idempotency {
     pub key: IdempotencyKey,
-    /// Hash of route and canonical body: a replay must match it.
+    /// Hash of route, caller and canonical body: a replay must match it.
     pub fingerprint: String,
+}
+
+impl Idempotency {
+    /// What this request got, to keep under its key.
+    fn record(&self, reply: &Reply) -> RequestRecord {
+        RequestRecord {
+            fingerprint: self.fingerprint.clone(),
+            reply: reply.clone(),
+        }
+    }
 }
 
 /// What the caller gets: the reply, and whether it is a replay.
@@ -66,8 +76,6 @@ pub struct Idempotency {
 pub struct Applied {
     pub reply: Reply,
     pub replayed: bool,
-    /// Commits tried: 1 on the fast path, more after lost races.
-    pub attempts: u32,
 }
 
 /// The domain's decision for one attempt: the entry and the reply to keep with it.
@@ -101,10 +109,6 @@ impl<S: LedgerStore> Ledger<S> {
         &self.catalog
     }
 
-    pub fn now(&self) -> DateTime<Utc> {
-        self.clock.now()
-    }
-
     pub fn store(&self) -> &S {
         &self.store
     }
@@ -113,12 +117,12 @@ impl<S: LedgerStore> Ledger<S> {
         self.cache.lock().expect("cache lock").get(org).cloned()
     }
 
-    fn remember(&self, account: &Account) {
+    fn remember(&self, account: Account) {
         let mut cache = self.cache.lock().expect("cache lock");
         if cache.len() >= CACHE_CAPACITY && !cache.contains_key(&account.org) {
             cache.clear();
         }
-        cache.insert(account.org.clone(), account.clone());
+        cache.insert(account.org.clone(), account);
     }
 
     fn forget(&self, org: &OrgId) {
@@ -180,14 +184,14 @@ impl<S: LedgerStore> Ledger<S> {
                 None => {
                     let (account, existing) = self.store.load_account_and_request(org, &request.key).await?;
                     if existing.is_some() {
-                        return self.replay(existing, request, attempt);
+                        return self.replay(existing, request);
                     }
                     fresh_with_key = true;
                     account.ok_or(DomainError::AccountNotFound)?
                 }
             };
             let expected_seq = account.seq;
-            let mut next = account.clone();
+            let mut next = account;
             let now = self.clock.now();
             let mut entries = Vec::with_capacity(2);
             let decided = next.renew_if_due(&self.catalog, now).and_then(|renewal| {
@@ -210,33 +214,23 @@ impl<S: LedgerStore> Ledger<S> {
                     let Some(reply) = keep_refusal(&refusal) else {
                         return Err(refusal.into());
                     };
-                    let record = RequestRecord {
-                        fingerprint: request.fingerprint.clone(),
-                        reply: reply.clone(),
-                    };
+                    let record = request.record(&reply);
                     let expires_at = now + chrono::Duration::days(REFUSAL_KEPT_DAYS);
                     return match self
                         .store
                         .record_refusal(org, &request.key, &record, expires_at)
                         .await?
                     {
-                        None => Ok(Applied {
-                            reply,
-                            replayed: false,
-                            attempts: attempt + 1,
-                        }),
+                        None => Ok(Applied { reply, replayed: false }),
                         // Another request under the key got there first.
-                        taken => self.replay(taken, request, attempt + 1),
+                        taken => self.replay(taken, request),
                     };
                 }
             };
             entries.push(StoredEntry {
                 key: entry_key.clone(),
                 entry,
-                request: Some(RequestRecord {
-                    fingerprint: request.fingerprint.clone(),
-                    reply: reply.clone(),
-                }),
+                request: Some(request.record(&reply)),
             });
             let guards = guard
                 .iter()
@@ -253,12 +247,8 @@ impl<S: LedgerStore> Ledger<S> {
             };
             match self.store.commit(commit).await {
                 Ok(()) => {
-                    self.remember(&next);
-                    return Ok(Applied {
-                        reply,
-                        replayed: false,
-                        attempts: attempt + 1,
-                    });
+                    self.remember(next);
+                    return Ok(Applied { reply, replayed: false });
                 }
                 Err(CommitError::Stale(Some(fresh))) => {
                     debug!(%org, attempt, "lost a race; deciding again from the fresh state");
@@ -276,7 +266,7 @@ impl<S: LedgerStore> Ledger<S> {
                     self.forget(org);
                     return Err(DomainError::AccountNotFound.into());
                 }
-                Err(CommitError::KeyTaken(existing)) => return self.replay(existing, request, attempt + 1),
+                Err(CommitError::KeyTaken(existing)) => return self.replay(existing, request),
                 Err(CommitError::GuardTaken {
                     name,
                     org: owner,
@@ -286,7 +276,7 @@ impl<S: LedgerStore> Ledger<S> {
                         debug!(%org, guard = name, "guard claimed by another organization");
                         return Err(LedgerError::PaymentReferenceReused);
                     }
-                    return self.replay_guarded(org, &name, &claimed_by, request, attempt + 1).await;
+                    return self.replay_guarded(org, &name, &claimed_by, request).await;
                 }
                 Err(CommitError::Conflict) => {
                     warn!(%org, attempt, "transaction conflict; backing off");
@@ -312,10 +302,7 @@ impl<S: LedgerStore> Ledger<S> {
         let entries = vec![StoredEntry {
             key: entry_key,
             entry,
-            request: Some(RequestRecord {
-                fingerprint: request.fingerprint.clone(),
-                reply: reply.clone(),
-            }),
+            request: Some(request.record(&reply)),
         }];
         let commit = Commit {
             expected_seq: None,
@@ -325,21 +312,13 @@ impl<S: LedgerStore> Ledger<S> {
         };
         match self.store.commit(commit).await {
             Ok(()) => {
-                self.remember(&account);
-                Ok(Applied {
-                    reply,
-                    replayed: false,
-                    attempts: 1,
-                })
+                self.remember(account);
+                Ok(Applied { reply, replayed: false })
             }
-            Err(CommitError::KeyTaken(existing)) => self.replay(existing, request, 1),
+            Err(CommitError::KeyTaken(existing)) => self.replay(existing, request),
             Err(CommitError::Stale(Some(current))) => {
                 let reply = existing(&current)?;
-                Ok(Applied {
-                    reply,
-                    replayed: false,
-                    attempts: 1,
-                })
+                Ok(Applied { reply, replayed: false })
             }
             Err(CommitError::Conflict) => Err(LedgerError::Contention),
             Err(CommitError::Stale(None)) | Err(CommitError::GuardTaken { .. }) => {
@@ -349,17 +328,11 @@ impl<S: LedgerStore> Ledger<S> {
         }
     }
 
-    fn replay(
-        &self,
-        existing: Option<RequestRecord>,
-        request: &Idempotency,
-        attempts: u32,
-    ) -> Result<Applied, LedgerError> {
+    fn replay(&self, existing: Option<RequestRecord>, request: &Idempotency) -> Result<Applied, LedgerError> {
         match existing {
             Some(record) if record.fingerprint == request.fingerprint => Ok(Applied {
                 reply: record.reply,
                 replayed: true,
-                attempts,
             }),
             _ => Err(LedgerError::IdempotencyKeyReused),
         }
@@ -373,14 +346,12 @@ impl<S: LedgerStore> Ledger<S> {
         name: &str,
         claimed_by: &IdempotencyKey,
         request: &Idempotency,
-        attempts: u32,
     ) -> Result<Applied, LedgerError> {
         let original = self.store.load_request(org, claimed_by).await?;
         match original {
             Some(record) if record.fingerprint == request.fingerprint => Ok(Applied {
                 reply: record.reply,
                 replayed: true,
-                attempts,
             }),
             _ => {
                 debug!(%org, guard = name, "guard claimed by a different request");
