@@ -145,7 +145,7 @@ impl Stack {
 }
 
 /// One request through the local gateway (authorizer, routing, payload 2.0
-/// event) into the real handler, without a socket.
+/// event) into the real handler, as `make run` serves it but without a socket.
 pub async fn call(
     gateway: &Gateway,
     method: &str,
@@ -165,35 +165,26 @@ pub async fn call(
     if let Some(k) = key {
         headers.push(("idempotency-key".into(), k.to_string()));
     }
-    let body = body.unwrap_or_default().as_bytes();
-    match gateway.event(method, path, query, &headers, body) {
-        Err(reply) => HttpReply {
-            status: reply.status,
-            body: serde_json::from_str(&reply.body).unwrap(),
-            content_type: "application/json".into(),
-            replayed: false,
-        },
-        Ok((function, event)) => {
-            let response = gateway.invoke(&function, &event).await;
-            let content_type = response
-                .headers()
-                .get("content-type")
-                .map(|v| v.to_str().unwrap().to_string())
-                .unwrap_or_default();
-            let replayed = response.headers().contains_key("idempotent-replayed");
-            let status = response.status().as_u16();
-            let body = match response.into_body() {
-                lambda_http::Body::Text(t) => serde_json::from_str(&t).unwrap_or(Value::String(t)),
-                lambda_http::Body::Empty => Value::Null,
-                other => panic!("unexpected body {other:?}"),
-            };
-            HttpReply {
-                status,
-                body,
-                content_type,
-                replayed,
-            }
-        }
+    let response = gateway
+        .respond(method, path, query, &headers, body.unwrap_or_default().as_bytes())
+        .await;
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let replayed = response.headers().contains_key("idempotent-replayed");
+    let status = response.status().as_u16();
+    let body = match response.into_body() {
+        lambda_http::Body::Text(t) => serde_json::from_str(&t).unwrap_or(Value::String(t)),
+        lambda_http::Body::Empty => Value::Null,
+        other => panic!("unexpected body {other:?}"),
+    };
+    HttpReply {
+        status,
+        body,
+        content_type,
+        replayed,
     }
 }
 

@@ -34,7 +34,7 @@ pub struct Gateway {
 }
 
 /// What the gateway answers on its own, before any function runs.
-pub struct GatewayReply {
+struct GatewayReply {
     pub status: u16,
     pub body: String,
 }
@@ -93,7 +93,7 @@ impl Gateway {
     }
 
     /// Builds the payload-2.0 event, or the authorizer's 401.
-    pub fn event(
+    fn event(
         &self,
         method: &str,
         path: &str,
@@ -188,9 +188,28 @@ impl Gateway {
     }
 
     /// Runs one request through the function that serves its route.
-    pub async fn invoke(&self, function: &str, event: &Value) -> lambda_http::Response<Body> {
+    async fn invoke(&self, function: &str, event: &Value) -> lambda_http::Response<Body> {
         let request: Request = lambda_http::request::from_str(&event.to_string()).expect("a valid payload 2.0 event");
         crate::invoke(&self.state, function, request).await
+    }
+
+    /// One request answered as API Gateway would: its own 401 or 404, or
+    /// the response of the function that serves the route.
+    pub async fn respond(
+        &self,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> lambda_http::Response<Body> {
+        let (function, event) = match self.event(method, path, query, headers, body) {
+            Ok(x) => x,
+            Err(reply) => return gateway_reply(reply.status, reply.body),
+        };
+        let response = self.invoke(&function, &event).await;
+        tracing::info!(%method, %path, status = response.status().as_u16(), function, "request");
+        response
     }
 
     async fn serve_one(
@@ -205,16 +224,13 @@ impl Gateway {
             .iter()
             .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
             .collect();
-        let body = match Limited::new(req.into_body(), MAX_PAYLOAD).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(_) => return Ok(plain(413, json!({"message": "Request Entity Too Large"}).to_string())),
+        let response = match Limited::new(req.into_body(), MAX_PAYLOAD).collect().await {
+            Ok(body) => {
+                self.respond(&method, &path, query.as_deref(), &headers, &body.to_bytes())
+                    .await
+            }
+            Err(_) => gateway_reply(413, json!({"message": "Request Entity Too Large"}).to_string()),
         };
-        let (function, event) = match self.event(&method, &path, query.as_deref(), &headers, &body) {
-            Ok(x) => x,
-            Err(reply) => return Ok(plain(reply.status, reply.body)),
-        };
-        let response = self.invoke(&function, &event).await;
-        tracing::info!(%method, %path, status = response.status().as_u16(), function, "request");
         let (parts, body) = response.into_parts();
         let bytes = match body {
             Body::Empty => Bytes::new(),
@@ -248,10 +264,11 @@ impl Gateway {
     }
 }
 
-fn plain(status: u16, body: String) -> hyper::Response<Full<Bytes>> {
-    hyper::Response::builder()
+/// What API Gateway itself answers (JSON `{"message": ...}`, before any function).
+fn gateway_reply(status: u16, body: String) -> lambda_http::Response<Body> {
+    lambda_http::Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
+        .body(Body::Text(body))
         .expect("valid response")
 }
