@@ -11,10 +11,8 @@ use std::sync::Arc;
 use common::*;
 use futures::future::join_all;
 use ledger_domain::{Catalog, IdempotencyKey, OrgId, SpendMode, SpendRequest};
-use ledger_store::{
-    Commit, CommitError, DynamoLedgerStore, Idempotency, LedgerError, LedgerPage, LedgerStore, Reply, RequestRecord,
-    StoreError,
-};
+use ledger_service::{Applied, Idempotency, Ledger, RetryPolicy, ServiceError};
+use ledger_store::{AccountStore, Commit, CommitError, DynamoLedgerStore, KeptRequest, StoreError};
 use serde_json::Value;
 
 /// Checks the ledger against the balance: seq 1..n with no gap, every
@@ -162,7 +160,9 @@ struct ConflictingStore {
     commits: AtomicU32,
 }
 
-impl LedgerStore for ConflictingStore {
+/// Only the accounts port is wrapped: request keys and history go to
+/// DynamoDB directly.
+impl AccountStore for ConflictingStore {
     async fn load_account(&self, org: &OrgId) -> Result<Option<ledger_domain::Account>, StoreError> {
         self.inner.load_account(org).await
     }
@@ -171,22 +171,8 @@ impl LedgerStore for ConflictingStore {
         &self,
         org: &OrgId,
         key: &IdempotencyKey,
-    ) -> Result<(Option<ledger_domain::Account>, Option<RequestRecord>), StoreError> {
+    ) -> Result<(Option<ledger_domain::Account>, Option<KeptRequest>), StoreError> {
         self.inner.load_account_and_request(org, key).await
-    }
-
-    async fn load_request(&self, org: &OrgId, key: &IdempotencyKey) -> Result<Option<RequestRecord>, StoreError> {
-        self.inner.load_request(org, key).await
-    }
-
-    async fn record_refusal(
-        &self,
-        org: &OrgId,
-        key: &IdempotencyKey,
-        record: &RequestRecord,
-        expires_at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Option<RequestRecord>, StoreError> {
-        self.inner.record_refusal(org, key, record, expires_at).await
     }
 
     async fn commit(&self, commit: Commit<'_>) -> Result<(), CommitError> {
@@ -198,22 +184,28 @@ impl LedgerStore for ConflictingStore {
         }
         self.inner.commit(commit).await
     }
-
-    async fn ledger_page(
-        &self,
-        org: &OrgId,
-        limit: u32,
-        before: Option<u64>,
-        user: Option<&ledger_domain::UserId>,
-    ) -> Result<LedgerPage, StoreError> {
-        self.inner.ledger_page(org, limit, before, user).await
-    }
 }
 
-async fn spend_through(
-    ledger: &ledger_store::Ledger<ConflictingStore>,
-    key: &str,
-) -> Result<ledger_store::Applied, LedgerError> {
+type ConflictingLedger = Ledger<ConflictingStore, DynamoLedgerStore, DynamoLedgerStore>;
+
+fn conflicting_ledger(stack: &Stack, conflicts: u32, retry: RetryPolicy) -> ConflictingLedger {
+    let dynamo = DynamoLedgerStore::new(stack.client.clone(), stack.table.clone());
+    let store = ConflictingStore {
+        inner: dynamo.clone(),
+        conflicts: AtomicU32::new(conflicts),
+        commits: AtomicU32::new(0),
+    };
+    Ledger::over(
+        store,
+        dynamo.clone(),
+        dynamo,
+        Arc::new(Catalog::default_catalog()),
+        stack.clock.clone(),
+    )
+    .with_retry_policy(retry)
+}
+
+async fn spend_through(ledger: &ConflictingLedger, key: &str) -> Result<Applied, ServiceError> {
     let catalog = Catalog::default_catalog();
     let (action_id, action) = catalog.action("ai_email_generation").unwrap();
     let request = SpendRequest {
@@ -232,72 +224,43 @@ async fn spend_through(
         key: IdempotencyKey::parse(key).unwrap(),
         fingerprint: key.into(),
     };
-    ledger
-        .apply(
-            &OrgId::parse(ORG).unwrap(),
-            &idempotency,
-            None,
-            |account, _, now| {
-                let (_, entry) = account.spend(&request, now)?;
-                Ok((
-                    entry,
-                    Reply {
-                        status: 200,
-                        body: "{}".into(),
-                    },
-                ))
-            },
-            |_| None,
-        )
-        .await
+    ledger.spend(&OrgId::parse(ORG).unwrap(), &request, &idempotency).await
 }
 
 #[tokio::test]
 async fn transaction_conflicts_are_retried_and_bounded() {
     let stack = Stack::with_account("starter").await;
-    let store = ConflictingStore {
-        inner: DynamoLedgerStore::new(stack.client.clone(), stack.table.clone()),
-        conflicts: AtomicU32::new(3),
-        commits: AtomicU32::new(0),
-    };
-    let retry = ledger_store::RetryPolicy {
+    let retry = RetryPolicy {
         max_attempts: 16,
         budget: std::time::Duration::from_secs(30),
     };
-    let ledger = ledger_store::Ledger::new(store, Arc::new(Catalog::default_catalog()), stack.clock.clone())
-        .with_retry_policy(retry);
+    let ledger = conflicting_ledger(&stack, 3, retry);
 
     // Three conflicts, then the commit lands: charged once.
     let applied = spend_through(&ledger, "conflicted").await.unwrap();
     assert!(!applied.replayed);
-    assert_eq!(ledger.store().commits.load(Ordering::SeqCst), 4);
+    assert_eq!(ledger.accounts().commits.load(Ordering::SeqCst), 4);
     assert_ledger_consistent(&stack, "498").await;
 
     // Conflicts without end: a bounded number of attempts, then a retryable
     // error and nothing written.
-    ledger.store().conflicts.store(u32::MAX, Ordering::SeqCst);
-    ledger.store().commits.store(0, Ordering::SeqCst);
+    ledger.accounts().conflicts.store(u32::MAX, Ordering::SeqCst);
+    ledger.accounts().commits.store(0, Ordering::SeqCst);
     let before = stack.snapshot().await;
     let err = spend_through(&ledger, "hopeless").await.unwrap_err();
-    assert!(matches!(err, LedgerError::Contention), "{err:?}");
-    assert_eq!(ledger.store().commits.load(Ordering::SeqCst), retry.max_attempts);
+    assert!(matches!(err, ServiceError::Contention), "{err:?}");
+    assert_eq!(ledger.accounts().commits.load(Ordering::SeqCst), retry.max_attempts);
     assert_eq!(stack.snapshot().await, before);
 
     // However many attempts are allowed, retrying stops at the time budget.
-    let store = ConflictingStore {
-        inner: DynamoLedgerStore::new(stack.client.clone(), stack.table.clone()),
-        conflicts: AtomicU32::new(u32::MAX),
-        commits: AtomicU32::new(0),
-    };
-    let retry = ledger_store::RetryPolicy {
+    let retry = RetryPolicy {
         max_attempts: 10_000,
         budget: std::time::Duration::from_millis(300),
     };
-    let ledger = ledger_store::Ledger::new(store, Arc::new(Catalog::default_catalog()), stack.clock.clone())
-        .with_retry_policy(retry);
+    let ledger = conflicting_ledger(&stack, u32::MAX, retry);
     let err = spend_through(&ledger, "out-of-time").await.unwrap_err();
-    assert!(matches!(err, LedgerError::Contention), "{err:?}");
-    let commits = ledger.store().commits.load(Ordering::SeqCst);
+    assert!(matches!(err, ServiceError::Contention), "{err:?}");
+    let commits = ledger.accounts().commits.load(Ordering::SeqCst);
     assert!((2..100).contains(&commits), "{commits} commits in 300 ms of backoff");
     assert_eq!(stack.snapshot().await, before);
 }

@@ -44,7 +44,7 @@ fn aws_event(method: &str, route: &str, path: &str, claims: Value, scopes: Value
 
 async fn handle(stack: &Stack, function: &str, event: &str) -> (u16, Value) {
     let request = lambda_http::request::from_str(event).expect("a payload 2.0 event");
-    let response = ledger_local::invoke(&stack.state(), function, request).await;
+    let response = ledger_local::invoke(&stack.ledger(), function, request).await;
     let status = response.status().as_u16();
     let body = match response.into_body() {
         lambda_http::Body::Text(t) => serde_json::from_str(&t).unwrap(),

@@ -12,11 +12,11 @@ use std::sync::Arc;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, TimeZone, Utc};
 use ledger_domain::{Catalog, FixedClock};
-use ledger_http::AppState;
 use ledger_local::gateway::Gateway;
 use ledger_local::metrics::RequestCounter;
 use ledger_local::template::Template;
 use ledger_local::tokens::DevAuthority;
+use ledger_service::{dynamo_ledger, DynamoLedger};
 use serde_json::Value;
 
 pub const ORG: &str = "acme";
@@ -80,8 +80,8 @@ impl Stack {
 
     /// A fresh function instance: its own (empty) account cache, as a new
     /// Lambda execution environment would have.
-    pub fn state(&self) -> AppState {
-        AppState::new(
+    pub fn ledger(&self) -> DynamoLedger {
+        dynamo_ledger(
             self.client.clone(),
             &self.table,
             Arc::new(Catalog::default_catalog()),
@@ -93,7 +93,7 @@ impl Stack {
         Gateway::new(
             self.template.routes().unwrap(),
             self.authority.clone(),
-            Arc::new(self.state()),
+            Arc::new(self.ledger()),
         )
     }
 

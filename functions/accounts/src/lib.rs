@@ -2,12 +2,9 @@
 //! call provisions its account with today as the billing anchor and grants
 //! the first month (and the plan's trial, once).
 
-use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use ledger_domain::{Account, Billing, DomainError, Subscription};
-use ledger_http::{
-    applied_response, json_body, path_param, reply, respond, views, AmountInput, ApiError, AppState, Caller,
-};
+use ledger_domain::{Billing, Subscription};
+use ledger_http::{applied_response, json_body, path_param, respond, AmountInput, ApiError, Caller, DynamoLedger};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -23,11 +20,11 @@ struct SubscriptionBody {
     monthly_credits: Option<AmountInput>,
 }
 
-pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
-    respond(subscribe(state, &req).await)
+pub async fn handle(ledger: &DynamoLedger, req: Request) -> Response<Body> {
+    respond(subscribe(ledger, &req).await)
 }
 
-async fn subscribe(state: &AppState, req: &Request) -> Result<Response<Body>, ApiError> {
+async fn subscribe(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(req)?;
     let org = caller.organization(&path_param(req, "org")?)?;
     caller.require_admin_or_service()?;
@@ -35,27 +32,8 @@ async fn subscribe(state: &AppState, req: &Request) -> Result<Response<Body>, Ap
     let b = &body.value;
     let actor = caller.actor(None)?;
     let custom = b.monthly_credits.as_ref().map(AmountInput::credits).transpose()?;
-    let subscription = Subscription::new(state.ledger.catalog(), &b.plan, b.seats, b.billing, custom)?;
+    let subscription = Subscription::new(ledger.catalog(), &b.plan, b.seats, b.billing, custom)?;
     let idempotency = body.idempotency(req, &caller)?;
-    let applied = state
-        .ledger
-        .create(
-            &idempotency,
-            |catalog, now| {
-                let (account, entry) = Account::provision(org.clone(), subscription.clone(), catalog, actor, now)?;
-                let body = views::subscription(&account, Some(&entry));
-                Ok((account, (entry, reply(StatusCode::CREATED, &body))))
-            },
-            // Subscribing again to what the account has is a no-op; plan
-            // changes arrive with the billing-cycle work.
-            |current| {
-                if current.subscription == subscription {
-                    Ok(reply(StatusCode::OK, &views::subscription(current, None)))
-                } else {
-                    Err(DomainError::PlanChangeUnsupported)
-                }
-            },
-        )
-        .await?;
-    Ok(applied_response(applied))
+    let applied = ledger.subscribe(&org, subscription, actor, &idempotency).await?;
+    Ok(applied_response(&applied))
 }

@@ -7,25 +7,26 @@ use base64::Engine;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use ledger_http::{
-    json_response, only_query_params, path_param, query_param, respond, route_key, views, ApiError, AppState, Caller,
+    json_response, only_query_params, path_param, query_param, respond, route_key, views, ApiError, Caller,
+    DynamoLedger,
 };
 use serde_json::json;
 
 pub const DEFAULT_PAGE: u32 = 50;
 pub const MAX_PAGE: u32 = 200;
 
-pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
-    respond(route(state, &req).await)
+pub async fn handle(ledger: &DynamoLedger, req: Request) -> Response<Body> {
+    respond(route(ledger, &req).await)
 }
 
-async fn route(state: &AppState, req: &Request) -> Result<Response<Body>, ApiError> {
+async fn route(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, ApiError> {
     match route_key(req).as_str() {
         "GET /v1/catalog" => {
             Caller::from_request(req)?;
-            Ok(json_response(StatusCode::OK, &views::catalog(state.ledger.catalog())))
+            Ok(json_response(StatusCode::OK, &views::catalog(ledger.catalog())))
         }
-        "GET /v1/orgs/{org}/balance" => balance(state, req).await,
-        "GET /v1/orgs/{org}/ledger" => ledger(state, req).await,
+        "GET /v1/orgs/{org}/balance" => balance(ledger, req).await,
+        "GET /v1/orgs/{org}/ledger" => history(ledger, req).await,
         _ => Err(ApiError::RouteNotFound(format!(
             "{} {}",
             req.method(),
@@ -34,17 +35,17 @@ async fn route(state: &AppState, req: &Request) -> Result<Response<Body>, ApiErr
     }
 }
 
-async fn balance(state: &AppState, req: &Request) -> Result<Response<Body>, ApiError> {
+async fn balance(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(req)?;
     let org = caller.organization(&path_param(req, "org")?)?;
-    let account = state.ledger.current_account(&org).await?;
+    let account = ledger.balance(&org).await?;
     Ok(json_response(
         StatusCode::OK,
-        &views::balance(&account, state.ledger.catalog()),
+        &views::balance(&account, ledger.catalog()),
     ))
 }
 
-async fn ledger(state: &AppState, req: &Request) -> Result<Response<Body>, ApiError> {
+async fn history(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(req)?;
     let org = caller.organization(&path_param(req, "org")?)?;
     only_query_params(req, &["limit", "cursor"])?;
@@ -57,12 +58,8 @@ async fn ledger(state: &AppState, req: &Request) -> Result<Response<Body>, ApiEr
             .ok_or_else(|| ApiError::BadRequest(format!("limit must be 1-{MAX_PAGE}")))?,
     };
     let before = query_param(req, "cursor").map(|c| decode_cursor(&c)).transpose()?;
-    // Members see their own entries; admins and the service see all.
-    let only_user = match &caller {
-        Caller::User { user, admin: false, .. } => Some(user),
-        _ => None,
-    };
-    let page = state.ledger.ledger_page(&org, limit, before, only_user).await?;
+    let viewer = caller.actor(None)?;
+    let page = ledger.history(&org, &viewer, limit, before).await?;
     let entries: Vec<_> = page.entries.iter().map(views::entry).collect();
     let body = json!({ "entries": entries, "next_cursor": page.next_before.map(encode_cursor) });
     Ok(json_response(StatusCode::OK, &body))

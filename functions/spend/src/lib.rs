@@ -5,8 +5,7 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use ledger_domain::{CampaignId, SpendMode, SpendRequest, Subject};
 use ledger_http::{
-    applied_response, json_body, json_response, kept_refusal, path_param, reply, respond, views, ApiError, AppState,
-    Caller,
+    applied_response, json_body, json_response, path_param, respond, views, ApiError, Caller, DynamoLedger,
 };
 use serde::Deserialize;
 
@@ -29,17 +28,17 @@ struct SpendBody {
     user: Option<String>,
 }
 
-pub async fn handle(state: &AppState, req: Request) -> Response<Body> {
-    respond(spend(state, &req).await)
+pub async fn handle(ledger: &DynamoLedger, req: Request) -> Response<Body> {
+    respond(spend(ledger, &req).await)
 }
 
-async fn spend(state: &AppState, req: &Request) -> Result<Response<Body>, ApiError> {
+async fn spend(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(req)?;
     let org = caller.organization(&path_param(req, "org")?)?;
     let body = json_body::<SpendBody>(req)?;
     let b = &body.value;
     let actor = caller.actor(b.user.as_deref())?;
-    let (action_id, action) = state.ledger.catalog().action(&b.action)?;
+    let (action_id, action) = ledger.catalog().action(&b.action)?;
     let request = SpendRequest {
         action_id,
         action,
@@ -50,27 +49,13 @@ async fn spend(state: &AppState, req: &Request) -> Result<Response<Body>, ApiErr
         subject: b.subject.as_deref().map(Subject::parse).transpose()?,
     };
     if b.dry_run {
-        let account = state.ledger.current_account(&org).await?;
-        let quote = account.quote(&request)?;
+        let quote = ledger.quote(&org, &request).await?;
         return Ok(json_response(
             StatusCode::OK,
             &views::spend_quote(action_id.as_str(), &quote),
         ));
     }
     let idempotency = body.idempotency(req, &caller)?;
-    let applied = state
-        .ledger
-        .apply(
-            &org,
-            &idempotency,
-            None,
-            |account, _, now| {
-                let (quote, entry) = account.spend(&request, now)?;
-                let body = views::spend_applied(&quote, &entry);
-                Ok((entry, reply(StatusCode::OK, &body)))
-            },
-            kept_refusal,
-        )
-        .await?;
-    Ok(applied_response(applied))
+    let applied = ledger.spend(&org, &request, &idempotency).await?;
+    Ok(applied_response(&applied))
 }

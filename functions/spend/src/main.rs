@@ -1,13 +1,13 @@
-//! The spend Lambda: build the state once, serve every invocation with it.
+//! The spend Lambda: build the ledger once per cold start, serve every invocation with it.
 
 use lambda_http::{run, service_fn, Error};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
-    let state = ledger_http::AppState::from_env().await?;
+    let ledger = ledger_service::config::from_env().await?;
     run(service_fn(|req| async {
-        Ok::<_, Error>(spend::handle(&state, req).await)
+        Ok::<_, Error>(spend::handle(&ledger, req).await)
     }))
     .await
 }

@@ -16,7 +16,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use lambda_http::{Body, Request};
-use ledger_http::AppState;
+use ledger_http::DynamoLedger;
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 
@@ -29,7 +29,7 @@ const MAX_PAYLOAD: usize = 10 * 1024 * 1024;
 pub struct Gateway {
     routes: Vec<Route>,
     authority: DevAuthority,
-    state: Arc<AppState>,
+    ledger: Arc<DynamoLedger>,
     request_ids: AtomicU64,
 }
 
@@ -44,11 +44,11 @@ fn segments(path: &str) -> Vec<&str> {
 }
 
 impl Gateway {
-    pub fn new(routes: Vec<Route>, authority: DevAuthority, state: Arc<AppState>) -> Self {
+    pub fn new(routes: Vec<Route>, authority: DevAuthority, ledger: Arc<DynamoLedger>) -> Self {
         Gateway {
             routes,
             authority,
-            state,
+            ledger,
             request_ids: AtomicU64::new(1),
         }
     }
@@ -190,7 +190,7 @@ impl Gateway {
     /// Runs one request through the function that serves its route.
     async fn invoke(&self, function: &str, event: &Value) -> lambda_http::Response<Body> {
         let request: Request = lambda_http::request::from_str(&event.to_string()).expect("a valid payload 2.0 event");
-        crate::invoke(&self.state, function, request).await
+        crate::invoke(&self.ledger, function, request).await
     }
 
     /// One request answered as API Gateway would: its own 401 or 404, or

@@ -10,15 +10,15 @@ use std::path::PathBuf;
 
 use lambda_http::{Body, Request, Response};
 pub use ledger_http::auth::SERVICE_SCOPE;
-use ledger_http::AppState;
+use ledger_http::DynamoLedger;
 
 /// The functions the template's `BuildProperties.Binary` names, by name.
-pub async fn invoke(state: &AppState, function: &str, request: Request) -> Response<Body> {
+pub async fn invoke(ledger: &DynamoLedger, function: &str, request: Request) -> Response<Body> {
     match function {
-        "spend" => spend::handle(state, request).await,
-        "purchase" => purchase::handle(state, request).await,
-        "balance" => balance::handle(state, request).await,
-        "accounts" => accounts::handle(state, request).await,
+        "spend" => spend::handle(ledger, request).await,
+        "purchase" => purchase::handle(ledger, request).await,
+        "balance" => balance::handle(ledger, request).await,
+        "accounts" => accounts::handle(ledger, request).await,
         other => panic!("template.yaml names function {other:?}, which the local stack does not know"),
     }
 }

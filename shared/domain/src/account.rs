@@ -1,137 +1,29 @@
-//! An organization's account: its subscription and the buckets that make up
-//! each meter's balance. Every operation is a pure state transition that
-//! yields the ledger entries describing it; the store makes it atomic.
+//! An organization's account: its subscription, its billing period and the
+//! buckets that make up each meter's balance. Operations are pure state
+//! transitions, each in the module of its job ([`crate::spend`],
+//! [`crate::purchase`], [`crate::renewal`]), each yielding the ledger entry
+//! that describes it; the store makes it atomic.
 //!
-//! Invariants (checked after every transition, see [`Account::check_invariants`]):
-//! - no bucket's remaining is negative or above what it was granted;
-//! - entries are numbered 1, 2, 3, ... with no gap: `seq` is the last one;
-//! - a meter's available balance is the sum of its live buckets' remaining.
+//! The account stays small whatever an organization does: buckets are named
+//! by what grants them ([`BucketId`]), so there is one per meter and month,
+//! trial or purchased pool.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use serde::{Deserialize, Serialize};
 
-use crate::catalog::{Action, AllowanceBasis, Catalog, Charging, Plan};
-use crate::entry::{Actor, BucketSource, EntryKind, EntryLine, LedgerEntry, PurchaseRecord};
+use crate::bucket::{Bucket, BucketId, BucketSource, Draw};
+use crate::catalog::{Catalog, Plan};
+use crate::entry::{Actor, EntryKind, EntryLine, LedgerEntry};
 use crate::period::Period;
-use crate::{ActionId, CampaignId, Credits, DomainError, MeterId, OrgId, PackageId, PlanId, Subject};
+use crate::subscription::{Subscription, SubscriptionStatus};
+use crate::{Credits, DomainError, MeterId, OrgId};
 
 pub fn credits_meter() -> MeterId {
     MeterId::parse("credits").expect("valid meter id")
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Billing {
-    Monthly,
-    /// Billed yearly, still granted monthly.
-    Annual,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SubscriptionStatus {
-    Active,
-    Cancelled,
-}
-
-/// What a subscribe call asks for, parsed and checked against the catalog.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Subscription {
-    pub plan: PlanId,
-    pub seats: u32,
-    pub billing: Billing,
-    /// The contract's monthly credits on a custom (enterprise) plan.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub custom_monthly: Option<Credits>,
-}
-
-pub const MAX_SEATS: u32 = 100_000;
-
-impl Subscription {
-    pub fn new(
-        catalog: &Catalog,
-        plan: &str,
-        seats: Option<u32>,
-        billing: Option<Billing>,
-        custom_monthly: Option<Credits>,
-    ) -> Result<Subscription, DomainError> {
-        let (plan_id, plan_def) = catalog.plan(plan)?;
-        let seats = seats.unwrap_or(1);
-        if seats == 0 || seats > MAX_SEATS {
-            return Err(DomainError::InvalidRequest(format!("seats must be 1-{MAX_SEATS}")));
-        }
-        match (plan_def.custom, custom_monthly) {
-            (true, None) => {
-                return Err(DomainError::InvalidRequest(
-                    "a custom plan needs `monthly_credits`".into(),
-                ))
-            }
-            (false, Some(_)) => {
-                return Err(DomainError::InvalidRequest(
-                    "`monthly_credits` is only for custom plans".into(),
-                ))
-            }
-            (true, Some(c)) if !c.is_positive() => {
-                return Err(DomainError::InvalidRequest("`monthly_credits` must be positive".into()))
-            }
-            _ => {}
-        }
-        Ok(Subscription {
-            plan: plan_id.clone(),
-            seats,
-            billing: billing.unwrap_or(Billing::Monthly),
-            custom_monthly,
-        })
-    }
-
-    /// The monthly grants of this subscription, per meter.
-    fn monthly_grants(&self, plan: &Plan) -> Result<Vec<(MeterId, Credits)>, DomainError> {
-        let mut grants: Vec<(MeterId, Credits)> = Vec::new();
-        if let Some(custom) = self.custom_monthly {
-            grants.push((credits_meter(), custom));
-        }
-        for a in &plan.monthly {
-            let amount = match a.per {
-                AllowanceBasis::Account => a.amount,
-                AllowanceBasis::Seat => a
-                    .amount
-                    .checked_mul(u64::from(self.seats))
-                    .ok_or_else(|| DomainError::InvalidRequest("allowance too large".into()))?,
-            };
-            grants.push((a.meter.clone(), amount));
-        }
-        Ok(grants)
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Bucket {
-    /// Unique within the account, e.g. `plan:credits:2026-11-22`, `purchase:7`.
-    pub id: String,
-    pub meter: MeterId,
-    pub source: BucketSource,
-    pub granted: Credits,
-    pub remaining: Credits,
-    /// `None`: never expires (purchased credits, the trial).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<DateTime<Utc>>,
-    pub granted_at: DateTime<Utc>,
-    /// The ledger entry that granted it.
-    pub granted_by: u64,
-}
-
-impl Bucket {
-    /// Spending priority: credits that expire first are spent first (a
-    /// bucket that never expires comes last); among equals, license before
-    /// plan before trial before adjustment before purchased, oldest first.
-    fn priority(&self) -> (bool, Option<DateTime<Utc>>, BucketSource, u64) {
-        (self.expires_at.is_none(), self.expires_at, self.source, self.granted_by)
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Account {
     pub org: OrgId,
     /// The last ledger entry written for this account.
@@ -144,75 +36,6 @@ pub struct Account {
     pub buckets: Vec<Bucket>,
     pub used_this_period: BTreeMap<MeterId, Credits>,
     pub created_at: DateTime<Utc>,
-}
-
-/// How a spend treats a balance too small for every unit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SpendMode {
-    /// All units or nothing.
-    #[default]
-    All,
-    /// As many units as the balance covers (at least one).
-    UpTo,
-}
-
-pub const MAX_QUANTITY: u64 = 100_000;
-
-/// A spend, parsed and resolved against the catalog.
-#[derive(Clone, Debug)]
-pub struct SpendRequest<'a> {
-    pub action_id: &'a ActionId,
-    pub action: &'a Action,
-    pub quantity: u64,
-    pub mode: SpendMode,
-    pub actor: Actor,
-    pub campaign: Option<CampaignId>,
-    pub subject: Option<Subject>,
-}
-
-/// What a spend would do: the answer of a dry run, and the plan of a real one.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SpendQuote {
-    pub meter: MeterId,
-    pub mode: SpendMode,
-    pub unit_cost: Credits,
-    pub requested: u64,
-    /// Units the balance covers (all of them for a free action).
-    pub affordable: u64,
-    /// Units this request would charge: none when `all` cannot be covered.
-    pub units: u64,
-    pub amount: Credits,
-    pub available: Credits,
-    pub lines: Vec<EntryLine>,
-}
-
-impl SpendQuote {
-    /// Whether the request can be charged: every unit, or (up_to) at least one.
-    pub fn sufficient(&self) -> bool {
-        self.units > 0 && self.amount <= self.available
-    }
-
-    /// What a refusal says was needed: the whole request, or one unit (up_to).
-    pub fn needed(&self) -> Credits {
-        match self.mode {
-            SpendMode::All => self
-                .unit_cost
-                .checked_mul(self.requested)
-                .unwrap_or(crate::credits::MAX_REQUEST),
-            SpendMode::UpTo => self.unit_cost,
-        }
-    }
-}
-
-/// A purchase, priced from the catalog.
-#[derive(Clone, Debug)]
-pub struct PurchaseGrant {
-    pub package: Option<PackageId>,
-    pub credits: Credits,
-    pub price_cents: u64,
-    pub currency: String,
-    pub payment_reference: String,
 }
 
 impl Account {
@@ -238,18 +61,9 @@ impl Account {
             used_this_period: BTreeMap::new(),
             created_at: now,
         };
-        let seq = account.seq + 1;
-        let mut lines = account.grant_monthly(plan, seq, now)?;
+        let mut lines = account.grant_monthly(plan, now)?;
         for t in &plan.trial {
-            lines.push(account.add_bucket(
-                format!("trial:{}", t.meter),
-                t.meter.clone(),
-                BucketSource::Trial,
-                t.amount,
-                None,
-                now,
-                seq,
-            ));
+            lines.push(account.grant(BucketId::Trial { meter: t.meter.clone() }, t.amount, None, now));
         }
         let plan_id = account.subscription.plan.clone();
         let entry = account.record(EntryKind::Subscription, actor, now, lines, |e| e.plan = Some(plan_id));
@@ -257,276 +71,104 @@ impl Account {
         Ok((account, entry))
     }
 
-    /// Renews an account whose period has ended: the ended month's plan
-    /// credits expire, the current month's allowance is granted. However many
-    /// months were missed, one renewal lands on the current period: no
-    /// backlog is granted and nothing is borrowed from the future.
-    /// Returns `None` when the account is not due, so renewing twice grants once.
-    pub fn renew_if_due(&mut self, catalog: &Catalog, now: DateTime<Utc>) -> Result<Option<LedgerEntry>, DomainError> {
-        if now < self.period.renews_at() {
-            return Ok(None);
-        }
-        let seq = self.seq + 1;
-        let mut lines = Vec::new();
-        // Expire every bucket whose time has come (plan and license credits
-        // of the ended month); exhausted buckets simply leave.
-        let mut kept = Vec::with_capacity(self.buckets.len());
-        for b in std::mem::take(&mut self.buckets) {
-            match b.expires_at {
-                Some(at) if at <= now => {
-                    if b.remaining.is_positive() {
-                        lines.push(EntryLine {
-                            meter: b.meter.clone(),
-                            bucket: b.id.clone(),
-                            source: b.source,
-                            amount: -b.remaining,
-                        });
-                    }
-                }
-                _ => kept.push(b),
-            }
-        }
-        self.buckets = kept;
-        self.period = Period::containing(self.anchor, now.date_naive());
-        self.used_this_period.clear();
-        // A plan the operator removed from the catalog grants nothing more,
-        // but must not lock the account out of what it holds.
-        if let (SubscriptionStatus::Active, Ok((_, plan))) =
-            (self.status, catalog.plan(self.subscription.plan.as_str()))
-        {
-            lines.extend(self.grant_monthly(plan, seq, now)?);
-        }
-        let plan_id = self.subscription.plan.clone();
-        let entry = self.record(EntryKind::Renewal, Actor::system(), now, lines, |e| {
-            e.plan = Some(plan_id)
-        });
-        self.check_invariants()?;
-        Ok(Some(entry))
-    }
-
-    /// Available balance of a meter: live buckets only.
+    /// Available balance of a meter: what its buckets hold.
     pub fn available(&self, meter: &MeterId) -> Credits {
         self.buckets
             .iter()
-            .filter(|b| &b.meter == meter)
+            .filter(|b| b.meter() == meter)
             .map(|b| b.remaining)
             .sum()
     }
 
     /// Buckets of a meter in spending order.
     pub fn buckets_in_priority(&self, meter: &MeterId) -> Vec<&Bucket> {
-        let mut bs: Vec<&Bucket> = self.buckets.iter().filter(|b| &b.meter == meter).collect();
+        let mut bs: Vec<&Bucket> = self.buckets.iter().filter(|b| b.meter() == meter).collect();
         bs.sort_by_key(|b| b.priority());
         bs
     }
 
-    /// What a spend would charge, and from which buckets; changes nothing.
-    pub fn quote(&self, req: &SpendRequest<'_>) -> Result<SpendQuote, DomainError> {
-        if req.quantity == 0 || req.quantity > MAX_QUANTITY {
-            return Err(DomainError::InvalidQuantity(format!("must be 1-{MAX_QUANTITY}")));
-        }
-        let meter = req.action.meter.clone();
-        let unit_cost = if req.action.is_free() {
-            Credits::ZERO
-        } else {
-            req.action.cost
-        };
-        let available = self.available(&meter);
-        let affordable = available.units_covered(unit_cost).min(req.quantity);
-        // What this request would charge: all units or none, or as many as covered.
-        let units = match req.mode {
-            SpendMode::All if affordable < req.quantity => 0,
-            SpendMode::All => req.quantity,
-            SpendMode::UpTo => affordable,
-        };
-        let amount = unit_cost
-            .checked_mul(units)
-            .ok_or_else(|| DomainError::InvalidQuantity("amount too large".into()))?;
-        let mut lines = Vec::new();
-        let mut left = amount;
-        for b in self.buckets_in_priority(&meter) {
-            if !left.is_positive() {
-                break;
-            }
-            let take = b.remaining.min(left);
-            if take.is_positive() {
-                lines.push(EntryLine {
-                    meter: meter.clone(),
-                    bucket: b.id.clone(),
-                    source: b.source,
-                    amount: -take,
-                });
-                left = left.checked_sub(take).expect("take <= left");
-            }
-        }
-        Ok(SpendQuote {
-            meter,
-            mode: req.mode,
-            unit_cost,
-            requested: req.quantity,
-            affordable,
-            units,
-            amount,
-            available,
-            lines,
-        })
+    /// Every meter the account has something to show for, `credits` always.
+    pub fn meters(&self) -> BTreeSet<MeterId> {
+        self.buckets
+            .iter()
+            .map(|b| b.meter().clone())
+            .chain(self.used_this_period.keys().cloned())
+            .chain(std::iter::once(credits_meter()))
+            .collect()
     }
 
-    /// Debits a spend across buckets in priority order, or refuses it whole.
-    pub fn spend(
-        &mut self,
-        req: &SpendRequest<'_>,
-        now: DateTime<Utc>,
-    ) -> Result<(SpendQuote, LedgerEntry), DomainError> {
-        if req.action.charging == Charging::OnSuccess {
-            return Err(DomainError::ChargedOnResult(req.action_id.to_string()));
-        }
-        let quote = self.quote(req)?;
-        if !quote.sufficient() {
-            return Err(DomainError::InsufficientCredits {
-                meter: quote.meter.clone(),
-                needed: quote.needed(),
-                available: quote.available,
-            });
-        }
-        for line in &quote.lines {
-            let bucket = self
-                .buckets
-                .iter_mut()
-                .find(|b| b.id == line.bucket)
-                .expect("quoted bucket exists");
-            bucket.remaining = bucket
-                .remaining
-                .checked_add(line.amount)
-                .filter(|r| !r.is_negative())
-                .ok_or_else(|| DomainError::InvariantViolated(format!("bucket {} would go negative", bucket.id)))?;
-        }
-        self.buckets.retain(|b| b.remaining.is_positive());
-        let used = self.used_this_period.entry(quote.meter.clone()).or_default();
-        *used = used.checked_add(quote.amount).unwrap_or(*used);
-        let entry = self.record(EntryKind::Spend, req.actor.clone(), now, quote.lines.clone(), |e| {
-            e.action = Some(req.action_id.clone());
-            e.quantity = Some(quote.units);
-            e.requested = Some(req.quantity);
-            e.campaign = req.campaign.clone();
-            e.subject = req.subject.clone();
-        });
-        // A free action still writes an entry: usage is tracked per user.
-        if entry.lines.is_empty() {
-            debug_assert!(quote.amount.is_zero());
-        }
-        self.check_invariants()?;
-        Ok((quote, entry))
-    }
-
-    /// Adds a purchased pack: its own bucket, never expiring.
-    pub fn purchase(
-        &mut self,
-        grant: PurchaseGrant,
-        actor: Actor,
-        now: DateTime<Utc>,
-    ) -> Result<LedgerEntry, DomainError> {
-        if !grant.credits.is_positive() {
-            return Err(DomainError::InvalidRequest("a purchase adds a positive amount".into()));
-        }
-        let seq = self.seq + 1;
-        let line = self.add_bucket(
-            format!("purchase:{seq}"),
-            credits_meter(),
-            BucketSource::Purchased,
-            grant.credits,
-            None,
-            now,
-            seq,
-        );
-        let entry = self.record(EntryKind::Purchase, actor, now, vec![line], |e| {
-            e.purchase = Some(PurchaseRecord {
-                package: grant.package,
-                credits: grant.credits,
-                price_cents: grant.price_cents,
-                currency: grant.currency,
-                payment_reference: grant.payment_reference,
-            });
-        });
-        self.check_invariants()?;
-        Ok(entry)
-    }
-
-    pub fn check_invariants(&self) -> Result<(), DomainError> {
-        for b in &self.buckets {
-            if b.remaining.is_negative() || b.remaining > b.granted {
-                return Err(DomainError::InvariantViolated(format!(
-                    "bucket {} holds {} of {} granted",
-                    b.id, b.remaining, b.granted
-                )));
-            }
-            if b.granted_by > self.seq {
-                return Err(DomainError::InvariantViolated(format!(
-                    "bucket {} granted by a future entry",
-                    b.id
-                )));
-            }
-        }
-        let mut ids: Vec<&str> = self.buckets.iter().map(|b| b.id.as_str()).collect();
-        ids.sort_unstable();
-        if ids.windows(2).any(|w| w[0] == w[1]) {
-            return Err(DomainError::InvariantViolated("duplicate bucket id".into()));
-        }
-        Ok(())
-    }
-
-    fn grant_monthly(&mut self, plan: &Plan, seq: u64, now: DateTime<Utc>) -> Result<Vec<EntryLine>, DomainError> {
+    /// Grants this month's plan allowance, each meter's in its own bucket
+    /// that expires at the next renewal.
+    pub(crate) fn grant_monthly(&mut self, plan: &Plan, now: DateTime<Utc>) -> Result<Vec<EntryLine>, DomainError> {
         let expires = Some(self.period.renews_at());
-        let start = self.period.start;
+        let period = self.period.start;
         let grants = self.subscription.monthly_grants(plan)?;
         Ok(grants
             .into_iter()
-            .map(|(meter, amount)| {
-                self.add_bucket(
-                    format!("plan:{meter}:{start}"),
-                    meter,
-                    BucketSource::Plan,
-                    amount,
-                    expires,
-                    now,
-                    seq,
-                )
-            })
+            .map(|(meter, amount)| self.grant(BucketId::Plan { meter, period }, amount, expires, now))
             .collect())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn add_bucket(
+    /// Credits `amount` into a bucket: opens it, or (the purchased pool)
+    /// adds to it. A pool line records where the new credits start in the
+    /// pool's cumulative grants.
+    pub(crate) fn grant(
         &mut self,
-        id: String,
-        meter: MeterId,
-        source: BucketSource,
+        id: BucketId,
         amount: Credits,
         expires_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
-        seq: u64,
     ) -> EntryLine {
-        let line = EntryLine {
-            meter: meter.clone(),
-            bucket: id.clone(),
-            source,
-            amount,
+        let pooled = id.source() == BucketSource::Purchased;
+        let granted_by = self.seq + 1;
+        let offset = match self.buckets.iter_mut().find(|b| b.id == id) {
+            Some(pool) if pooled => {
+                let offset = pool.granted;
+                pool.granted = pool.granted.checked_add(amount).expect("credits within range");
+                pool.remaining = pool.remaining.checked_add(amount).expect("credits within range");
+                offset
+            }
+            _ => {
+                self.buckets.push(Bucket {
+                    id: id.clone(),
+                    granted: amount,
+                    remaining: amount,
+                    expires_at,
+                    granted_at: now,
+                    granted_by,
+                });
+                Credits::ZERO
+            }
         };
-        self.buckets.push(Bucket {
-            id,
-            meter,
-            source,
-            granted: amount,
-            remaining: amount,
-            expires_at,
-            granted_at: now,
-            granted_by: seq,
-        });
-        line
+        EntryLine {
+            bucket: id,
+            amount,
+            offset: pooled.then_some(offset),
+        }
+    }
+
+    /// Takes what an allocation decided from its buckets. Emptied buckets
+    /// leave, except the purchased pool, whose totals place future packs.
+    pub(crate) fn take(&mut self, draws: &[Draw]) -> Result<Vec<EntryLine>, DomainError> {
+        for draw in draws {
+            let bucket = self
+                .buckets
+                .iter_mut()
+                .find(|b| b.id == draw.bucket)
+                .ok_or_else(|| DomainError::InvariantViolated(format!("no bucket {}", draw.bucket)))?;
+            bucket.remaining = bucket
+                .remaining
+                .checked_sub(draw.amount)
+                .filter(|r| !r.is_negative())
+                .ok_or_else(|| DomainError::InvariantViolated(format!("bucket {} would go negative", bucket.id)))?;
+        }
+        self.buckets
+            .retain(|b| b.remaining.is_positive() || b.source() == BucketSource::Purchased);
+        Ok(draws.iter().map(Draw::debit_line).collect())
     }
 
     /// Numbers the next entry and captures the balances after it.
-    fn record(
+    pub(crate) fn record(
         &mut self,
         kind: EntryKind,
         actor: Actor,
@@ -535,9 +177,14 @@ impl Account {
         fill: impl FnOnce(&mut LedgerEntry),
     ) -> LedgerEntry {
         self.seq += 1;
-        let mut meters: Vec<MeterId> = self.buckets.iter().map(|b| b.meter.clone()).collect();
-        meters.extend(lines.iter().map(|l| l.meter.clone()));
-        meters.push(credits_meter());
+        let meters: BTreeSet<MeterId> = self
+            .buckets
+            .iter()
+            .map(|b| b.meter())
+            .chain(lines.iter().map(|l| l.meter()))
+            .cloned()
+            .chain(std::iter::once(credits_meter()))
+            .collect();
         let balance_after = meters
             .into_iter()
             .map(|m| {
@@ -564,11 +211,13 @@ impl Account {
         entry
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{CallerKind, UserId};
+    use crate::purchase::PurchaseGrant;
+    use crate::spend::{SpendMode, SpendQuote, SpendRequest};
+    use crate::subscription::Billing;
+    use crate::{BucketSource, CallerKind, PlanId, UserId};
     use chrono::TimeZone;
     use proptest::prelude::*;
 
@@ -646,7 +295,7 @@ mod tests {
         );
         let (_, trial, _) = provisioned("free_trial", 1, at(2026, 3, 1));
         assert_eq!(trial.available(&credits_meter()), Credits::whole(500));
-        assert_eq!(trial.buckets[0].source, BucketSource::Trial);
+        assert_eq!(trial.buckets[0].source(), BucketSource::Trial);
         assert_eq!(trial.buckets[0].expires_at, None);
     }
 
@@ -657,10 +306,10 @@ mod tests {
         buy(&mut account, 100, now);
         let (_, e) = spend(&mut account, &catalog, "email_verification", 3, SpendMode::All, now).unwrap();
         assert_eq!(e.net(&credits_meter()), Credits::from_thousandths(-1_500));
-        assert_eq!(e.lines[0].source, BucketSource::Plan);
+        assert_eq!(e.lines[0].source(), BucketSource::Plan);
         // Drain the plan bucket and cross into the purchased one in one spend.
         let (_, e) = spend(&mut account, &catalog, "ai_email_generation", 500, SpendMode::All, now).unwrap();
-        let by_source: Vec<_> = e.lines.iter().map(|l| (l.source, l.amount)).collect();
+        let by_source: Vec<_> = e.lines.iter().map(|l| (l.source(), l.amount)).collect();
         assert_eq!(
             by_source,
             vec![
@@ -801,6 +450,37 @@ mod tests {
         );
     }
 
+    #[test]
+    fn thousands_of_purchases_make_one_pool_spent_oldest_pack_first() {
+        let now = at(2026, 5, 2);
+        let (catalog, mut account, _) = provisioned("starter", 1, now);
+        let packs: Vec<LedgerEntry> = (0..5_000).map(|_| buy(&mut account, 1, now)).collect();
+        assert_eq!(account.buckets.len(), 2, "the plan bucket and one purchased pool");
+        // Each pack occupies its own range of the pool, in purchase order.
+        for (i, pack) in packs.iter().enumerate() {
+            assert_eq!(pack.lines[0].offset, Some(Credits::whole(i as i64)));
+        }
+        // Spending past the plan draws the oldest packs: 503 credits take
+        // the plan's 500 and packs 0, 1 and 2.
+        let (_, e) = spend(&mut account, &catalog, "ai_email_generation", 503, SpendMode::All, now).unwrap();
+        let pool_line = e.lines.iter().find(|l| l.source() == BucketSource::Purchased).unwrap();
+        assert_eq!(
+            (pool_line.offset, pool_line.amount),
+            (Some(Credits::ZERO), Credits::whole(-3))
+        );
+        let pool = account.buckets_in_priority(&credits_meter())[0].clone();
+        assert_eq!(
+            (pool.consumed(), pool.remaining),
+            (Credits::whole(3), Credits::whole(4_997))
+        );
+        let (_, e) = spend(&mut account, &catalog, "email_verification", 3, SpendMode::All, now).unwrap();
+        assert_eq!(
+            e.lines[0].offset,
+            Some(Credits::whole(3)),
+            "the next spend starts at pack 3"
+        );
+    }
+
     #[derive(Clone, Debug)]
     enum Op {
         Spend(&'static str, u64, bool),
@@ -854,7 +534,7 @@ mod tests {
             for (i, e) in entries.iter().enumerate() {
                 prop_assert_eq!(e.seq, i as u64 + 1);
                 for l in &e.lines {
-                    let r = running.entry(l.meter.clone()).or_default();
+                    let r = running.entry(l.meter().clone()).or_default();
                     *r = r.checked_add(l.amount).unwrap();
                     prop_assert!(!r.is_negative());
                 }

@@ -9,8 +9,11 @@ use crate::{ActionId, Credits, DomainError, MeterId, PackageId, PlanId};
 
 static CREDITS: std::sync::LazyLock<MeterId> = std::sync::LazyLock::new(crate::credits_meter);
 
-/// The catalog a deployment ships unless it configures its own.
-pub const DEFAULT_CATALOG_JSON: &str = include_str!("../../../infra/catalog.json");
+// The catalogs under `infra/catalogs/`, compiled in by name (see build.rs).
+include!(concat!(env!("OUT_DIR"), "/shipped_catalogs.rs"));
+
+/// The catalog a deployment runs unless it names another.
+pub const DEFAULT_CATALOG: &str = "default";
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -133,7 +136,19 @@ impl Catalog {
     }
 
     pub fn default_catalog() -> Catalog {
-        Catalog::from_json(DEFAULT_CATALOG_JSON).expect("the shipped catalog is valid")
+        Catalog::shipped(DEFAULT_CATALOG).expect("the default catalog is valid")
+    }
+
+    /// A catalog shipped with the functions, by name.
+    pub fn shipped(name: &str) -> Result<Catalog, DomainError> {
+        let (_, json) = SHIPPED.iter().find(|(n, _)| *n == name).ok_or_else(|| {
+            let names: Vec<&str> = SHIPPED.iter().map(|(n, _)| *n).collect();
+            DomainError::InvalidCatalog(format!(
+                "no catalog {name:?} is shipped (shipped: {})",
+                names.join(", ")
+            ))
+        })?;
+        Catalog::from_json(json).map_err(|e| DomainError::InvalidCatalog(format!("catalog {name:?}: {e}")))
     }
 
     fn validate(&self) -> Result<(), DomainError> {
@@ -236,6 +251,10 @@ mod decimal {
 mod tests {
     use super::*;
 
+    fn default_json() -> &'static str {
+        SHIPPED.iter().find(|(n, _)| *n == DEFAULT_CATALOG).unwrap().1
+    }
+
     #[test]
     fn default_catalog_has_the_spec_prices() {
         let c = Catalog::default_catalog();
@@ -253,11 +272,11 @@ mod tests {
 
     #[test]
     fn rejects_a_plan_granting_one_meter_twice() {
-        let twice = DEFAULT_CATALOG_JSON.replace(
+        let twice = default_json().replace(
             r#""monthly": [{ "meter": "credits", "amount": "500" }]"#,
             r#""monthly": [{ "meter": "credits", "amount": "500" }, { "meter": "credits", "amount": "5" }]"#,
         );
-        assert_ne!(twice, DEFAULT_CATALOG_JSON);
+        assert_ne!(twice, default_json());
         assert!(matches!(
             Catalog::from_json(&twice),
             Err(DomainError::InvalidCatalog(_))
@@ -266,7 +285,7 @@ mod tests {
 
     #[test]
     fn rejects_a_catalog_naming_an_unknown_meter() {
-        let json = DEFAULT_CATALOG_JSON.replace("\"meter\": \"calling_credits\"", "\"meter\": \"nope\"");
+        let json = default_json().replace("\"meter\": \"calling_credits\"", "\"meter\": \"nope\"");
         assert!(matches!(Catalog::from_json(&json), Err(DomainError::InvalidCatalog(_))));
     }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::bucket::{BucketId, BucketSource};
 use crate::{ActionId, CampaignId, Credits, MeterId, PackageId, PlanId, Subject, UserId};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,40 +45,28 @@ impl Actor {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BucketSource {
-    /// A user's own monthly budget (per-user license plans).
-    License,
-    /// The plan's monthly allowance (per-seat plans included).
-    Plan,
-    Trial,
-    Adjustment,
-    Purchased,
+/// One bucket's share of an entry: negative for a debit or an expiry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryLine {
+    pub bucket: BucketId,
+    pub amount: Credits,
+    /// In the purchased pool, where the line starts in the pool's cumulative
+    /// grants: a purchase's line is its pack's range start, a debit's line
+    /// the packs it drew from (see [`crate::Bucket::consumed`]).
+    pub offset: Option<Credits>,
 }
 
-impl BucketSource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BucketSource::License => "license",
-            BucketSource::Plan => "plan",
-            BucketSource::Trial => "trial",
-            BucketSource::Adjustment => "adjustment",
-            BucketSource::Purchased => "purchased",
-        }
+impl EntryLine {
+    pub fn meter(&self) -> &MeterId {
+        self.bucket.meter()
+    }
+
+    pub fn source(&self) -> BucketSource {
+        self.bucket.source()
     }
 }
 
-/// One bucket's share of an entry: negative for a debit or an expiry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EntryLine {
-    pub meter: MeterId,
-    pub bucket: String,
-    pub source: BucketSource,
-    pub amount: Credits,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PurchaseRecord {
     pub package: Option<PackageId>,
     pub credits: Credits,
@@ -86,27 +75,20 @@ pub struct PurchaseRecord {
     pub payment_reference: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LedgerEntry {
     /// Position in the organization's ledger: 1, 2, 3, ... with no gaps.
     pub seq: u64,
     pub at: DateTime<Utc>,
     pub kind: EntryKind,
     pub actor: Actor,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<ActionId>,
     /// Units charged (a bulk `up_to` spend may charge fewer than requested).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantity: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub campaign: Option<CampaignId>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<Subject>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<PlanId>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purchase: Option<PurchaseRecord>,
     pub lines: Vec<EntryLine>,
     /// Available balance of each meter right after this entry.
@@ -116,11 +98,37 @@ pub struct LedgerEntry {
 impl LedgerEntry {
     /// The entry's net change of one meter.
     pub fn net(&self, meter: &MeterId) -> Credits {
-        self.lines.iter().filter(|l| &l.meter == meter).map(|l| l.amount).sum()
+        self.lines.iter().filter(|l| l.meter() == meter).map(|l| l.amount).sum()
     }
 
     /// A stable, opaque id for clients: the organization's sequence number.
     pub fn id(&self) -> String {
         format!("ent_{:012}", self.seq)
+    }
+}
+
+/// Which entries a caller may read: members see their own, admins, the
+/// service and the ledger itself see the organization's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HistoryScope {
+    Organization,
+    User(UserId),
+}
+
+impl Actor {
+    pub fn history_scope(&self) -> HistoryScope {
+        match (&self.caller, &self.user) {
+            (CallerKind::Member, Some(user)) => HistoryScope::User(user.clone()),
+            _ => HistoryScope::Organization,
+        }
+    }
+}
+
+impl HistoryScope {
+    pub fn sees(&self, entry: &LedgerEntry) -> bool {
+        match self {
+            HistoryScope::Organization => true,
+            HistoryScope::User(user) => entry.actor.user.as_ref() == Some(user),
+        }
     }
 }

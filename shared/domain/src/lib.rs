@@ -2,24 +2,35 @@
 //!
 //! The domain decides (how a debit splits over buckets, when a period
 //! renews, what an entry records); the store makes the decision atomic.
+//! One module per job: [`subscription`] (plans, seats, billing), [`bucket`]
+//! (buckets and their spending priority), [`spend`], [`purchase`],
+//! [`renewal`], the account that holds them ([`account`]) and its
+//! invariants.
 
 pub mod account;
+pub mod bucket;
 pub mod catalog;
 pub mod clock;
 pub mod credits;
 pub mod entry;
 mod error;
 pub mod ids;
+mod invariants;
 pub mod period;
+pub mod purchase;
+pub mod renewal;
+pub mod spend;
+pub mod subscription;
 
-pub use account::{
-    credits_meter, Account, Billing, Bucket, PurchaseGrant, SpendMode, SpendQuote, SpendRequest, Subscription,
-    SubscriptionStatus,
-};
+pub use account::{credits_meter, Account};
+pub use bucket::{allocate, Bucket, BucketId, BucketSource, Draw};
 pub use catalog::{Action, Catalog, Charging};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use credits::Credits;
-pub use entry::{Actor, BucketSource, CallerKind, EntryKind, EntryLine, LedgerEntry, PurchaseRecord};
+pub use entry::{Actor, CallerKind, EntryKind, EntryLine, HistoryScope, LedgerEntry, PurchaseRecord};
 pub use error::DomainError;
 pub use ids::{ActionId, CampaignId, IdempotencyKey, MeterId, OrgId, PackageId, PlanId, Subject, UserId};
 pub use period::Period;
+pub use purchase::PurchaseGrant;
+pub use spend::{SpendMode, SpendQuote, SpendRequest, MAX_QUANTITY};
+pub use subscription::{Billing, Resubscription, Subscription, SubscriptionStatus, MAX_SEATS};

@@ -3,7 +3,7 @@
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt};
 use ledger_domain::{Credits, IdempotencyKey};
-use ledger_store::Idempotency;
+use ledger_service::Idempotency;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;

@@ -4,7 +4,8 @@
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Response};
 use ledger_domain::DomainError;
-use ledger_store::{LedgerError, Reply, StoreError};
+use ledger_service::ServiceError;
+use ledger_store::StoreError;
 use serde_json::{json, Map, Value};
 
 /// The base of every problem `type`; the suffix names the kind and is stable.
@@ -14,7 +15,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error(transparent)]
-    Ledger(#[from] LedgerError),
+    Service(#[from] ServiceError),
     #[error("{0}")]
     BadRequest(String),
     #[error("the request body is not valid JSON: {0}")]
@@ -36,13 +37,13 @@ pub enum ApiError {
 
 impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
-        ApiError::Ledger(LedgerError::Domain(e))
+        ApiError::Service(ServiceError::Domain(e))
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::Ledger(LedgerError::Store(e))
+        ApiError::Service(ServiceError::Store(e))
     }
 }
 
@@ -70,28 +71,28 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden", none()),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found", none()),
             ApiError::RouteNotFound(_) => (StatusCode::NOT_FOUND, "route-not-found", "No such route", none()),
-            ApiError::Ledger(LedgerError::IdempotencyKeyReused) => (
+            ApiError::Service(ServiceError::IdempotencyKeyReused) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency-key-reused",
                 "Idempotency-Key reused",
                 none(),
             ),
-            ApiError::Ledger(LedgerError::PaymentReferenceReused) => (
+            ApiError::Service(ServiceError::PaymentReferenceReused | ServiceError::AlreadyClaimed) => (
                 StatusCode::CONFLICT,
                 "payment-reference-reused",
                 "Payment reference already recorded",
                 none(),
             ),
-            ApiError::Ledger(LedgerError::Contention) => (
+            ApiError::Service(ServiceError::Contention) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "contention",
                 "Too many concurrent changes; retry",
                 none(),
             ),
-            ApiError::Ledger(LedgerError::Store(_)) => {
+            ApiError::Service(ServiceError::Store(_)) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", none())
             }
-            ApiError::Ledger(LedgerError::Domain(d)) => match d {
+            ApiError::Service(ServiceError::Domain(d)) => match d {
                 D::InsufficientCredits {
                     meter,
                     needed,
@@ -150,8 +151,8 @@ impl ApiError {
         format!("{PROBLEM_BASE}{}", self.parts().1)
     }
 
-    /// The problem as a reply: status and problem+json body.
-    pub fn reply(&self) -> Reply {
+    /// The problem: its status and its problem+json body.
+    pub fn problem(&self) -> (StatusCode, Value) {
         let (status, kind, title, extra) = self.parts();
         // Internals are logged, never echoed.
         let detail = if status.is_server_error() {
@@ -166,28 +167,15 @@ impl ApiError {
         body.insert("status".into(), json!(status.as_u16()));
         body.insert("detail".into(), json!(detail));
         body.extend(extra);
-        Reply {
-            status: status.as_u16(),
-            body: Value::Object(body).to_string(),
-        }
+        (status, Value::Object(body))
     }
 
     pub fn to_response(&self) -> Response<Body> {
-        let Reply { status, body } = self.reply();
+        let (status, body) = self.problem();
         Response::builder()
             .status(status)
             .header("content-type", PROBLEM_JSON)
-            .body(Body::Text(body))
+            .body(Body::Text(body.to_string()))
             .expect("valid response")
-    }
-}
-
-/// Refusals decided on the account's state are kept under their
-/// Idempotency-Key, so a retry of a 402 stays that 402 (a new key asks
-/// afresh). Input errors are not kept: nothing was decided.
-pub fn kept_refusal(refusal: &DomainError) -> Option<Reply> {
-    match refusal {
-        DomainError::InsufficientCredits { .. } => Some(ApiError::from(refusal.clone()).reply()),
-        _ => None,
     }
 }

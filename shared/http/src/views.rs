@@ -4,9 +4,13 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use ledger_domain::{Account, Catalog, Credits, LedgerEntry, SpendQuote, SubscriptionStatus};
+use lambda_http::http::StatusCode;
+use ledger_domain::{Account, Catalog, Credits, EntryLine, LedgerEntry, SpendQuote, SubscriptionStatus};
+use ledger_service::{Applied, Outcome, SubscriptionState};
 use serde::Serialize;
 use serde_json::{json, Value};
+
+use crate::ApiError;
 
 fn amounts(map: &BTreeMap<ledger_domain::MeterId, Credits>) -> Value {
     map.iter()
@@ -22,18 +26,65 @@ pub struct LineView {
     pub source: &'static str,
     /// Signed: a debit is negative.
     pub amount: String,
+    /// Purchased pool only: where the line starts in the pool's packs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<String>,
 }
 
-pub fn lines(entry_lines: &[ledger_domain::EntryLine]) -> Vec<LineView> {
+pub fn lines<'a>(entry_lines: impl IntoIterator<Item = &'a EntryLine>) -> Vec<LineView> {
     entry_lines
-        .iter()
+        .into_iter()
         .map(|l| LineView {
-            meter: l.meter.to_string(),
-            bucket: l.bucket.clone(),
-            source: l.source.as_str(),
+            meter: l.meter().to_string(),
+            bucket: l.bucket.to_string(),
+            source: l.source().as_str(),
             amount: l.amount.to_string(),
+            offset: l.offset.map(|o| o.to_string()),
         })
         .collect()
+}
+
+/// A mutation's outcome as status and body; a kept refusal as the problem it was.
+pub fn outcome(applied: &Applied) -> Result<(StatusCode, Value), ApiError> {
+    let entry = || {
+        applied.entry.as_ref().ok_or_else(|| {
+            ApiError::from(ledger_domain::DomainError::InvariantViolated(
+                "outcome without its entry".into(),
+            ))
+        })
+    };
+    Ok(match &applied.outcome {
+        Outcome::Spent {
+            meter,
+            requested,
+            units,
+            charged,
+        } => {
+            let e = entry()?;
+            let body = json!({
+                "entry_id": e.id(),
+                "action": e.action.as_ref().map(|a| a.to_string()),
+                "meter": meter.to_string(),
+                "requested": requested,
+                "quantity": units,
+                "charged": charged.to_string(),
+                "buckets": lines(&e.lines),
+                "balance_after": amounts(&e.balance_after),
+                "dry_run": false,
+            });
+            (StatusCode::OK, body)
+        }
+        Outcome::Purchased => {
+            let view = self::entry(entry()?);
+            (
+                StatusCode::CREATED,
+                json!({ "balance_after": view["balance_after"], "entry": view }),
+            )
+        }
+        Outcome::Subscribed(state) => (StatusCode::CREATED, subscription(state, Some(entry()?))),
+        Outcome::AlreadySubscribed(state) => (StatusCode::OK, subscription(state, None)),
+        Outcome::Refused(refusal) => return Err(refusal.clone().into()),
+    })
 }
 
 pub fn entry(e: &LedgerEntry) -> Value {
@@ -74,21 +125,6 @@ pub fn entry(e: &LedgerEntry) -> Value {
     v
 }
 
-/// The reply of a spend that was applied.
-pub fn spend_applied(quote: &SpendQuote, e: &LedgerEntry) -> Value {
-    json!({
-        "entry_id": e.id(),
-        "action": e.action.as_ref().map(|a| a.to_string()),
-        "meter": quote.meter.to_string(),
-        "requested": quote.requested,
-        "quantity": quote.units,
-        "charged": quote.amount.to_string(),
-        "buckets": lines(&e.lines),
-        "balance_after": amounts(&e.balance_after),
-        "dry_run": false,
-    })
-}
-
 /// The answer of a dry run: what it would cost and how much the balance covers.
 pub fn spend_quote(action: &str, quote: &SpendQuote) -> Value {
     json!({
@@ -96,27 +132,27 @@ pub fn spend_quote(action: &str, quote: &SpendQuote) -> Value {
         "meter": quote.meter.to_string(),
         "requested": quote.requested,
         "unit_cost": quote.unit_cost.to_string(),
-        "cost": quote.unit_cost.checked_mul(quote.requested).unwrap_or_default().to_string(),
+        "cost": quote.cost().to_string(),
         "affordable": quote.affordable,
         "sufficient": quote.sufficient(),
         "quantity": quote.units,
         "charged": quote.amount.to_string(),
         "available": quote.available.to_string(),
-        "buckets": lines(&quote.lines),
+        "buckets": lines(&quote.draws.iter().map(|d| d.debit_line()).collect::<Vec<_>>()),
         "dry_run": true,
     })
 }
 
-pub fn subscription(account: &Account, e: Option<&LedgerEntry>) -> Value {
+fn subscription(state: &SubscriptionState, e: Option<&LedgerEntry>) -> Value {
     let mut v = json!({
-        "org": account.org.to_string(),
-        "plan": account.subscription.plan.to_string(),
-        "seats": account.subscription.seats,
-        "billing": account.subscription.billing,
-        "status": account.status,
-        "anchor": account.anchor,
-        "period": { "start": account.period.start, "end": account.period.end },
-        "next_renewal": account.period.renews_at(),
+        "org": state.org.to_string(),
+        "plan": state.subscription.plan.to_string(),
+        "seats": state.subscription.seats,
+        "billing": state.subscription.billing,
+        "status": state.status,
+        "anchor": state.anchor,
+        "period": { "start": state.period.start, "end": state.period.end },
+        "next_renewal": state.period.renews_at(),
     });
     if let Some(e) = e {
         v["entry_id"] = json!(e.id());
@@ -162,20 +198,16 @@ struct PeriodView {
 
 pub fn balance(account: &Account, catalog: &Catalog) -> Value {
     let mut meters = BTreeMap::new();
-    let with_buckets = account.buckets.iter().map(|b| &b.meter);
-    let used = account.used_this_period.keys();
-    let names: std::collections::BTreeSet<_> = with_buckets
-        .chain(used)
-        .chain(std::iter::once(&ledger_domain::credits_meter()))
-        .cloned()
-        .collect();
-    for meter in names.into_iter().filter(|m| catalog.meters.contains_key(m)) {
+    for meter in account.meters().into_iter().filter(|m| catalog.meters.contains_key(m)) {
+        // An emptied purchased pool stays on the account (its totals place
+        // future packs) but holds nothing to show.
         let buckets = account
             .buckets_in_priority(&meter)
             .into_iter()
+            .filter(|b| b.remaining.is_positive())
             .map(|b| BucketView {
-                id: b.id.clone(),
-                source: b.source.as_str(),
+                id: b.id.to_string(),
+                source: b.source().as_str(),
                 granted: b.granted.to_string(),
                 remaining: b.remaining.to_string(),
                 expires_at: b.expires_at,

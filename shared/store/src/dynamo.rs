@@ -1,13 +1,6 @@
-//! The DynamoDB adapter: item layout, conditional writes, one transaction per change.
-//!
-//! Layout (one table, everything of an organization under `pk = ORG#<org>`):
-//! - `sk = ACCOUNT`: the account's state; `seq` is its optimistic-lock version
-//!   and the number of the last ledger entry.
-//! - `sk = REQ#<idempotency key>` / `RENEWAL#<period start>`: a ledger entry,
-//!   immutable, put with `attribute_not_exists` so it is also the
-//!   idempotency record; `ledger_org` + `seq` index it in order (GSI `ledger`).
-//! - `pk = GUARD#<name>`, `sk = GUARD`: a name claimed once across all
-//!   organizations, e.g. a payment provider's reference.
+//! The DynamoDB adapter: conditional writes, one transaction per change,
+//! and the queries the history and the renewal sweep read. The item layout
+//! is [`crate::items`].
 
 use std::collections::HashMap;
 
@@ -18,17 +11,20 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
 };
 use aws_sdk_dynamodb::Client;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use chrono::{DateTime, Utc};
-use ledger_domain::{Account, IdempotencyKey, LedgerEntry, OrgId, UserId};
-use serde::{Deserialize, Serialize};
-use serde_dynamo::aws_sdk_dynamodb_1::{from_attribute_value, from_item, to_item};
+use ledger_domain::{Account, HistoryScope, IdempotencyKey, LedgerEntry, OrgId};
 
-use crate::port::{Commit, CommitError, EntryKey, LedgerPage, LedgerStore, RequestRecord, StoreError};
-
-type Item = HashMap<String, AttributeValue>;
-
-pub const LEDGER_INDEX: &str = "ledger";
-const ACCOUNT_SK: &str = "ACCOUNT";
+use crate::items::{
+    self, account_from_item, account_item, claim_from_item, claim_item, entry_from_item, entry_item, instant,
+    kept_request_from_item, key, org_pk, refusal_item, request_sk, Item, ACCOUNT_SK, LEDGER_BY_USER_INDEX,
+    LEDGER_INDEX, RENEWALS_INDEX, RENEWAL_SHARDS,
+};
+use crate::port::{
+    AccountStore, Commit, CommitError, DuePage, EntryKey, HistoryPage, HistoryQuery, HistoryStore, KeptRequest,
+    Receipt, RenewalIndex, RequestStore, StoreError,
+};
 
 #[derive(Clone, Debug)]
 pub struct DynamoLedgerStore {
@@ -43,89 +39,6 @@ impl DynamoLedgerStore {
             table: table.into(),
         }
     }
-}
-
-fn org_pk(org: &OrgId) -> String {
-    format!("ORG#{org}")
-}
-
-fn entry_sk(key: &EntryKey) -> String {
-    match key {
-        EntryKey::Request(k) => request_sk(k),
-        EntryKey::Renewal(d) => format!("RENEWAL#{d}"),
-    }
-}
-
-fn request_sk(key: &IdempotencyKey) -> String {
-    format!("REQ#{}", key.as_str())
-}
-
-#[derive(Serialize, Deserialize)]
-struct AccountItem {
-    pk: String,
-    sk: String,
-    seq: u64,
-    account: Account,
-}
-
-#[derive(Serialize, Deserialize)]
-struct EntryItem {
-    pk: String,
-    sk: String,
-    ledger_org: String,
-    seq: u64,
-    /// Top-level copy of the acting user, for filtering the ledger.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    user: Option<UserId>,
-    entry: LedgerEntry,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    request: Option<RequestRecord>,
-}
-
-/// A refusal kept under its request key: not a ledger entry (no seq), and
-/// gone after a while (TTL).
-#[derive(Serialize, Deserialize)]
-struct RefusalItem {
-    pk: String,
-    sk: String,
-    request: RequestRecord,
-    expires_at_epoch: i64,
-}
-
-#[derive(Serialize, Deserialize)]
-struct GuardItem {
-    pk: String,
-    sk: String,
-    org: OrgId,
-    claimed_by: IdempotencyKey,
-}
-
-fn key(pk: String, sk: String) -> Item {
-    HashMap::from([
-        ("pk".to_string(), AttributeValue::S(pk)),
-        ("sk".to_string(), AttributeValue::S(sk)),
-    ])
-}
-
-fn serialize<T: Serialize>(value: &T) -> Result<Item, StoreError> {
-    to_item(value).map_err(|e| StoreError::Malformed(e.to_string()))
-}
-
-fn account_from_item(item: Item) -> Result<Account, StoreError> {
-    let record: AccountItem = from_item(item).map_err(|e| StoreError::Malformed(format!("account: {e}")))?;
-    Ok(record.account)
-}
-
-fn entry_from_item(item: Item) -> Result<LedgerEntry, StoreError> {
-    let record: EntryItem = from_item(item).map_err(|e| StoreError::Malformed(format!("entry: {e}")))?;
-    Ok(record.entry)
-}
-
-/// What a request key's item (an entry or a kept refusal) says the request got.
-fn request_from_item(item: &Item) -> Result<Option<RequestRecord>, StoreError> {
-    item.get("request")
-        .map(|v| from_attribute_value(v.clone()).map_err(|e| StoreError::Malformed(format!("request record: {e}"))))
-        .transpose()
 }
 
 fn request_error<E: std::fmt::Debug>(e: E) -> StoreError {
@@ -152,13 +65,13 @@ fn conditional_put(
 }
 
 impl DynamoLedgerStore {
-    /// One item of the organization's partition, read strongly consistent.
-    async fn consistent_get(&self, org: &OrgId, sk: String) -> Result<Option<Item>, StoreError> {
+    /// One item, read strongly consistent.
+    async fn consistent_get(&self, pk: String, sk: String) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
-            .set_key(Some(key(org_pk(org), sk)))
+            .set_key(Some(key(pk, sk)))
             .consistent_read(true)
             .send()
             .await
@@ -167,10 +80,11 @@ impl DynamoLedgerStore {
     }
 }
 
-impl LedgerStore for DynamoLedgerStore {
+impl AccountStore for DynamoLedgerStore {
     async fn load_account(&self, org: &OrgId) -> Result<Option<Account>, StoreError> {
-        self.consistent_get(org, ACCOUNT_SK.into())
+        self.consistent_get(org_pk(org), ACCOUNT_SK.into())
             .await?
+            .as_ref()
             .map(account_from_item)
             .transpose()
     }
@@ -179,7 +93,7 @@ impl LedgerStore for DynamoLedgerStore {
         &self,
         org: &OrgId,
         request_key: &IdempotencyKey,
-    ) -> Result<(Option<Account>, Option<RequestRecord>), StoreError> {
+    ) -> Result<(Option<Account>, Option<KeptRequest>), StoreError> {
         let keys = KeysAndAttributes::builder()
             .keys(key(org_pk(org), ACCOUNT_SK.into()))
             .keys(key(org_pk(org), request_sk(request_key)))
@@ -187,7 +101,7 @@ impl LedgerStore for DynamoLedgerStore {
             .build()
             .map_err(request_error)?;
         let mut request = HashMap::from([(self.table.clone(), keys)]);
-        let (mut account, mut stored) = (None, None);
+        let (mut account, mut kept) = (None, None);
         // BatchGetItem may leave keys unprocessed under load; ask again for those.
         for _ in 0..5 {
             let out = self
@@ -205,106 +119,42 @@ impl LedgerStore for DynamoLedgerStore {
             {
                 let is_account = matches!(item.get("sk"), Some(AttributeValue::S(s)) if s == ACCOUNT_SK);
                 if is_account {
-                    account = Some(account_from_item(item)?);
+                    account = Some(account_from_item(&item)?);
                 } else {
-                    stored = request_from_item(&item)?;
+                    kept = kept_request_from_item(&item)?;
                 }
             }
             match out.unprocessed_keys {
                 Some(left) if !left.is_empty() => request = left,
-                _ => return Ok((account, stored)),
+                _ => return Ok((account, kept)),
             }
         }
         Err(StoreError::Request("batch read left keys unprocessed".into()))
     }
 
-    async fn load_request(
-        &self,
-        org: &OrgId,
-        request_key: &IdempotencyKey,
-    ) -> Result<Option<RequestRecord>, StoreError> {
-        let item = self.consistent_get(org, request_sk(request_key)).await?;
-        Ok(item.as_ref().map(request_from_item).transpose()?.flatten())
-    }
-
-    async fn record_refusal(
-        &self,
-        org: &OrgId,
-        request_key: &IdempotencyKey,
-        record: &RequestRecord,
-        expires_at: DateTime<Utc>,
-    ) -> Result<Option<RequestRecord>, StoreError> {
-        let item = serialize(&RefusalItem {
-            pk: org_pk(org),
-            sk: request_sk(request_key),
-            request: record.clone(),
-            expires_at_epoch: expires_at.timestamp(),
-        })?;
-        let out = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match out {
-            Ok(_) => Ok(None),
-            Err(SdkError::ServiceError(e)) => match e.into_err() {
-                PutItemError::ConditionalCheckFailedException(taken) => match taken.item() {
-                    Some(existing) => request_from_item(existing),
-                    None => Err(StoreError::Malformed("condition failed without the item".into())),
-                },
-                other => Err(request_error(other)),
-            },
-            Err(other) => Err(request_error(other)),
-        }
-    }
-
     async fn commit(&self, commit: Commit<'_>) -> Result<(), CommitError> {
         let org = &commit.account.org;
-        let pk = org_pk(org);
-        let mut items = Vec::with_capacity(1 + commit.entries.len() + commit.guards.len());
-
-        let account_item = serialize(&AccountItem {
-            pk: pk.clone(),
-            sk: ACCOUNT_SK.into(),
-            seq: commit.account.seq,
-            account: commit.account.clone(),
-        })?;
+        let mut items = Vec::with_capacity(1 + commit.entries.len() + commit.claims.len());
+        let account = account_item(commit.account);
         // Optimistic lock: the state was decided from version `expected_seq`.
         items.push(match commit.expected_seq {
             Some(seq) => conditional_put(
                 &self.table,
-                account_item,
+                account,
                 "seq = :expected",
                 Some(HashMap::from([(
                     ":expected".to_string(),
                     AttributeValue::N(seq.to_string()),
                 )])),
             )?,
-            None => conditional_put(&self.table, account_item, "attribute_not_exists(pk)", None)?,
+            None => conditional_put(&self.table, account, "attribute_not_exists(pk)", None)?,
         });
         for stored in &commit.entries {
-            let item = serialize(&EntryItem {
-                pk: pk.clone(),
-                sk: entry_sk(&stored.key),
-                ledger_org: org.to_string(),
-                seq: stored.entry.seq,
-                user: stored.entry.actor.user.clone(),
-                entry: stored.entry.clone(),
-                request: stored.request.clone(),
-            })?;
+            let item = entry_item(org, &stored.key, &stored.entry, stored.receipt.as_ref());
             items.push(conditional_put(&self.table, item, "attribute_not_exists(pk)", None)?);
         }
-        for guard in &commit.guards {
-            let item = serialize(&GuardItem {
-                pk: format!("GUARD#{}", guard.name),
-                sk: "GUARD".into(),
-                org: org.clone(),
-                claimed_by: guard.claimed_by.clone(),
-            })?;
+        for claim in &commit.claims {
+            let item = claim_item(&claim.name, org, &claim.claimed_by);
             items.push(conditional_put(&self.table, item, "attribute_not_exists(pk)", None)?);
         }
 
@@ -329,83 +179,206 @@ impl LedgerStore for DynamoLedgerStore {
             Err(other) => Err(CommitError::Store(request_error(other))),
         }
     }
+}
 
-    async fn ledger_page(
+impl RequestStore for DynamoLedgerStore {
+    async fn load_request(&self, org: &OrgId, request_key: &IdempotencyKey) -> Result<Option<KeptRequest>, StoreError> {
+        let item = self.consistent_get(org_pk(org), request_sk(request_key)).await?;
+        Ok(item.as_ref().map(kept_request_from_item).transpose()?.flatten())
+    }
+
+    async fn keep_refusal(
         &self,
         org: &OrgId,
-        limit: u32,
-        before_seq: Option<u64>,
-        user: Option<&UserId>,
-    ) -> Result<LedgerPage, StoreError> {
+        request_key: &IdempotencyKey,
+        receipt: &Receipt,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Option<KeptRequest>, StoreError> {
+        let out = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(refusal_item(org, request_key, receipt, expires_at)))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(None),
+            Err(SdkError::ServiceError(e)) => match e.into_err() {
+                PutItemError::ConditionalCheckFailedException(taken) => match taken.item() {
+                    Some(existing) => kept_request_from_item(existing),
+                    None => Err(StoreError::Malformed("condition failed without the item".into())),
+                },
+                other => Err(request_error(other)),
+            },
+            Err(other) => Err(request_error(other)),
+        }
+    }
+}
+
+impl HistoryStore for DynamoLedgerStore {
+    async fn history(&self, org: &OrgId, q: &HistoryQuery) -> Result<HistoryPage, StoreError> {
+        // Each scope reads the index keyed for it, so every page is full:
+        // no filter runs after DynamoDB's `Limit`. One item more than the
+        // page tells whether another page exists.
+        let (index, partition_attr, partition) = match &q.scope {
+            HistoryScope::Organization => (LEDGER_INDEX, "ledger_org", org.to_string()),
+            HistoryScope::User(user) => (
+                LEDGER_BY_USER_INDEX,
+                "ledger_user",
+                items::ledger_user(org, user.as_str()),
+            ),
+        };
         let mut query = self
             .client
             .query()
             .table_name(&self.table)
-            .index_name(LEDGER_INDEX)
-            .expression_attribute_values(":org", AttributeValue::S(org.to_string()))
+            .index_name(index)
+            .expression_attribute_names("#p", partition_attr)
+            .expression_attribute_values(":p", AttributeValue::S(partition))
             .scan_index_forward(false)
-            .limit(limit as i32);
-        query = match before_seq {
+            .limit(q.limit as i32 + 1);
+        query = match q.before_seq {
             Some(before) => query
-                .key_condition_expression("ledger_org = :org AND seq < :before")
+                .key_condition_expression("#p = :p AND seq < :before")
                 .expression_attribute_values(":before", AttributeValue::N(before.to_string())),
-            None => query.key_condition_expression("ledger_org = :org"),
+            None => query.key_condition_expression("#p = :p"),
         };
-        if let Some(user) = user {
-            // Applied after `limit`: a page may come back short, the cursor still moves on.
-            query = query
-                .filter_expression("#user = :user")
-                .expression_attribute_names("#user", "user")
-                .expression_attribute_values(":user", AttributeValue::S(user.to_string()));
-        }
         let out = query.send().await.map_err(request_error)?;
-        let entries = out
+        let mut entries = out
             .items
             .unwrap_or_default()
-            .into_iter()
+            .iter()
             .map(entry_from_item)
             .collect::<Result<Vec<_>, _>>()?;
-        let next_before = match out.last_evaluated_key {
-            Some(last) => match last.get("seq") {
-                Some(AttributeValue::N(n)) => n.parse().ok(),
-                _ => None,
-            },
-            None => None,
-        };
-        Ok(LedgerPage { entries, next_before })
+        let more = entries.len() > q.limit as usize;
+        entries.truncate(q.limit as usize);
+        let next_before = if more { entries.last().map(|e| e.seq) } else { None };
+        Ok(HistoryPage { entries, next_before })
+    }
+
+    async fn entry(&self, org: &OrgId, seq: u64) -> Result<Option<LedgerEntry>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(LEDGER_INDEX)
+            .key_condition_expression("ledger_org = :org AND seq = :seq")
+            .expression_attribute_values(":org", AttributeValue::S(org.to_string()))
+            .expression_attribute_values(":seq", AttributeValue::N(seq.to_string()))
+            .send()
+            .await
+            .map_err(request_error)?;
+        out.items.unwrap_or_default().first().map(entry_from_item).transpose()
     }
 }
 
+impl RenewalIndex for DynamoLedgerStore {
+    async fn due_accounts(
+        &self,
+        due_by: DateTime<Utc>,
+        limit: u32,
+        after: Option<&str>,
+    ) -> Result<DuePage, StoreError> {
+        // The cursor names the shard and the last account read in it.
+        let (mut shard, mut start) = match after {
+            None => (0, None),
+            Some(c) => decode_due_cursor(c)?,
+        };
+        let mut accounts = Vec::new();
+        while shard < RENEWAL_SHARDS && accounts.len() < limit as usize {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(RENEWALS_INDEX)
+                .key_condition_expression("renewal_shard = :shard AND renews_at <= :due")
+                .expression_attribute_values(":shard", AttributeValue::S(format!("RENEWAL#{shard}")))
+                .expression_attribute_values(":due", AttributeValue::S(instant(due_by)))
+                .set_exclusive_start_key(start.take())
+                .limit((limit as usize - accounts.len()) as i32)
+                .send()
+                .await
+                .map_err(request_error)?;
+            for item in out.items.unwrap_or_default() {
+                let a = items::Attrs::of(&item, "due account");
+                let org = a.s("pk")?.strip_prefix("ORG#").and_then(|o| OrgId::parse(o).ok());
+                let at = DateTime::parse_from_rfc3339(a.s("renews_at")?).ok();
+                match (org, at) {
+                    (Some(org), Some(at)) => accounts.push((org, at.with_timezone(&Utc))),
+                    _ => return Err(StoreError::Malformed("due account keys".into())),
+                }
+            }
+            match out.last_evaluated_key {
+                Some(last) => start = Some(last),
+                None => shard += 1,
+            }
+        }
+        let next = (shard < RENEWAL_SHARDS).then(|| encode_due_cursor(shard, start.as_ref()));
+        Ok(DuePage { accounts, next })
+    }
+}
+
+fn encode_due_cursor(shard: u32, start: Option<&Item>) -> String {
+    let s = |name: &str| match start.and_then(|i| i.get(name)) {
+        Some(AttributeValue::S(v)) => v.clone(),
+        _ => String::new(),
+    };
+    URL_SAFE_NO_PAD.encode(format!("{shard}\n{}\n{}\n{}", s("pk"), s("sk"), s("renews_at")))
+}
+
+fn decode_due_cursor(cursor: &str) -> Result<(u32, Option<Item>), StoreError> {
+    let bad = || StoreError::Malformed("renewal cursor".into());
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?).map_err(|_| bad())?;
+    let parts: Vec<&str> = text.split('\n').collect();
+    let [shard, pk, sk, renews_at] = parts[..] else {
+        return Err(bad());
+    };
+    let shard: u32 = shard.parse().map_err(|_| bad())?;
+    if pk.is_empty() {
+        return Ok((shard, None));
+    }
+    let mut start = key(pk.to_string(), sk.to_string());
+    start.insert("renewal_shard".into(), AttributeValue::S(format!("RENEWAL#{shard}")));
+    start.insert("renews_at".into(), AttributeValue::S(renews_at.to_string()));
+    Ok((shard, Some(start)))
+}
+
 /// Turns the per-item reasons of a cancelled transaction into what the
-/// ledger acts on. Items are in commit order: account, entries, guards.
+/// ledger acts on. Items are in commit order: account, entries, claims.
 /// The request's own entry existing wins over a stale account: the request
 /// was applied before. A renewal entry existing only means another writer
 /// renewed first; the account's condition fails with it and the fresh state
 /// decides again.
 fn interpret_cancellation(reasons: &[CancellationReason], commit: &Commit<'_>) -> Result<CommitError, StoreError> {
     let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("None");
-    let item = |i: usize| reasons.get(i).and_then(|r| r.item()).cloned();
+    let item = |i: usize| {
+        reasons
+            .get(i)
+            .and_then(|r| r.item())
+            .cloned()
+            .ok_or_else(|| StoreError::Malformed("cancellation without the item".into()))
+    };
     let entries = 1..1 + commit.entries.len();
     for (i, stored) in entries.clone().zip(&commit.entries) {
         if code(i) == "ConditionalCheckFailed" && matches!(stored.key, EntryKey::Request(_)) {
-            let existing = item(i).ok_or_else(|| StoreError::Malformed("cancellation without the item".into()))?;
-            return Ok(CommitError::KeyTaken(request_from_item(&existing)?));
+            return Ok(CommitError::KeyTaken(kept_request_from_item(&item(i)?)?.map(Box::new)));
         }
     }
-    for (n, guard) in commit.guards.iter().enumerate() {
+    for (n, claim) in commit.claims.iter().enumerate() {
         let i = entries.end + n;
         if code(i) == "ConditionalCheckFailed" {
-            let existing = item(i).ok_or_else(|| StoreError::Malformed("cancellation without the item".into()))?;
-            let record: GuardItem = from_item(existing).map_err(|e| StoreError::Malformed(format!("guard: {e}")))?;
-            return Ok(CommitError::GuardTaken {
-                name: guard.name.clone(),
-                org: record.org,
-                claimed_by: record.claimed_by,
+            let (org, claimed_by) = claim_from_item(&item(i)?)?;
+            return Ok(CommitError::Claimed {
+                name: claim.name.clone(),
+                org,
+                claimed_by,
             });
         }
     }
     if code(0) == "ConditionalCheckFailed" {
-        let fresh = item(0).map(account_from_item).transpose()?;
+        let fresh = item(0).ok().as_ref().map(account_from_item).transpose()?;
         return Ok(CommitError::Stale(fresh.map(Box::new)));
     }
     if reasons.iter().any(|r| {
@@ -423,8 +396,8 @@ fn interpret_cancellation(reasons: &[CancellationReason], commit: &Commit<'_>) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::port::StoredEntry;
-    use chrono::{TimeZone, Utc};
+    use crate::port::{Receipt, StoredEntry};
+    use chrono::TimeZone;
     use ledger_domain::{Actor, Catalog, Subscription};
 
     fn account() -> (Account, LedgerEntry) {
@@ -447,10 +420,10 @@ mod tests {
                 .map(|(key, entry)| StoredEntry {
                     key,
                     entry: entry.clone(),
-                    request: None,
+                    receipt: None,
                 })
                 .collect(),
-            guards: Vec::new(),
+            claims: Vec::new(),
         }
     }
 
@@ -458,37 +431,17 @@ mod tests {
         EntryKey::Request(IdempotencyKey::parse("k1").unwrap())
     }
 
-    fn account_item(account: &Account) -> Item {
-        serialize(&AccountItem {
-            pk: "ORG#acme".into(),
-            sk: ACCOUNT_SK.into(),
-            seq: 1,
-            account: account.clone(),
-        })
-        .unwrap()
-    }
-
-    fn request_record() -> RequestRecord {
-        RequestRecord {
+    fn receipt() -> Receipt {
+        Receipt {
             fingerprint: "f".into(),
-            reply: crate::port::Reply {
-                status: 200,
-                body: "{}".into(),
-            },
+            outcome: "{}".into(),
         }
     }
 
-    fn entry_item(sk: &str, entry: &LedgerEntry) -> Item {
-        serialize(&EntryItem {
-            pk: "ORG#acme".into(),
-            sk: sk.into(),
-            ledger_org: "acme".into(),
-            seq: entry.seq,
-            user: None,
-            entry: entry.clone(),
-            request: sk.starts_with("REQ#").then(request_record),
-        })
-        .unwrap()
+    fn stored_entry(key: &EntryKey, entry: &LedgerEntry) -> Item {
+        let receipt = receipt();
+        let receipt = matches!(key, EntryKey::Request(_)).then_some(&receipt);
+        entry_item(&OrgId::parse("acme").unwrap(), key, entry, receipt)
     }
 
     #[test]
@@ -508,10 +461,12 @@ mod tests {
         let c = commit(&account, vec![(request_key(), &entry)]);
         let both = [
             reason("ConditionalCheckFailed", Some(account_item(&account))),
-            reason("ConditionalCheckFailed", Some(entry_item("REQ#k1", &entry))),
+            reason("ConditionalCheckFailed", Some(stored_entry(&request_key(), &entry))),
         ];
         match interpret_cancellation(&both, &c) {
-            Ok(CommitError::KeyTaken(Some(record))) => assert_eq!(record, request_record()),
+            Ok(CommitError::KeyTaken(Some(kept))) => {
+                assert_eq!((kept.receipt, kept.entry), (receipt(), Some(entry)))
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -520,15 +475,32 @@ mod tests {
     fn a_renewal_written_by_another_writer_means_stale_not_replay() {
         let (account, entry) = account();
         let renewal = EntryKey::Renewal(account.period.start);
-        let c = commit(&account, vec![(renewal, &entry), (request_key(), &entry)]);
+        let c = commit(&account, vec![(renewal.clone(), &entry), (request_key(), &entry)]);
         let reasons = [
             reason("ConditionalCheckFailed", Some(account_item(&account))),
-            reason("ConditionalCheckFailed", Some(entry_item("RENEWAL#2026-03-01", &entry))),
+            reason("ConditionalCheckFailed", Some(stored_entry(&renewal, &entry))),
             reason("None", None),
         ];
         match interpret_cancellation(&reasons, &c) {
             Ok(CommitError::Stale(Some(fresh))) => assert_eq!(*fresh, account),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn renewal_cursors_read_back() {
+        let start = key("ORG#acme".into(), "ACCOUNT".into());
+        let mut with_index = start.clone();
+        with_index.insert(
+            "renews_at".into(),
+            AttributeValue::S("2026-02-28T00:00:00.000000Z".into()),
+        );
+        let (shard, back) = decode_due_cursor(&encode_due_cursor(3, Some(&with_index))).unwrap();
+        assert_eq!(shard, 3);
+        let back = back.unwrap();
+        assert_eq!(back["pk"], start["pk"]);
+        assert_eq!(back["renews_at"], with_index["renews_at"]);
+        assert_eq!(decode_due_cursor(&encode_due_cursor(5, None)).unwrap(), (5, None));
+        assert!(decode_due_cursor("not a cursor").is_err());
     }
 }

@@ -1,13 +1,13 @@
-//! The ledger's store: the port (what the ledger needs from storage), the
-//! DynamoDB adapter behind it, and the executor that makes every domain
-//! decision atomic.
+//! The ledger's store: the ports (what the ledger's operations need from
+//! storage, one trait per capability), the item layout, and the DynamoDB
+//! adapter behind the ports.
 
 pub mod dynamo;
-pub mod ledger;
+pub mod items;
 pub mod port;
 
 pub use dynamo::DynamoLedgerStore;
-pub use ledger::{Applied, Decision, Idempotency, Ledger, LedgerError, RetryPolicy, MAX_ATTEMPTS};
 pub use port::{
-    Commit, CommitError, EntryKey, Guard, LedgerPage, LedgerStore, Reply, RequestRecord, StoreError, StoredEntry,
+    AccountStore, Claim, Commit, CommitError, DuePage, EntryKey, HistoryPage, HistoryQuery, HistoryStore, KeptRequest,
+    Receipt, RenewalIndex, RequestStore, StoreError, StoredEntry,
 };

@@ -1,11 +1,10 @@
-//! The store port: what the ledger needs from storage, in domain words.
-//! Only the adapter knows DynamoDB's types.
+//! The store's ports: what the ledger's operations need from storage, one
+//! trait per capability, in domain words. Only the adapter knows DynamoDB.
 
 use std::future::Future;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use ledger_domain::{Account, IdempotencyKey, LedgerEntry, OrgId, UserId};
-use serde::{Deserialize, Serialize};
+use ledger_domain::{Account, HistoryScope, IdempotencyKey, LedgerEntry, OrgId};
 
 /// What makes an entry unique, and so idempotent: the client's key, or the
 /// period a renewal opens (renewing twice writes once).
@@ -15,44 +14,48 @@ pub enum EntryKey {
     Renewal(NaiveDate),
 }
 
-/// The response a request got, kept with its entry so a retry replays it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reply {
-    pub status: u16,
-    pub body: String,
+/// What a request got, kept under its key so that a retry gets it again:
+/// the request's fingerprint, and its outcome, opaque to the store (the
+/// service layer encodes and reads it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    pub fingerprint: String,
+    pub outcome: String,
 }
 
-/// Request fingerprint and original reply: the idempotency record.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RequestRecord {
-    pub fingerprint: String,
-    pub reply: Reply,
+/// What a request key holds: the receipt, and the entry the request wrote
+/// (none for a kept refusal).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeptRequest {
+    pub receipt: Receipt,
+    pub entry: Option<LedgerEntry>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredEntry {
     pub key: EntryKey,
     pub entry: LedgerEntry,
-    pub request: Option<RequestRecord>,
+    /// The receipt of the request that wrote it; none for a renewal.
+    pub receipt: Option<Receipt>,
 }
 
-/// A name that may be claimed once across all organizations (e.g. a payment
+/// A name claimed once across every organization (e.g. a payment
 /// provider's reference), pointing at the request that claimed it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Guard {
+pub struct Claim {
     pub name: String,
     pub claimed_by: IdempotencyKey,
 }
 
 /// One atomic write: the account's new state, the entries that explain it,
-/// and any guards. All or nothing.
+/// and any claims. All or nothing.
 #[derive(Debug)]
 pub struct Commit<'a> {
     /// `None`: the account must not exist yet (provisioning).
     pub expected_seq: Option<u64>,
     pub account: &'a Account,
     pub entries: Vec<StoredEntry>,
-    pub guards: Vec<Guard>,
+    pub claims: Vec<Claim>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,9 +66,9 @@ pub enum CommitError {
     /// The request's key is taken: the request was applied (or refused)
     /// before; here is what it got.
     #[error("the request's key is taken")]
-    KeyTaken(Option<RequestRecord>),
-    #[error("guard {name} is claimed by another request")]
-    GuardTaken {
+    KeyTaken(Option<Box<KeptRequest>>),
+    #[error("{name} is claimed by another request")]
+    Claimed {
         name: String,
         org: OrgId,
         claimed_by: IdempotencyKey,
@@ -85,15 +88,33 @@ pub enum StoreError {
     Malformed(String),
 }
 
-/// A page of the ledger, newest first.
+/// Which entries a history page reads, newest first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryQuery {
+    pub scope: HistoryScope,
+    pub limit: u32,
+    /// Continue below this seq (a cursor).
+    pub before_seq: Option<u64>,
+}
+
+/// A page of the ledger, newest first: full unless it is the last.
 #[derive(Debug)]
-pub struct LedgerPage {
+pub struct HistoryPage {
     pub entries: Vec<LedgerEntry>,
     /// The seq to continue below, when there is more.
     pub next_before: Option<u64>,
 }
 
-pub trait LedgerStore: Send + Sync {
+/// Accounts due for renewal, oldest due first.
+#[derive(Debug)]
+pub struct DuePage {
+    pub accounts: Vec<(OrgId, DateTime<Utc>)>,
+    /// Where the next page starts, when there may be more.
+    pub next: Option<String>,
+}
+
+/// Accounts: read the state, and write a change of it atomically.
+pub trait AccountStore: Send + Sync {
     /// Strongly consistent read of the account.
     fn load_account(&self, org: &OrgId) -> impl Future<Output = Result<Option<Account>, StoreError>> + Send;
 
@@ -102,33 +123,50 @@ pub trait LedgerStore: Send + Sync {
         &self,
         org: &OrgId,
         key: &IdempotencyKey,
-    ) -> impl Future<Output = Result<(Option<Account>, Option<RequestRecord>), StoreError>> + Send;
+    ) -> impl Future<Output = Result<(Option<Account>, Option<KeptRequest>), StoreError>> + Send;
 
-    /// What a request key holds: the original request's fingerprint and reply.
+    fn commit(&self, commit: Commit<'_>) -> impl Future<Output = Result<(), CommitError>> + Send;
+}
+
+/// Request keys: what a key holds, and refusals kept under their key.
+pub trait RequestStore: Send + Sync {
     fn load_request(
         &self,
         org: &OrgId,
         key: &IdempotencyKey,
-    ) -> impl Future<Output = Result<Option<RequestRecord>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<KeptRequest>, StoreError>> + Send;
 
     /// Keeps a refusal under its key, so a retry gets the same answer (until
-    /// `expires_at`). Writes nothing and returns the record when the key is
-    /// taken already.
-    fn record_refusal(
+    /// `expires_at`). Writes nothing and returns what the key holds when it
+    /// is taken already.
+    fn keep_refusal(
         &self,
         org: &OrgId,
         key: &IdempotencyKey,
-        record: &RequestRecord,
+        receipt: &Receipt,
         expires_at: DateTime<Utc>,
-    ) -> impl Future<Output = Result<Option<RequestRecord>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<KeptRequest>, StoreError>> + Send;
+}
 
-    fn commit(&self, commit: Commit<'_>) -> impl Future<Output = Result<(), CommitError>> + Send;
-
-    fn ledger_page(
+/// The ledger's history.
+pub trait HistoryStore: Send + Sync {
+    fn history(
         &self,
         org: &OrgId,
+        query: &HistoryQuery,
+    ) -> impl Future<Output = Result<HistoryPage, StoreError>> + Send;
+
+    /// One entry by its number (its id).
+    fn entry(&self, org: &OrgId, seq: u64) -> impl Future<Output = Result<Option<LedgerEntry>, StoreError>> + Send;
+}
+
+/// Accounts by when they are next due: what the scheduled renewal reads.
+pub trait RenewalIndex: Send + Sync {
+    /// Accounts whose renewal is due at or before `due_by`, a page at a time.
+    fn due_accounts(
+        &self,
+        due_by: DateTime<Utc>,
         limit: u32,
-        before_seq: Option<u64>,
-        user: Option<&UserId>,
-    ) -> impl Future<Output = Result<LedgerPage, StoreError>> + Send;
+        after: Option<&str>,
+    ) -> impl Future<Output = Result<DuePage, StoreError>> + Send;
 }

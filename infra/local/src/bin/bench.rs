@@ -15,11 +15,11 @@ use anyhow::Result;
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::future::join_all;
 use ledger_domain::{Catalog, SystemClock};
-use ledger_http::AppState;
 use ledger_local::gateway::Gateway;
 use ledger_local::metrics::RequestCounter;
 use ledger_local::template::{Route, Template};
 use ledger_local::tokens::DevAuthority;
+use ledger_service::dynamo_ledger;
 use serde_json::Value;
 
 /// On-demand prices (us-east-1, USD per million request units), for the estimate.
@@ -38,13 +38,13 @@ struct Bench {
 impl Bench {
     /// A new function instance (its own cache), as a fresh Lambda environment.
     fn instance(&self) -> Gateway {
-        let state = AppState::new(
+        let ledger = dynamo_ledger(
             self.client.clone(),
             &self.table,
             self.catalog.clone(),
             Arc::new(SystemClock),
         );
-        Gateway::new(self.routes.clone(), self.authority.clone(), Arc::new(state))
+        Gateway::new(self.routes.clone(), self.authority.clone(), Arc::new(ledger))
     }
 
     fn admin(&self, org: &str) -> String {

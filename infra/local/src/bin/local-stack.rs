@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use ledger_domain::SystemClock;
-use ledger_http::{state::catalog_from_env, AppState};
 use ledger_local::gateway::Gateway;
 use ledger_local::template::Template;
 use ledger_local::tokens::DevAuthority;
+use ledger_service::{catalog_from_env, dynamo_ledger};
 
 fn env(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
@@ -33,7 +33,7 @@ async fn main() -> Result<()> {
     }
     let queues = template.create_queues(&aws_sdk_sqs::Client::new(&config), "").await?;
 
-    let state = AppState::new(
+    let ledger = dynamo_ledger(
         dynamo,
         "LedgerTable",
         Arc::new(catalog_from_env()?),
@@ -41,7 +41,7 @@ async fn main() -> Result<()> {
     );
     let authority = DevAuthority::new(env("DEV_JWT_KEY", "local-dev-key-not-for-production").as_bytes());
     let routes = template.routes()?;
-    let addr = Gateway::new(routes.clone(), authority.clone(), Arc::new(state))
+    let addr = Gateway::new(routes.clone(), authority.clone(), Arc::new(ledger))
         .spawn(SocketAddr::from(([127, 0, 0, 1], port)))
         .await?;
 

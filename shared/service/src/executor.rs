@@ -1,23 +1,26 @@
-//! Executes ledger commands atomically: guess the account's state (cached
-//! from this process's last write: no read on the fast path), let the domain
-//! decide, write state + entries in one conditional transaction, and on a
-//! lost race decide again from the fresh state the failure handed back.
+//! Makes every decision of the domain atomic: guess the account's state
+//! (cached from this process's last write: no read on the fast path), let
+//! the domain decide, write state + entries in one conditional transaction,
+//! and on a lost race decide again from the fresh state the failure handed
+//! back.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use ledger_domain::{Account, Catalog, Clock, DomainError, IdempotencyKey, LedgerEntry, OrgId, UserId};
+use ledger_domain::{Account, Catalog, Clock, DomainError, IdempotencyKey, LedgerEntry, OrgId};
+use ledger_store::{
+    AccountStore, Claim, Commit, CommitError, EntryKey, KeptRequest, Receipt, RequestStore, StoreError, StoredEntry,
+};
 use tracing::{debug, warn};
 
-use crate::port::{
-    Commit, CommitError, EntryKey, Guard, LedgerPage, LedgerStore, Reply, RequestRecord, StoreError, StoredEntry,
-};
+use crate::outcome::{Applied, Outcome};
+use crate::ServiceError;
 
 /// How long a change keeps retrying lost races before the caller gets a
-/// retryable 503 (nothing written): at most `max_attempts` commits, within
-/// `budget`, well inside the function's timeout.
+/// retryable contention error (nothing written): at most `max_attempts`
+/// commits, within `budget`, well inside the function's timeout.
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
     pub max_attempts: u32,
@@ -27,6 +30,8 @@ pub struct RetryPolicy {
 pub const MAX_ATTEMPTS: u32 = 64;
 /// How long a kept refusal answers retries of its key (then TTL removes it).
 pub const REFUSAL_KEPT_DAYS: i64 = 30;
+/// Accounts remembered per process for the no-read fast path.
+const CACHE_CAPACITY: usize = 4_096;
 
 impl Default for RetryPolicy {
     fn default() -> Self {
@@ -36,63 +41,50 @@ impl Default for RetryPolicy {
         }
     }
 }
-/// Accounts remembered per process for the no-read fast path.
-const CACHE_CAPACITY: usize = 4_096;
-
-#[derive(Debug, thiserror::Error)]
-pub enum LedgerError {
-    #[error(transparent)]
-    Domain(#[from] DomainError),
-    #[error("this Idempotency-Key was used for a different request")]
-    IdempotencyKeyReused,
-    #[error("this payment reference was recorded by another request")]
-    PaymentReferenceReused,
-    #[error("too much contention on the account; retry")]
-    Contention,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
 
 /// The request identity a mutation carries: its key and what it asked.
 #[derive(Clone, Debug)]
 pub struct Idempotency {
     pub key: IdempotencyKey,
-    /// Hash of route, caller and canonical body: a replay must match it.
+    /// Hash of what was asked and by whom (for HTTP: route, caller and
+    /// canonical body): a replay must match it.
     pub fingerprint: String,
 }
 
 impl Idempotency {
-    /// What this request got, to keep under its key.
-    fn record(&self, reply: &Reply) -> RequestRecord {
-        RequestRecord {
+    fn receipt(&self, outcome: &Outcome) -> Receipt {
+        Receipt {
             fingerprint: self.fingerprint.clone(),
-            reply: reply.clone(),
+            outcome: outcome.encode(),
         }
     }
 }
 
-/// What the caller gets: the reply, and whether it is a replay.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Applied {
-    pub reply: Reply,
-    pub replayed: bool,
-}
-
-/// The domain's decision for one attempt: the entry and the reply to keep with it.
-pub type Decision = (LedgerEntry, Reply);
-
-pub struct Ledger<S> {
-    store: S,
-    catalog: Arc<Catalog>,
-    clock: Arc<dyn Clock>,
+/// The ledger's operations over their ports: accounts, request keys and
+/// history may live in different stores (a test wraps one to inject faults).
+pub struct Ledger<A, R = A, H = A> {
+    pub(crate) accounts: A,
+    pub(crate) requests: R,
+    pub(crate) history: H,
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) clock: Arc<dyn Clock>,
     cache: Mutex<HashMap<OrgId, Account>>,
     retry: RetryPolicy,
 }
 
-impl<S: LedgerStore> Ledger<S> {
+impl<S: Clone> Ledger<S, S, S> {
+    /// A ledger whose ports are all one store.
     pub fn new(store: S, catalog: Arc<Catalog>, clock: Arc<dyn Clock>) -> Self {
+        Ledger::over(store.clone(), store.clone(), store, catalog, clock)
+    }
+}
+
+impl<A, R, H> Ledger<A, R, H> {
+    pub fn over(accounts: A, requests: R, history: H, catalog: Arc<Catalog>, clock: Arc<dyn Clock>) -> Self {
         Ledger {
-            store,
+            accounts,
+            requests,
+            history,
             catalog,
             clock,
             cache: Mutex::new(HashMap::new()),
@@ -109,8 +101,8 @@ impl<S: LedgerStore> Ledger<S> {
         &self.catalog
     }
 
-    pub fn store(&self) -> &S {
-        &self.store
+    pub fn accounts(&self) -> &A {
+        &self.accounts
     }
 
     fn cached(&self, org: &OrgId) -> Option<Account> {
@@ -128,12 +120,17 @@ impl<S: LedgerStore> Ledger<S> {
     fn forget(&self, org: &OrgId) {
         self.cache.lock().expect("cache lock").remove(org);
     }
+}
 
+/// The domain's decision for one attempt: the entry to write and the outcome to keep with it.
+pub type Decision = (LedgerEntry, Outcome);
+
+impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
     /// The account as of now: read fresh, renewed in memory if its period
     /// has ended (a late schedule never shows last month's allowance).
-    pub async fn current_account(&self, org: &OrgId) -> Result<Account, LedgerError> {
+    pub async fn current_account(&self, org: &OrgId) -> Result<Account, ServiceError> {
         let mut account = self
-            .store
+            .accounts
             .load_account(org)
             .await?
             .ok_or(DomainError::AccountNotFound)?;
@@ -141,31 +138,21 @@ impl<S: LedgerStore> Ledger<S> {
         Ok(account)
     }
 
-    pub async fn ledger_page(
-        &self,
-        org: &OrgId,
-        limit: u32,
-        before_seq: Option<u64>,
-        user: Option<&UserId>,
-    ) -> Result<LedgerPage, LedgerError> {
-        Ok(self.store.ledger_page(org, limit, before_seq, user).await?)
-    }
-
     /// Applies a change to an existing account, renewing it first if due.
     /// `decide` may run several times (once per attempt); it must be pure.
-    /// A final refusal that `keep_refusal` renders (e.g. a 402) is kept under
-    /// the request's key, so a retry gets the same answer.
-    pub async fn apply<F, K>(
+    /// A refusal decided on the account's state (see
+    /// [`Outcome::kept_refusal`]) is kept under the request's key, so a
+    /// retry gets the same answer. `claim` names something the change
+    /// claims once across every organization.
+    pub(crate) async fn apply<F>(
         &self,
         org: &OrgId,
         request: &Idempotency,
-        guard: Option<String>,
+        claim: Option<String>,
         mut decide: F,
-        keep_refusal: K,
-    ) -> Result<Applied, LedgerError>
+    ) -> Result<Applied, ServiceError>
     where
         F: FnMut(&mut Account, &Catalog, DateTime<Utc>) -> Result<Decision, DomainError>,
-        K: Fn(&DomainError) -> Option<Reply>,
     {
         let entry_key = EntryKey::Request(request.key.clone());
         let mut guess = self.cached(org);
@@ -182,9 +169,9 @@ impl<S: LedgerStore> Ledger<S> {
             let account = match guess.take() {
                 Some(a) => a,
                 None => {
-                    let (account, existing) = self.store.load_account_and_request(org, &request.key).await?;
+                    let (account, existing) = self.accounts.load_account_and_request(org, &request.key).await?;
                     if existing.is_some() {
-                        return self.replay(existing, request);
+                        return replay(existing, request);
                     }
                     fresh_with_key = true;
                     account.ok_or(DomainError::AccountNotFound)?
@@ -199,42 +186,46 @@ impl<S: LedgerStore> Ledger<S> {
                     entries.push(StoredEntry {
                         key: EntryKey::Renewal(next.period.start),
                         entry: renewal,
-                        request: None,
+                        receipt: None,
                     });
                 }
                 decide(&mut next, &self.catalog, now)
             });
-            let (entry, reply) = match decided {
+            let (entry, outcome) = match decided {
                 Ok(d) => d,
                 Err(refusal) if !fresh_with_key => {
                     debug!(%org, %refusal, "refused on a cached guess; reading fresh state");
                     continue;
                 }
                 Err(refusal) => {
-                    let Some(reply) = keep_refusal(&refusal) else {
+                    let Some(outcome) = Outcome::kept_refusal(&refusal) else {
                         return Err(refusal.into());
                     };
-                    let record = request.record(&reply);
                     let expires_at = now + chrono::Duration::days(REFUSAL_KEPT_DAYS);
+                    let receipt = request.receipt(&outcome);
                     return match self
-                        .store
-                        .record_refusal(org, &request.key, &record, expires_at)
+                        .requests
+                        .keep_refusal(org, &request.key, &receipt, expires_at)
                         .await?
                     {
-                        None => Ok(Applied { reply, replayed: false }),
+                        None => Ok(Applied {
+                            outcome,
+                            entry: None,
+                            replayed: false,
+                        }),
                         // Another request under the key got there first.
-                        taken => self.replay(taken, request),
+                        taken => replay(taken, request),
                     };
                 }
             };
             entries.push(StoredEntry {
                 key: entry_key.clone(),
-                entry,
-                request: Some(request.record(&reply)),
+                entry: entry.clone(),
+                receipt: Some(request.receipt(&outcome)),
             });
-            let guards = guard
+            let claims = claim
                 .iter()
-                .map(|name| Guard {
+                .map(|name| Claim {
                     name: name.clone(),
                     claimed_by: request.key.clone(),
                 })
@@ -243,12 +234,16 @@ impl<S: LedgerStore> Ledger<S> {
                 expected_seq: Some(expected_seq),
                 account: &next,
                 entries,
-                guards,
+                claims,
             };
-            match self.store.commit(commit).await {
+            match self.accounts.commit(commit).await {
                 Ok(()) => {
                     self.remember(next);
-                    return Ok(Applied { reply, replayed: false });
+                    return Ok(Applied {
+                        outcome,
+                        entry: Some(entry),
+                        replayed: false,
+                    });
                 }
                 Err(CommitError::Stale(Some(fresh))) => {
                     debug!(%org, attempt, "lost a race; deciding again from the fresh state");
@@ -266,17 +261,17 @@ impl<S: LedgerStore> Ledger<S> {
                     self.forget(org);
                     return Err(DomainError::AccountNotFound.into());
                 }
-                Err(CommitError::KeyTaken(existing)) => return self.replay(existing, request),
-                Err(CommitError::GuardTaken {
+                Err(CommitError::KeyTaken(existing)) => return replay(existing.map(|k| *k), request),
+                Err(CommitError::Claimed {
                     name,
                     org: owner,
                     claimed_by,
                 }) => {
                     if owner != *org {
-                        debug!(%org, guard = name, "guard claimed by another organization");
-                        return Err(LedgerError::PaymentReferenceReused);
+                        debug!(%org, claim = name, "claimed by another organization");
+                        return Err(ServiceError::AlreadyClaimed);
                     }
-                    return self.replay_guarded(org, &name, &claimed_by, request).await;
+                    return self.replay_claimed(org, &name, &claimed_by, request).await;
                 }
                 Err(CommitError::Conflict) => {
                     warn!(%org, attempt, "transaction conflict; backing off");
@@ -287,77 +282,85 @@ impl<S: LedgerStore> Ledger<S> {
                 Err(CommitError::Store(e)) => return Err(e.into()),
             }
         }
-        Err(LedgerError::Contention)
+        Err(ServiceError::Contention)
     }
 
-    /// Provisions an account that must not exist yet. When it does, `existing`
-    /// answers from its current state (no write).
-    pub async fn create<F, E>(&self, request: &Idempotency, provision: F, existing: E) -> Result<Applied, LedgerError>
+    /// Provisions an account that must not exist yet. When it does,
+    /// `existing` answers from its current state (no write).
+    pub(crate) async fn create<F, E>(
+        &self,
+        request: &Idempotency,
+        provision: F,
+        existing: E,
+    ) -> Result<Applied, ServiceError>
     where
         F: FnOnce(&Catalog, DateTime<Utc>) -> Result<(Account, Decision), DomainError>,
-        E: FnOnce(&Account) -> Result<Reply, DomainError>,
+        E: FnOnce(&Account) -> Result<Outcome, DomainError>,
     {
-        let entry_key = EntryKey::Request(request.key.clone());
-        let (account, (entry, reply)) = provision(&self.catalog, self.clock.now())?;
+        let (account, (entry, outcome)) = provision(&self.catalog, self.clock.now())?;
         let entries = vec![StoredEntry {
-            key: entry_key,
-            entry,
-            request: Some(request.record(&reply)),
+            key: EntryKey::Request(request.key.clone()),
+            entry: entry.clone(),
+            receipt: Some(request.receipt(&outcome)),
         }];
         let commit = Commit {
             expected_seq: None,
             account: &account,
             entries,
-            guards: Vec::new(),
+            claims: Vec::new(),
         };
-        match self.store.commit(commit).await {
+        match self.accounts.commit(commit).await {
             Ok(()) => {
                 self.remember(account);
-                Ok(Applied { reply, replayed: false })
+                Ok(Applied {
+                    outcome,
+                    entry: Some(entry),
+                    replayed: false,
+                })
             }
-            Err(CommitError::KeyTaken(existing)) => self.replay(existing, request),
-            Err(CommitError::Stale(Some(current))) => {
-                let reply = existing(&current)?;
-                Ok(Applied { reply, replayed: false })
-            }
-            Err(CommitError::Conflict) => Err(LedgerError::Contention),
-            Err(CommitError::Stale(None)) | Err(CommitError::GuardTaken { .. }) => {
+            Err(CommitError::KeyTaken(existing)) => replay(existing.map(|k| *k), request),
+            Err(CommitError::Stale(Some(current))) => Ok(Applied {
+                outcome: existing(&current)?,
+                entry: None,
+                replayed: false,
+            }),
+            Err(CommitError::Conflict) => Err(ServiceError::Contention),
+            Err(CommitError::Stale(None)) | Err(CommitError::Claimed { .. }) => {
                 Err(StoreError::Request("unexpected cancellation while provisioning".into()).into())
             }
             Err(CommitError::Store(e)) => Err(e.into()),
         }
     }
 
-    fn replay(&self, existing: Option<RequestRecord>, request: &Idempotency) -> Result<Applied, LedgerError> {
-        match existing {
-            Some(record) if record.fingerprint == request.fingerprint => Ok(Applied {
-                reply: record.reply,
-                replayed: true,
-            }),
-            _ => Err(LedgerError::IdempotencyKeyReused),
-        }
-    }
-
-    /// A guard (payment reference) is claimed: the same request under another
+    /// A claimed name (a payment reference): the same request under another
     /// key replays the original; anything else is refused.
-    async fn replay_guarded(
+    async fn replay_claimed(
         &self,
         org: &OrgId,
         name: &str,
         claimed_by: &IdempotencyKey,
         request: &Idempotency,
-    ) -> Result<Applied, LedgerError> {
-        let original = self.store.load_request(org, claimed_by).await?;
-        match original {
-            Some(record) if record.fingerprint == request.fingerprint => Ok(Applied {
-                reply: record.reply,
-                replayed: true,
-            }),
+    ) -> Result<Applied, ServiceError> {
+        match self.requests.load_request(org, claimed_by).await? {
+            Some(kept) if kept.receipt.fingerprint == request.fingerprint => replay(Some(kept), request),
             _ => {
-                debug!(%org, guard = name, "guard claimed by a different request");
-                Err(LedgerError::PaymentReferenceReused)
+                debug!(%org, claim = name, "claimed by a different request");
+                Err(ServiceError::AlreadyClaimed)
             }
         }
+    }
+}
+
+/// What a taken key answers: the original outcome if the request is the
+/// same, a refusal if the key was used for something else.
+fn replay(existing: Option<KeptRequest>, request: &Idempotency) -> Result<Applied, ServiceError> {
+    match existing {
+        Some(kept) if kept.receipt.fingerprint == request.fingerprint => Ok(Applied {
+            outcome: Outcome::decode(&kept.receipt.outcome)?,
+            entry: kept.entry,
+            replayed: true,
+        }),
+        _ => Err(ServiceError::IdempotencyKeyReused),
     }
 }
 

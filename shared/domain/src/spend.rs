@@ -1,0 +1,148 @@
+//! Spending: what a request for an action costs, which buckets pay it, and
+//! the refusal when they cannot.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::account::Account;
+use crate::bucket::{allocate, Draw};
+use crate::catalog::{Action, Charging};
+use crate::entry::{Actor, EntryKind, LedgerEntry};
+use crate::{ActionId, CampaignId, Credits, DomainError, MeterId, Subject};
+
+/// How a spend treats a balance too small for every unit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpendMode {
+    /// All units or nothing.
+    #[default]
+    All,
+    /// As many units as the balance covers (at least one).
+    UpTo,
+}
+
+pub const MAX_QUANTITY: u64 = 100_000;
+
+/// A spend, parsed and resolved against the catalog.
+#[derive(Clone, Debug)]
+pub struct SpendRequest<'a> {
+    pub action_id: &'a ActionId,
+    pub action: &'a Action,
+    pub quantity: u64,
+    pub mode: SpendMode,
+    pub actor: Actor,
+    pub campaign: Option<CampaignId>,
+    pub subject: Option<Subject>,
+}
+
+/// What a spend would do: the answer of a dry run, and the plan of a real one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpendQuote {
+    pub meter: MeterId,
+    pub mode: SpendMode,
+    pub unit_cost: Credits,
+    pub requested: u64,
+    /// Units the balance covers (all of them for a free action).
+    pub affordable: u64,
+    /// Units this request would charge: none when `all` cannot be covered.
+    pub units: u64,
+    pub amount: Credits,
+    pub available: Credits,
+    /// Which buckets would pay, in spending order.
+    pub draws: Vec<Draw>,
+}
+
+impl SpendQuote {
+    /// Whether the request can be charged: every unit, or (up_to) at least one.
+    pub fn sufficient(&self) -> bool {
+        self.units > 0 && self.amount <= self.available
+    }
+
+    /// What a refusal says was needed: the whole request, or one unit (up_to).
+    pub fn needed(&self) -> Credits {
+        match self.mode {
+            SpendMode::All => self
+                .unit_cost
+                .checked_mul(self.requested)
+                .unwrap_or(crate::credits::MAX_REQUEST),
+            SpendMode::UpTo => self.unit_cost,
+        }
+    }
+
+    /// What the request would cost in full, whatever the balance.
+    pub fn cost(&self) -> Credits {
+        self.unit_cost.checked_mul(self.requested).unwrap_or_default()
+    }
+}
+
+impl Account {
+    /// What a spend would charge, and from which buckets; changes nothing.
+    pub fn quote(&self, req: &SpendRequest<'_>) -> Result<SpendQuote, DomainError> {
+        if req.quantity == 0 || req.quantity > MAX_QUANTITY {
+            return Err(DomainError::InvalidQuantity(format!("must be 1-{MAX_QUANTITY}")));
+        }
+        let meter = req.action.meter.clone();
+        let unit_cost = if req.action.is_free() {
+            Credits::ZERO
+        } else {
+            req.action.cost
+        };
+        let buckets = self.buckets_in_priority(&meter);
+        let available = self.available(&meter);
+        let affordable = available.units_covered(unit_cost).min(req.quantity);
+        // What this request would charge: all units or none, or as many as covered.
+        let units = match req.mode {
+            SpendMode::All if affordable < req.quantity => 0,
+            SpendMode::All => req.quantity,
+            SpendMode::UpTo => affordable,
+        };
+        let amount = unit_cost
+            .checked_mul(units)
+            .ok_or_else(|| DomainError::InvalidQuantity("amount too large".into()))?;
+        let draws = allocate(&buckets, amount)
+            .map_err(|_| DomainError::InvariantViolated("affordable units exceed the balance".into()))?;
+        Ok(SpendQuote {
+            meter,
+            mode: req.mode,
+            unit_cost,
+            requested: req.quantity,
+            affordable,
+            units,
+            amount,
+            available,
+            draws,
+        })
+    }
+
+    /// Debits a spend across buckets in priority order, or refuses it whole.
+    pub fn spend(
+        &mut self,
+        req: &SpendRequest<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<(SpendQuote, LedgerEntry), DomainError> {
+        if req.action.charging == Charging::OnSuccess {
+            return Err(DomainError::ChargedOnResult(req.action_id.to_string()));
+        }
+        let quote = self.quote(req)?;
+        if !quote.sufficient() {
+            return Err(DomainError::InsufficientCredits {
+                meter: quote.meter.clone(),
+                needed: quote.needed(),
+                available: quote.available,
+            });
+        }
+        let lines = self.take(&quote.draws)?;
+        let used = self.used_this_period.entry(quote.meter.clone()).or_default();
+        *used = used.checked_add(quote.amount).unwrap_or(*used);
+        // A free action still writes an entry (no lines): usage is tracked per user.
+        let entry = self.record(EntryKind::Spend, req.actor.clone(), now, lines, |e| {
+            e.action = Some(req.action_id.clone());
+            e.quantity = Some(quote.units);
+            e.requested = Some(req.quantity);
+            e.campaign = req.campaign.clone();
+            e.subject = req.subject.clone();
+        });
+        self.check_invariants()?;
+        Ok((quote, entry))
+    }
+}

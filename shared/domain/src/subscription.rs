@@ -1,0 +1,142 @@
+//! What an organization subscribes to: a plan from the catalog, seats,
+//! billing, and what each month of it grants.
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{AllowanceBasis, Catalog, Plan};
+use crate::{credits_meter, Credits, DomainError, MeterId, PlanId};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Billing {
+    Monthly,
+    /// Billed yearly, still granted monthly.
+    Annual,
+}
+
+impl Billing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Billing::Monthly => "monthly",
+            Billing::Annual => "annual",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Billing> {
+        match text {
+            "monthly" => Some(Billing::Monthly),
+            "annual" => Some(Billing::Annual),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriptionStatus {
+    Active,
+    Cancelled,
+}
+
+impl SubscriptionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubscriptionStatus::Active => "active",
+            SubscriptionStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<SubscriptionStatus> {
+        match text {
+            "active" => Some(SubscriptionStatus::Active),
+            "cancelled" => Some(SubscriptionStatus::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+/// What a subscribe call asks for, parsed and checked against the catalog.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscription {
+    pub plan: PlanId,
+    pub seats: u32,
+    pub billing: Billing,
+    /// The contract's monthly credits on a custom (enterprise) plan.
+    pub custom_monthly: Option<Credits>,
+}
+
+pub const MAX_SEATS: u32 = 100_000;
+
+/// What a subscribe call means for an account that exists already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resubscription {
+    /// The account has exactly this subscription: nothing to do.
+    Unchanged,
+}
+
+impl Subscription {
+    pub fn new(
+        catalog: &Catalog,
+        plan: &str,
+        seats: Option<u32>,
+        billing: Option<Billing>,
+        custom_monthly: Option<Credits>,
+    ) -> Result<Subscription, DomainError> {
+        let (plan_id, plan_def) = catalog.plan(plan)?;
+        let seats = seats.unwrap_or(1);
+        if seats == 0 || seats > MAX_SEATS {
+            return Err(DomainError::InvalidRequest(format!("seats must be 1-{MAX_SEATS}")));
+        }
+        match (plan_def.custom, custom_monthly) {
+            (true, None) => {
+                return Err(DomainError::InvalidRequest(
+                    "a custom plan needs `monthly_credits`".into(),
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(DomainError::InvalidRequest(
+                    "`monthly_credits` is only for custom plans".into(),
+                ))
+            }
+            (true, Some(c)) if !c.is_positive() => {
+                return Err(DomainError::InvalidRequest("`monthly_credits` must be positive".into()))
+            }
+            _ => {}
+        }
+        Ok(Subscription {
+            plan: plan_id.clone(),
+            seats,
+            billing: billing.unwrap_or(Billing::Monthly),
+            custom_monthly,
+        })
+    }
+
+    /// Subscribing again: the same subscription is a no-op; a change of
+    /// plan, seats or billing arrives with plan changes (billing cycles).
+    pub fn resubscribe(&self, requested: &Subscription) -> Result<Resubscription, DomainError> {
+        if self == requested {
+            Ok(Resubscription::Unchanged)
+        } else {
+            Err(DomainError::PlanChangeUnsupported)
+        }
+    }
+
+    /// The monthly grants of this subscription, per meter.
+    pub fn monthly_grants(&self, plan: &Plan) -> Result<Vec<(MeterId, Credits)>, DomainError> {
+        let mut grants: Vec<(MeterId, Credits)> = Vec::new();
+        if let Some(custom) = self.custom_monthly {
+            grants.push((credits_meter(), custom));
+        }
+        for a in &plan.monthly {
+            let amount = match a.per {
+                AllowanceBasis::Account => a.amount,
+                AllowanceBasis::Seat => a
+                    .amount
+                    .checked_mul(u64::from(self.seats))
+                    .ok_or_else(|| DomainError::InvalidRequest("allowance too large".into()))?,
+            };
+            grants.push((a.meter.clone(), amount));
+        }
+        Ok(grants)
+    }
+}

@@ -1,0 +1,49 @@
+//! What a function builds once per cold start: the catalog, the SDK client,
+//! the ledger over DynamoDB.
+
+use std::sync::Arc;
+
+use ledger_domain::{Catalog, DomainError, SystemClock};
+use ledger_store::DynamoLedgerStore;
+
+use crate::Ledger;
+
+pub type DynamoLedger = Ledger<DynamoLedgerStore>;
+
+/// The deployment's catalog: `LEDGER_CATALOG_FILE` (a JSON file, e.g. for
+/// local runs) or else `LEDGER_CATALOG`, the name of a catalog shipped under
+/// `infra/catalogs/` (`default` when unset). Validated here: a bad catalog
+/// stops the function at start-up with a clear error.
+pub fn catalog_from_env() -> Result<Catalog, DomainError> {
+    if let Ok(path) = std::env::var("LEDGER_CATALOG_FILE") {
+        if !path.trim().is_empty() {
+            let json = std::fs::read_to_string(&path)
+                .map_err(|e| DomainError::InvalidCatalog(format!("reading {path}: {e}")))?;
+            return Catalog::from_json(&json).map_err(|e| DomainError::InvalidCatalog(format!("{path}: {e}")));
+        }
+    }
+    match std::env::var("LEDGER_CATALOG") {
+        Ok(name) if !name.trim().is_empty() => Catalog::shipped(name.trim()),
+        _ => Ok(Catalog::default_catalog()),
+    }
+}
+
+/// The ledger from the Lambda environment: `TABLE_NAME`, the catalog (see
+/// [`catalog_from_env`]), SDK config as usual (`AWS_ENDPOINT_URL_DYNAMODB`
+/// points it at DynamoDB Local).
+pub async fn from_env() -> Result<DynamoLedger, Box<dyn std::error::Error + Send + Sync>> {
+    let table = std::env::var("TABLE_NAME").map_err(|_| "TABLE_NAME is not set")?;
+    let catalog = catalog_from_env()?;
+    let config = aws_config::load_from_env().await;
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    Ok(dynamo_ledger(client, &table, Arc::new(catalog), Arc::new(SystemClock)))
+}
+
+pub fn dynamo_ledger(
+    client: aws_sdk_dynamodb::Client,
+    table: &str,
+    catalog: Arc<Catalog>,
+    clock: Arc<dyn ledger_domain::Clock>,
+) -> DynamoLedger {
+    Ledger::new(DynamoLedgerStore::new(client, table), catalog, clock)
+}

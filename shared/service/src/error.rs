@@ -1,0 +1,22 @@
+use ledger_domain::DomainError;
+use ledger_store::StoreError;
+
+/// Every way an operation can fail. Each trigger maps these in one place
+/// (HTTP: problem+json).
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("this Idempotency-Key was used for a different request")]
+    IdempotencyKeyReused,
+    #[error("this payment reference was recorded by another request")]
+    PaymentReferenceReused,
+    /// Something claimed once across every organization is taken (the
+    /// operation says what it was, e.g. a payment reference).
+    #[error("already claimed by another request")]
+    AlreadyClaimed,
+    #[error("too much contention on the account; retry")]
+    Contention,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

@@ -1,0 +1,16 @@
+//! The ledger's service layer: the operations every trigger calls (HTTP
+//! handlers; the results consumer, the scheduled renewal and the stream
+//! consumer next), their state (stores, catalog, clock) and their errors.
+//! No HTTP here: each trigger parses, calls one operation, and renders its
+//! [`Outcome`] its own way.
+
+pub mod config;
+mod error;
+mod executor;
+mod operations;
+mod outcome;
+
+pub use config::{catalog_from_env, dynamo_ledger, DynamoLedger};
+pub use error::ServiceError;
+pub use executor::{Decision, Idempotency, Ledger, RetryPolicy, MAX_ATTEMPTS, REFUSAL_KEPT_DAYS};
+pub use outcome::{Applied, Outcome, SubscriptionState};

@@ -1,0 +1,242 @@
+//! What a mutation decided, kept under its request's key so that a retry
+//! gets the same. Each trigger renders it its own way (HTTP: a status and a
+//! body); the store keeps it as opaque text in the layout written here.
+
+use chrono::NaiveDate;
+use ledger_domain::{
+    Account, Billing, Credits, DomainError, LedgerEntry, MeterId, OrgId, Period, PlanId, Subscription,
+    SubscriptionStatus,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::ServiceError;
+
+/// The subscription an account holds, as a subscribe call reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscriptionState {
+    pub org: OrgId,
+    pub subscription: Subscription,
+    pub status: SubscriptionStatus,
+    pub anchor: NaiveDate,
+    pub period: Period,
+}
+
+impl SubscriptionState {
+    pub fn of(account: &Account) -> Self {
+        SubscriptionState {
+            org: account.org.clone(),
+            subscription: account.subscription.clone(),
+            status: account.status,
+            anchor: account.anchor,
+            period: account.period,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A spend charged (its entry says from which buckets).
+    Spent {
+        meter: MeterId,
+        requested: u64,
+        units: u64,
+        charged: Credits,
+    },
+    Purchased,
+    /// The account was provisioned.
+    Subscribed(SubscriptionState),
+    /// The account already had exactly this subscription: nothing written.
+    AlreadySubscribed(SubscriptionState),
+    /// A refusal decided on the account's state: kept like a success, so a
+    /// retry of its key stays refused (a new key asks afresh).
+    Refused(DomainError),
+}
+
+/// What a mutation did: its outcome, the entry it wrote, and whether this
+/// is a replay of an earlier request under the same key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub outcome: Outcome,
+    pub entry: Option<LedgerEntry>,
+    pub replayed: bool,
+}
+
+/// The stored form. Field names are the stored schema: rename none.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+enum Stored {
+    Spent {
+        meter: String,
+        requested: u64,
+        units: u64,
+        charged: i64,
+    },
+    Purchased,
+    Subscribed {
+        org: String,
+        plan: String,
+        seats: u32,
+        billing: String,
+        custom_monthly: Option<i64>,
+        status: String,
+        anchor: NaiveDate,
+        period_start: NaiveDate,
+        period_end: NaiveDate,
+    },
+    InsufficientCredits {
+        meter: String,
+        needed: i64,
+        available: i64,
+    },
+}
+
+impl Outcome {
+    /// The outcome as the store keeps it. Only what is written is encoded:
+    /// `AlreadySubscribed` writes nothing, and the only refusal kept is
+    /// insufficient credits.
+    pub fn encode(&self) -> String {
+        let stored = match self {
+            Outcome::Spent {
+                meter,
+                requested,
+                units,
+                charged,
+            } => Stored::Spent {
+                meter: meter.to_string(),
+                requested: *requested,
+                units: *units,
+                charged: charged.thousandths(),
+            },
+            Outcome::Purchased => Stored::Purchased,
+            Outcome::Subscribed(s) | Outcome::AlreadySubscribed(s) => Stored::Subscribed {
+                org: s.org.to_string(),
+                plan: s.subscription.plan.to_string(),
+                seats: s.subscription.seats,
+                billing: s.subscription.billing.as_str().into(),
+                custom_monthly: s.subscription.custom_monthly.map(Credits::thousandths),
+                status: s.status.as_str().into(),
+                anchor: s.anchor,
+                period_start: s.period.start,
+                period_end: s.period.end,
+            },
+            Outcome::Refused(DomainError::InsufficientCredits {
+                meter,
+                needed,
+                available,
+            }) => Stored::InsufficientCredits {
+                meter: meter.to_string(),
+                needed: needed.thousandths(),
+                available: available.thousandths(),
+            },
+            Outcome::Refused(other) => unreachable!("only insufficient credits are kept, not {other:?}"),
+        };
+        serde_json::to_string(&stored).expect("outcomes serialize")
+    }
+
+    pub fn decode(text: &str) -> Result<Outcome, ServiceError> {
+        let malformed =
+            |why: String| ServiceError::Store(ledger_store::StoreError::Malformed(format!("outcome: {why}")));
+        let stored: Stored = serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?;
+        let meter = |m: &str| MeterId::parse(m).map_err(|e| malformed(e.to_string()));
+        Ok(match stored {
+            Stored::Spent {
+                meter: m,
+                requested,
+                units,
+                charged,
+            } => Outcome::Spent {
+                meter: meter(&m)?,
+                requested,
+                units,
+                charged: Credits::from_thousandths(charged),
+            },
+            Stored::Purchased => Outcome::Purchased,
+            Stored::Subscribed {
+                org,
+                plan,
+                seats,
+                billing,
+                custom_monthly,
+                status,
+                anchor,
+                period_start,
+                period_end,
+            } => Outcome::Subscribed(SubscriptionState {
+                org: OrgId::parse(&org).map_err(|e| malformed(e.to_string()))?,
+                subscription: Subscription {
+                    plan: PlanId::parse(&plan).map_err(|e| malformed(e.to_string()))?,
+                    seats,
+                    billing: Billing::parse(&billing).ok_or_else(|| malformed(billing.clone()))?,
+                    custom_monthly: custom_monthly.map(Credits::from_thousandths),
+                },
+                status: SubscriptionStatus::parse(&status).ok_or_else(|| malformed(status.clone()))?,
+                anchor,
+                period: Period {
+                    start: period_start,
+                    end: period_end,
+                },
+            }),
+            Stored::InsufficientCredits {
+                meter: m,
+                needed,
+                available,
+            } => Outcome::Refused(DomainError::InsufficientCredits {
+                meter: meter(&m)?,
+                needed: Credits::from_thousandths(needed),
+                available: Credits::from_thousandths(available),
+            }),
+        })
+    }
+
+    /// Refusals decided on the account's state are kept under their key
+    /// (a retry of a 402 stays that 402); input errors are not: nothing was
+    /// decided.
+    pub fn kept_refusal(refusal: &DomainError) -> Option<Outcome> {
+        match refusal {
+            DomainError::InsufficientCredits { .. } => Some(Outcome::Refused(refusal.clone())),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_outcomes_read_back() {
+        let state = SubscriptionState {
+            org: OrgId::parse("acme").unwrap(),
+            subscription: Subscription {
+                plan: PlanId::parse("enterprise").unwrap(),
+                seats: 3,
+                billing: Billing::Annual,
+                custom_monthly: Some(Credits::whole(12_000)),
+            },
+            status: SubscriptionStatus::Active,
+            anchor: NaiveDate::from_ymd_opt(2026, 1, 31).unwrap(),
+            period: Period::containing(
+                NaiveDate::from_ymd_opt(2026, 1, 31).unwrap(),
+                NaiveDate::from_ymd_opt(2026, 1, 31).unwrap(),
+            ),
+        };
+        for outcome in [
+            Outcome::Spent {
+                meter: MeterId::parse("credits").unwrap(),
+                requested: 10,
+                units: 7,
+                charged: Credits::from_thousandths(3_500),
+            },
+            Outcome::Purchased,
+            Outcome::Subscribed(state),
+            Outcome::Refused(DomainError::InsufficientCredits {
+                meter: MeterId::parse("credits").unwrap(),
+                needed: Credits::whole(5),
+                available: Credits::from_thousandths(1_500),
+            }),
+        ] {
+            assert_eq!(Outcome::decode(&outcome.encode()).unwrap(), outcome);
+        }
+        assert!(Outcome::decode("{\"outcome\":\"gift\"}").is_err());
+    }
+}
