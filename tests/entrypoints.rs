@@ -97,11 +97,8 @@ async fn handlers_read_the_jwt_authorizers_claims_as_aws_delivers_them() {
     .unwrap();
     event["headers"]["idempotency-key"] = json!("aws-shaped-2");
     let (status, reply) = handle(&stack, "spend", &event.to_string()).await;
-    assert_eq!(
-        (status, reply["balance_after"]["credits"].as_str()),
-        (200, Some("497")),
-        "{reply}"
-    );
+    assert_eq!((status, reply["charged"].as_str()), (200, Some("1")), "{reply}");
+    assert_eq!(available(&stack.gateway(), &stack.member(), "credits").await, "497");
 
     // No authorizer context at all (a misconfigured route): refused, nothing written.
     let before = stack.snapshot().await;
@@ -153,7 +150,17 @@ async fn the_local_stack_serves_real_http() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<Value>().await.unwrap()["balance_after"]["credits"], "498.5");
+    assert_eq!(r.json::<Value>().await.unwrap()["charged"], "1.5");
+    let r = http
+        .get(format!("{base}/v1/orgs/acme/balance"))
+        .bearer_auth(&member)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["meters"]["credits"]["available"],
+        "498.5"
+    );
 
     let r = http.get(format!("{base}/v1/orgs/acme/balance")).send().await.unwrap();
     assert_eq!(r.status(), 401, "no token, no entry");

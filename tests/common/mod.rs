@@ -27,12 +27,14 @@ pub fn start_time() -> DateTime<Utc> {
 }
 
 pub struct Stack {
+    pub config: aws_config::SdkConfig,
     pub client: aws_sdk_dynamodb::Client,
     pub table: String,
     pub clock: Arc<FixedClock>,
     pub requests: RequestCounter,
     pub authority: DevAuthority,
     pub template: Template,
+    stream: tokio::sync::Mutex<Option<ledger_local::streams::StreamPoller>>,
 }
 
 pub struct HttpReply {
@@ -61,12 +63,14 @@ impl Stack {
         );
         template.create_table(&client, "LedgerTable", &table).await.unwrap();
         Stack {
+            config,
             client,
             table,
             clock: Arc::new(FixedClock::new(start_time())),
             requests,
             authority: DevAuthority::new(b"integration-test-key"),
             template,
+            stream: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -107,6 +111,19 @@ impl Stack {
 
     pub fn service(&self) -> String {
         self.authority.service_token("product-backend", 3600)
+    }
+
+    /// Delivers the table's stream to the stream function until it is
+    /// caught up, as Lambda's event source mapping would: afterwards every
+    /// committed entry is placed (seq, balance after).
+    pub async fn settle(&self) -> usize {
+        let mut stream = self.stream.lock().await;
+        if stream.is_none() {
+            let poller = ledger_local::streams::StreamPoller::for_table(&self.config, &self.table);
+            *stream = Some(poller.await.unwrap());
+        }
+        let poller = stream.as_mut().expect("just set");
+        poller.drain(&self.ledger()).await.unwrap()
     }
 
     pub fn dynamodb_requests(&self) -> usize {

@@ -3,6 +3,7 @@
 
 pub mod gateway;
 pub mod metrics;
+pub mod streams;
 pub mod template;
 pub mod tokens;
 

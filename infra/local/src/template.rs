@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ScalarAttributeType, TimeToLiveSpecification,
+    ScalarAttributeType, StreamSpecification, StreamViewType, TimeToLiveSpecification,
 };
 use serde_yaml::Value;
 
@@ -136,6 +136,14 @@ impl Template {
             .billing_mode(BillingMode::from(
                 p["BillingMode"].as_str().unwrap_or("PAY_PER_REQUEST"),
             ));
+        if let Some(view) = str_of(&p["StreamSpecification"]["StreamViewType"]) {
+            create = create.stream_specification(
+                StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(StreamViewType::from(view))
+                    .build()?,
+            );
+        }
         for a in p["AttributeDefinitions"].as_sequence().into_iter().flatten() {
             create = create.attribute_definitions(
                 AttributeDefinition::builder()

@@ -137,6 +137,9 @@ impl Account {
                     granted_at: now,
                     granted_by,
                 });
+                // One canonical order (by grant), whatever stored or read them.
+                self.buckets
+                    .sort_by(|x, y| (x.granted_by, &x.id).cmp(&(y.granted_by, &y.id)));
                 Credits::ZERO
             }
         };
@@ -148,7 +151,8 @@ impl Account {
     }
 
     /// Takes what an allocation decided from its buckets. Emptied buckets
-    /// leave, except the purchased pool, whose totals place future packs.
+    /// stay until they expire: a spend only ever lowers a bucket, so
+    /// concurrent spends commute.
     pub(crate) fn take(&mut self, draws: &[Draw]) -> Result<Vec<EntryLine>, DomainError> {
         for draw in draws {
             let bucket = self
@@ -162,12 +166,28 @@ impl Account {
                 .filter(|r| !r.is_negative())
                 .ok_or_else(|| DomainError::InvariantViolated(format!("bucket {} would go negative", bucket.id)))?;
         }
-        self.buckets
-            .retain(|b| b.remaining.is_positive() || b.source() == BucketSource::Purchased);
         Ok(draws.iter().map(Draw::debit_line).collect())
     }
 
-    /// Numbers the next entry and captures the balances after it.
+    /// Every meter's available balance, `credits` always: what an entry's
+    /// placement records as its balance after.
+    pub fn balances(&self) -> BTreeMap<MeterId, Credits> {
+        self.buckets
+            .iter()
+            .map(|b| b.meter())
+            .cloned()
+            .chain(std::iter::once(credits_meter()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(|m| {
+                let a = self.available(&m);
+                (m, a)
+            })
+            .collect()
+    }
+
+    /// Counts the next entry (the account's `seq` is how many it has) and
+    /// describes the change; the sequencer places it once committed.
     pub(crate) fn record(
         &mut self,
         kind: EntryKind,
@@ -177,23 +197,9 @@ impl Account {
         fill: impl FnOnce(&mut LedgerEntry),
     ) -> LedgerEntry {
         self.seq += 1;
-        let meters: BTreeSet<MeterId> = self
-            .buckets
-            .iter()
-            .map(|b| b.meter())
-            .chain(lines.iter().map(|l| l.meter()))
-            .cloned()
-            .chain(std::iter::once(credits_meter()))
-            .collect();
-        let balance_after = meters
-            .into_iter()
-            .map(|m| {
-                let a = self.available(&m);
-                (m, a)
-            })
-            .collect();
         let mut entry = LedgerEntry {
-            seq: self.seq,
+            id: String::new(),
+            placement: None,
             at: now,
             kind,
             actor,
@@ -205,7 +211,6 @@ impl Account {
             plan: None,
             purchase: None,
             lines,
-            balance_after,
         };
         fill(&mut entry);
         entry
@@ -281,8 +286,8 @@ mod tests {
             account.buckets[0].expires_at,
             Some(crate::period::start_of_day(account.period.end))
         );
-        assert_eq!((entry.seq, entry.kind), (1, EntryKind::Subscription));
-        assert_eq!(entry.balance_after[&credits_meter()], Credits::whole(500));
+        assert_eq!((account.seq, entry.kind), (1, EntryKind::Subscription));
+        assert_eq!(account.balances()[&credits_meter()], Credits::whole(500));
     }
 
     #[test]
@@ -317,7 +322,7 @@ mod tests {
                 (BucketSource::Purchased, Credits::from_thousandths(-1_500)),
             ]
         );
-        assert_eq!(e.balance_after[&credits_meter()], Credits::from_thousandths(98_500));
+        assert_eq!(account.balances()[&credits_meter()], Credits::from_thousandths(98_500));
     }
 
     #[test]
@@ -468,7 +473,12 @@ mod tests {
             (pool_line.offset, pool_line.amount),
             (Some(Credits::ZERO), Credits::whole(-3))
         );
-        let pool = account.buckets_in_priority(&credits_meter())[0].clone();
+        let pool = account
+            .buckets
+            .iter()
+            .find(|b| b.source() == BucketSource::Purchased)
+            .unwrap()
+            .clone();
         assert_eq!(
             (pool.consumed(), pool.remaining),
             (Credits::whole(3), Credits::whole(4_997))
@@ -509,13 +519,16 @@ mod tests {
 
     proptest! {
         /// Conservation: whatever happens, each meter's balance equals the sum
-        /// of its ledger entries, every entry's balance_after matches the
-        /// running sum, seq has no gaps and no bucket goes negative.
+        /// of its ledger entries after every one of them (what the sequencer
+        /// records as each entry's balance after), one entry per change,
+        /// and no bucket goes negative.
         #[test]
         fn entries_always_sum_to_the_balance(ops in prop::collection::vec(op(), 1..60)) {
             let mut now = at(2026, 1, 31);
             let (catalog, mut account, first) = provisioned("per_seat_1500", 1, now);
             let mut entries = vec![first];
+            let mut running: BTreeMap<MeterId, Credits> = BTreeMap::new();
+            let mut placed = 0;
             for op in ops {
                 match op {
                     Op::Spend(a, q, up_to) => {
@@ -529,23 +542,19 @@ mod tests {
                     }
                 }
                 account.check_invariants().unwrap();
-            }
-            let mut running: BTreeMap<MeterId, Credits> = BTreeMap::new();
-            for (i, e) in entries.iter().enumerate() {
-                prop_assert_eq!(e.seq, i as u64 + 1);
-                for l in &e.lines {
-                    let r = running.entry(l.meter().clone()).or_default();
-                    *r = r.checked_add(l.amount).unwrap();
-                    prop_assert!(!r.is_negative());
+                for e in &entries[placed..] {
+                    for l in &e.lines {
+                        let r = running.entry(l.meter().clone()).or_default();
+                        *r = r.checked_add(l.amount).unwrap();
+                        prop_assert!(!r.is_negative());
+                    }
                 }
-                for (m, after) in &e.balance_after {
-                    prop_assert_eq!(running.get(m).copied().unwrap_or_default(), *after);
+                placed = entries.len();
+                for (m, after) in account.balances() {
+                    prop_assert_eq!(running.get(&m).copied().unwrap_or_default(), after);
                 }
+                prop_assert_eq!(account.seq, entries.len() as u64);
             }
-            for (m, total) in running {
-                prop_assert_eq!(account.available(&m), total);
-            }
-            prop_assert_eq!(account.seq, entries.len() as u64);
         }
     }
 }

@@ -284,6 +284,18 @@ mod tests {
     }
 
     #[test]
+    fn every_shipped_catalog_is_valid_and_an_unknown_name_is_refused() {
+        for (name, _) in SHIPPED {
+            Catalog::shipped(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        let err = Catalog::shipped("lemlistt").unwrap_err().to_string();
+        assert!(
+            err.contains("no catalog \"lemlistt\"") && err.contains("default"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn rejects_a_catalog_naming_an_unknown_meter() {
         let json = default_json().replace("\"meter\": \"calling_credits\"", "\"meter\": \"nope\"");
         assert!(matches!(Catalog::from_json(&json), Err(DomainError::InvalidCatalog(_))));

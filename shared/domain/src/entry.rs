@@ -75,10 +75,23 @@ pub struct PurchaseRecord {
     pub payment_reference: String,
 }
 
+/// Where an entry sits in the organization's ledger: its number (1, 2, 3,
+/// ... with no gap, in commit order) and every meter's balance right after
+/// it. Concurrent changes commit in an order no writer knows when it
+/// decides, so the ledger's sequencer places each entry once it committed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub seq: u64,
+    pub balance_after: BTreeMap<MeterId, Credits>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LedgerEntry {
-    /// Position in the organization's ledger: 1, 2, 3, ... with no gaps.
-    pub seq: u64,
+    /// Opaque and stable, known when the entry is written (it names the
+    /// request or renewal that wrote it); empty until then.
+    pub id: String,
+    /// `None` until the sequencer has placed the entry.
+    pub placement: Option<Placement>,
     pub at: DateTime<Utc>,
     pub kind: EntryKind,
     pub actor: Actor,
@@ -91,8 +104,6 @@ pub struct LedgerEntry {
     pub plan: Option<PlanId>,
     pub purchase: Option<PurchaseRecord>,
     pub lines: Vec<EntryLine>,
-    /// Available balance of each meter right after this entry.
-    pub balance_after: BTreeMap<MeterId, Credits>,
 }
 
 impl LedgerEntry {
@@ -101,9 +112,8 @@ impl LedgerEntry {
         self.lines.iter().filter(|l| l.meter() == meter).map(|l| l.amount).sum()
     }
 
-    /// A stable, opaque id for clients: the organization's sequence number.
-    pub fn id(&self) -> String {
-        format!("ent_{:012}", self.seq)
+    pub fn seq(&self) -> Option<u64> {
+        self.placement.as_ref().map(|p| p.seq)
     }
 }
 

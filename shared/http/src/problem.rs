@@ -172,10 +172,26 @@ impl ApiError {
 
     pub fn to_response(&self) -> Response<Body> {
         let (status, body) = self.problem();
-        Response::builder()
-            .status(status)
-            .header("content-type", PROBLEM_JSON)
-            .body(Body::Text(body.to_string()))
-            .expect("valid response")
+        let mut response = Response::builder().status(status).header("content-type", PROBLEM_JSON);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Contention: the retry budget ran out with nothing written.
+            response = response.header("retry-after", "1");
+        }
+        response.body(Body::Text(body.to_string())).expect("valid response")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contention_is_a_retryable_503_that_says_when() {
+        let response = ApiError::Service(ServiceError::Contention).to_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()["retry-after"], "1");
+        assert_eq!(response.headers()["content-type"], PROBLEM_JSON);
+        let refused = ApiError::from(DomainError::AccountNotFound).to_response();
+        assert!(!refused.headers().contains_key("retry-after"));
     }
 }

@@ -62,24 +62,20 @@ pub fn outcome(applied: &Applied) -> Result<(StatusCode, Value), ApiError> {
         } => {
             let e = entry()?;
             let body = json!({
-                "entry_id": e.id(),
+                "entry_id": e.id,
                 "action": e.action.as_ref().map(|a| a.to_string()),
                 "meter": meter.to_string(),
                 "requested": requested,
                 "quantity": units,
                 "charged": charged.to_string(),
                 "buckets": lines(&e.lines),
-                "balance_after": amounts(&e.balance_after),
                 "dry_run": false,
             });
             (StatusCode::OK, body)
         }
         Outcome::Purchased => {
             let view = self::entry(entry()?);
-            (
-                StatusCode::CREATED,
-                json!({ "balance_after": view["balance_after"], "entry": view }),
-            )
+            (StatusCode::CREATED, json!({ "entry": view }))
         }
         Outcome::Subscribed(state) => (StatusCode::CREATED, subscription(state, Some(entry()?))),
         Outcome::AlreadySubscribed(state) => (StatusCode::OK, subscription(state, None)),
@@ -89,14 +85,15 @@ pub fn outcome(applied: &Applied) -> Result<(StatusCode, Value), ApiError> {
 
 pub fn entry(e: &LedgerEntry) -> Value {
     let mut v = json!({
-        "id": e.id(),
-        "seq": e.seq,
+        "id": e.id,
+        // Placed by the sequencer once committed: until then, null.
+        "seq": e.seq(),
         "at": e.at,
         "kind": e.kind,
         "user": e.actor.user.as_ref().map(|u| u.to_string()),
         "caller": e.actor.caller,
         "lines": lines(&e.lines),
-        "balance_after": amounts(&e.balance_after),
+        "balance_after": e.placement.as_ref().map(|p| amounts(&p.balance_after)),
     });
     let o = v.as_object_mut().expect("object");
     let mut put = |k: &str, val: Value| {
@@ -155,9 +152,11 @@ fn subscription(state: &SubscriptionState, e: Option<&LedgerEntry>) -> Value {
         "next_renewal": state.period.renews_at(),
     });
     if let Some(e) = e {
-        v["entry_id"] = json!(e.id());
+        v["entry_id"] = json!(e.id);
         v["granted"] = json!(lines(&e.lines));
-        v["balance_after"] = amounts(&e.balance_after);
+        if let Some(p) = &e.placement {
+            v["balance_after"] = amounts(&p.balance_after);
+        }
     }
     v
 }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use ledger_domain::entry::Placement;
 use ledger_domain::{Account, Catalog, Clock, DomainError, IdempotencyKey, LedgerEntry, OrgId};
 use ledger_store::{
     AccountStore, Claim, Commit, CommitError, EntryKey, KeptRequest, Receipt, RequestStore, StoreError, StoredEntry,
@@ -157,8 +158,8 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
         let entry_key = EntryKey::Request(request.key.clone());
         let mut guess = self.cached(org);
         // Whether the state in hand was read together with the key's entry:
-        // only then is a refusal final (a cached guess may be stale, and the
-        // key may name an earlier success that must be replayed).
+        // only then is a refusal (or a partial charge) final. A cached guess
+        // may be stale, and the key may name an earlier success to replay.
         let mut fresh_with_key = false;
         let started = Instant::now();
         let mut backoff = Backoff::default();
@@ -166,7 +167,7 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
             if attempt > 0 && started.elapsed() > self.retry.budget {
                 break;
             }
-            let account = match guess.take() {
+            let before = match guess.take() {
                 Some(a) => a,
                 None => {
                     let (account, existing) = self.accounts.load_account_and_request(org, &request.key).await?;
@@ -177,21 +178,23 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
                     account.ok_or(DomainError::AccountNotFound)?
                 }
             };
-            let expected_seq = account.seq;
-            let mut next = account;
             let now = self.clock.now();
-            let mut entries = Vec::with_capacity(2);
-            let decided = next.renew_if_due(&self.catalog, now).and_then(|renewal| {
-                if let Some(renewal) = renewal {
-                    entries.push(StoredEntry {
-                        key: EntryKey::Renewal(next.period.start),
-                        entry: renewal,
-                        receipt: None,
-                    });
+            let mut next = before.clone();
+            // An account past due renews first, in a change of its own:
+            // nothing is decided on last month's allowance.
+            let (entry_key, decided) = match next.renew_if_due(&self.catalog, now) {
+                Ok(Some(renewal)) => (EntryKey::Renewal(next.period.start), Ok((renewal, None))),
+                Ok(None) => (
+                    entry_key.clone(),
+                    decide(&mut next, &self.catalog, now).map(|(e, o)| (e, Some(o))),
+                ),
+                Err(e) => (entry_key.clone(), Err(e)),
+            };
+            let (mut entry, outcome) = match decided {
+                Ok((_, Some(outcome))) if outcome.is_partial() && !fresh_with_key => {
+                    debug!(%org, "partial on a cached guess; reading fresh state");
+                    continue;
                 }
-                decide(&mut next, &self.catalog, now)
-            });
-            let (entry, outcome) = match decided {
                 Ok(d) => d,
                 Err(refusal) if !fresh_with_key => {
                     debug!(%org, %refusal, "refused on a cached guess; reading fresh state");
@@ -218,33 +221,40 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
                     };
                 }
             };
-            entries.push(StoredEntry {
-                key: entry_key.clone(),
-                entry: entry.clone(),
-                receipt: Some(request.receipt(&outcome)),
-            });
-            let claims = claim
-                .iter()
-                .map(|name| Claim {
-                    name: name.clone(),
-                    claimed_by: request.key.clone(),
-                })
-                .collect();
+            entry.id = entry_key.entry_id();
+            let claims = match &outcome {
+                Some(_) => claim
+                    .iter()
+                    .map(|name| Claim {
+                        name: name.clone(),
+                        claimed_by: request.key.clone(),
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
             let commit = Commit {
-                expected_seq: Some(expected_seq),
+                before: Some(&before),
                 account: &next,
-                entries,
+                entry: StoredEntry {
+                    key: entry_key,
+                    entry: entry.clone(),
+                    receipt: outcome.as_ref().map(|o| request.receipt(o)),
+                },
                 claims,
             };
             match self.accounts.commit(commit).await {
-                Ok(()) => {
-                    self.remember(next);
-                    return Ok(Applied {
-                        outcome,
-                        entry: Some(entry),
-                        replayed: false,
-                    });
-                }
+                Ok(()) => match outcome {
+                    Some(outcome) => {
+                        self.remember(next);
+                        return Ok(Applied {
+                            outcome,
+                            entry: Some(entry),
+                            replayed: false,
+                        });
+                    }
+                    // Renewed: now decide the request on the new month.
+                    None => guess = Some(next),
+                },
                 Err(CommitError::Stale(Some(fresh))) => {
                     debug!(%org, attempt, "lost a race; deciding again from the fresh state");
                     guess = Some(*fresh);
@@ -252,7 +262,8 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
                     // this state is as good as one read with it.
                     fresh_with_key = true;
                     // The first retry goes at once with the state just handed
-                    // back; after that, many writers on one account spread out.
+                    // back; after that, writers competing for the last
+                    // credits spread out.
                     if attempt > 0 {
                         tokio::time::sleep(backoff.next()).await;
                     }
@@ -297,16 +308,22 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
         F: FnOnce(&Catalog, DateTime<Utc>) -> Result<(Account, Decision), DomainError>,
         E: FnOnce(&Account) -> Result<Outcome, DomainError>,
     {
-        let (account, (entry, outcome)) = provision(&self.catalog, self.clock.now())?;
-        let entries = vec![StoredEntry {
-            key: EntryKey::Request(request.key.clone()),
-            entry: entry.clone(),
-            receipt: Some(request.receipt(&outcome)),
-        }];
+        let (account, (mut entry, outcome)) = provision(&self.catalog, self.clock.now())?;
+        let key = EntryKey::Request(request.key.clone());
+        entry.id = key.entry_id();
+        // The account's first entry: its placement is known now.
+        entry.placement = Some(Placement {
+            seq: account.seq,
+            balance_after: account.balances(),
+        });
         let commit = Commit {
-            expected_seq: None,
+            before: None,
             account: &account,
-            entries,
+            entry: StoredEntry {
+                key,
+                entry: entry.clone(),
+                receipt: Some(request.receipt(&outcome)),
+            },
             claims: Vec::new(),
         };
         match self.accounts.commit(commit).await {

@@ -1,6 +1,7 @@
 //! The ledger's operations, one per thing a caller can ask, whatever
 //! triggers it: parse at the edge, call one of these, render the result.
 
+use ledger_domain::entry::Placement;
 use ledger_domain::{
     Account, Actor, DomainError, OrgId, PurchaseGrant, Resubscription, SpendQuote, SpendRequest, Subscription,
 };
@@ -104,9 +105,20 @@ impl<A: AccountStore, R: RequestStore, H: HistoryStore> Ledger<A, R, H> {
         let page = self.history.history(org, &query).await?;
         if let Some(unseen) = page.entries.iter().find(|e| !query.scope.sees(e)) {
             return Err(
-                DomainError::InvariantViolated(format!("entry {} outside the viewer's scope", unseen.seq)).into(),
+                DomainError::InvariantViolated(format!("entry {} outside the viewer's scope", unseen.id)).into(),
             );
         }
         Ok(page)
+    }
+}
+
+impl<A, R, H: HistoryStore> Ledger<A, R, H> {
+    /// The sequencer: records where a committed entry sits in the ledger, as
+    /// the account's change read from the table's stream says (its count of
+    /// entries and its balances right after). Changes to one account reach
+    /// the stream in commit order, so this is the commit order; placing the
+    /// same change twice writes the same.
+    pub async fn place(&self, org: &OrgId, entry_sk: &str, placement: &Placement) -> Result<(), ServiceError> {
+        Ok(self.history.place(org, entry_sk, placement).await?)
     }
 }

@@ -188,6 +188,12 @@ impl Outcome {
         })
     }
 
+    /// A spend that charged fewer units than asked (`up_to`): final only
+    /// when decided on fresh state.
+    pub fn is_partial(&self) -> bool {
+        matches!(self, Outcome::Spent { requested, units, .. } if units < requested)
+    }
+
     /// Refusals decided on the account's state are kept under their key
     /// (a retry of a 402 stays that 402); input errors are not: nothing was
     /// decided.

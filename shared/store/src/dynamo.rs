@@ -9,17 +9,19 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    Update,
 };
 use aws_sdk_dynamodb::Client;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
+use ledger_domain::entry::Placement;
 use ledger_domain::{Account, HistoryScope, IdempotencyKey, LedgerEntry, OrgId};
 
 use crate::items::{
-    self, account_from_item, account_item, claim_from_item, claim_item, entry_from_item, entry_item, instant,
-    kept_request_from_item, key, org_pk, refusal_item, request_sk, Item, ACCOUNT_SK, LEDGER_BY_USER_INDEX,
-    LEDGER_INDEX, RENEWALS_INDEX, RENEWAL_SHARDS,
+    self, account_from_item, account_item, account_update, claim_from_item, claim_item, entry_from_item, entry_item,
+    entry_sk, entry_sk_of_id, instant, kept_request_from_item, key, org_pk, placement_attrs, refusal_item, request_sk,
+    Item, ACCOUNT_SK, LEDGER_BY_USER_INDEX, LEDGER_INDEX, RENEWALS_INDEX, RENEWAL_SHARDS,
 };
 use crate::port::{
     AccountStore, Commit, CommitError, DuePage, EntryKey, HistoryPage, HistoryQuery, HistoryStore, KeptRequest,
@@ -134,25 +136,35 @@ impl AccountStore for DynamoLedgerStore {
 
     async fn commit(&self, commit: Commit<'_>) -> Result<(), CommitError> {
         let org = &commit.account.org;
-        let mut items = Vec::with_capacity(1 + commit.entries.len() + commit.claims.len());
-        let account = account_item(commit.account);
-        // Optimistic lock: the state was decided from version `expected_seq`.
-        items.push(match commit.expected_seq {
-            Some(seq) => conditional_put(
+        let mut items = Vec::with_capacity(2 + commit.claims.len());
+        let last_entry = entry_sk(&commit.entry.key);
+        items.push(match commit.before {
+            // The change as an update conditioned only on what it relied on
+            // (see `account_update`): concurrent spends commute.
+            Some(before) => {
+                let change = account_update(before, commit.account, &last_entry);
+                let update = Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key(org_pk(org), ACCOUNT_SK.into())))
+                    .update_expression(change.update_expression())
+                    .condition_expression(change.condition_expression())
+                    .set_expression_attribute_names(Some(change.names))
+                    .set_expression_attribute_values(Some(change.values))
+                    .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                    .build()
+                    .map_err(request_error)?;
+                TransactWriteItem::builder().update(update).build()
+            }
+            None => conditional_put(
                 &self.table,
-                account,
-                "seq = :expected",
-                Some(HashMap::from([(
-                    ":expected".to_string(),
-                    AttributeValue::N(seq.to_string()),
-                )])),
+                account_item(commit.account, &last_entry),
+                "attribute_not_exists(pk)",
+                None,
             )?,
-            None => conditional_put(&self.table, account, "attribute_not_exists(pk)", None)?,
         });
-        for stored in &commit.entries {
-            let item = entry_item(org, &stored.key, &stored.entry, stored.receipt.as_ref());
-            items.push(conditional_put(&self.table, item, "attribute_not_exists(pk)", None)?);
-        }
+        let stored = &commit.entry;
+        let item = entry_item(org, &stored.key, &stored.entry, stored.receipt.as_ref());
+        items.push(conditional_put(&self.table, item, "attribute_not_exists(pk)", None)?);
         for claim in &commit.claims {
             let item = claim_item(&claim.name, org, &claim.claimed_by);
             items.push(conditional_put(&self.table, item, "attribute_not_exists(pk)", None)?);
@@ -254,23 +266,43 @@ impl HistoryStore for DynamoLedgerStore {
             .collect::<Result<Vec<_>, _>>()?;
         let more = entries.len() > q.limit as usize;
         entries.truncate(q.limit as usize);
-        let next_before = if more { entries.last().map(|e| e.seq) } else { None };
+        let next_before = if more {
+            entries.last().and_then(LedgerEntry::seq)
+        } else {
+            None
+        };
         Ok(HistoryPage { entries, next_before })
     }
 
-    async fn entry(&self, org: &OrgId, seq: u64) -> Result<Option<LedgerEntry>, StoreError> {
-        let out = self
-            .client
-            .query()
+    async fn entry(&self, org: &OrgId, id: &str) -> Result<Option<LedgerEntry>, StoreError> {
+        let Some(sk) = entry_sk_of_id(id) else {
+            return Ok(None);
+        };
+        match self.consistent_get(org_pk(org), sk).await? {
+            Some(item) if item.contains_key("kind") => entry_from_item(&item).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    async fn place(&self, org: &OrgId, entry_sk: &str, placement: &Placement) -> Result<(), StoreError> {
+        let (mut sets, mut names, mut values) = (Vec::new(), HashMap::new(), Item::new());
+        for (i, (attr, value)) in placement_attrs(placement).into_iter().enumerate() {
+            sets.push(format!("#a{i} = :a{i}"));
+            names.insert(format!("#a{i}"), attr);
+            values.insert(format!(":a{i}"), value);
+        }
+        self.client
+            .update_item()
             .table_name(&self.table)
-            .index_name(LEDGER_INDEX)
-            .key_condition_expression("ledger_org = :org AND seq = :seq")
-            .expression_attribute_values(":org", AttributeValue::S(org.to_string()))
-            .expression_attribute_values(":seq", AttributeValue::N(seq.to_string()))
+            .set_key(Some(key(org_pk(org), entry_sk.to_string())))
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .condition_expression("attribute_exists(pk)")
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
             .send()
             .await
             .map_err(request_error)?;
-        out.items.unwrap_or_default().first().map(entry_from_item).transpose()
+        Ok(())
     }
 }
 
@@ -360,16 +392,12 @@ fn interpret_cancellation(reasons: &[CancellationReason], commit: &Commit<'_>) -
             .cloned()
             .ok_or_else(|| StoreError::Malformed("cancellation without the item".into()))
     };
-    let entries = 1..1 + commit.entries.len();
-    for (i, stored) in entries.clone().zip(&commit.entries) {
-        if code(i) == "ConditionalCheckFailed" && matches!(stored.key, EntryKey::Request(_)) {
-            return Ok(CommitError::KeyTaken(kept_request_from_item(&item(i)?)?.map(Box::new)));
-        }
+    if code(1) == "ConditionalCheckFailed" && matches!(commit.entry.key, EntryKey::Request(_)) {
+        return Ok(CommitError::KeyTaken(kept_request_from_item(&item(1)?)?.map(Box::new)));
     }
     for (n, claim) in commit.claims.iter().enumerate() {
-        let i = entries.end + n;
-        if code(i) == "ConditionalCheckFailed" {
-            let (org, claimed_by) = claim_from_item(&item(i)?)?;
+        if code(2 + n) == "ConditionalCheckFailed" {
+            let (org, claimed_by) = claim_from_item(&item(2 + n)?)?;
             return Ok(CommitError::Claimed {
                 name: claim.name.clone(),
                 org,
@@ -411,18 +439,15 @@ mod tests {
         CancellationReason::builder().code(code).set_item(item).build()
     }
 
-    fn commit<'a>(account: &'a Account, entries: Vec<(EntryKey, &LedgerEntry)>) -> Commit<'a> {
+    fn commit<'a>(account: &'a Account, key: EntryKey, entry: &LedgerEntry) -> Commit<'a> {
         Commit {
-            expected_seq: Some(0),
+            before: Some(account),
             account,
-            entries: entries
-                .into_iter()
-                .map(|(key, entry)| StoredEntry {
-                    key,
-                    entry: entry.clone(),
-                    receipt: None,
-                })
-                .collect(),
+            entry: StoredEntry {
+                key,
+                entry: entry.clone(),
+                receipt: None,
+            },
             claims: Vec::new(),
         }
     }
@@ -439,6 +464,9 @@ mod tests {
     }
 
     fn stored_entry(key: &EntryKey, entry: &LedgerEntry) -> Item {
+        let mut entry = entry.clone();
+        entry.id = key.entry_id();
+        let entry = &entry;
         let receipt = receipt();
         let receipt = matches!(key, EntryKey::Request(_)).then_some(&receipt);
         entry_item(&OrgId::parse("acme").unwrap(), key, entry, receipt)
@@ -448,7 +476,7 @@ mod tests {
     fn a_transaction_conflict_is_retryable() {
         let (account, entry) = account();
         let reasons = [reason("None", None), reason("TransactionConflict", None)];
-        let c = commit(&account, vec![(request_key(), &entry)]);
+        let c = commit(&account, request_key(), &entry);
         assert!(matches!(
             interpret_cancellation(&reasons, &c),
             Ok(CommitError::Conflict)
@@ -458,14 +486,18 @@ mod tests {
     #[test]
     fn the_requests_own_entry_existing_is_a_replay_even_when_the_account_moved() {
         let (account, entry) = account();
-        let c = commit(&account, vec![(request_key(), &entry)]);
+        let c = commit(&account, request_key(), &entry);
         let both = [
-            reason("ConditionalCheckFailed", Some(account_item(&account))),
+            reason("ConditionalCheckFailed", Some(account_item(&account, "REQ#k0"))),
             reason("ConditionalCheckFailed", Some(stored_entry(&request_key(), &entry))),
         ];
         match interpret_cancellation(&both, &c) {
             Ok(CommitError::KeyTaken(Some(kept))) => {
-                assert_eq!((kept.receipt, kept.entry), (receipt(), Some(entry)))
+                assert_eq!(kept.receipt, receipt());
+                assert_eq!(
+                    kept.entry.map(|e| (e.id, e.lines)),
+                    Some((request_key().entry_id(), entry.lines))
+                )
             }
             other => panic!("{other:?}"),
         }
@@ -475,11 +507,10 @@ mod tests {
     fn a_renewal_written_by_another_writer_means_stale_not_replay() {
         let (account, entry) = account();
         let renewal = EntryKey::Renewal(account.period.start);
-        let c = commit(&account, vec![(renewal.clone(), &entry), (request_key(), &entry)]);
+        let c = commit(&account, renewal.clone(), &entry);
         let reasons = [
-            reason("ConditionalCheckFailed", Some(account_item(&account))),
+            reason("ConditionalCheckFailed", Some(account_item(&account, "REQ#k0"))),
             reason("ConditionalCheckFailed", Some(stored_entry(&renewal, &entry))),
-            reason("None", None),
         ];
         match interpret_cancellation(&reasons, &c) {
             Ok(CommitError::Stale(Some(fresh))) => assert_eq!(*fresh, account),

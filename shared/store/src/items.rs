@@ -7,7 +7,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use ledger_domain::entry::Placement;
 use ledger_domain::{
     Account, Actor, Billing, Bucket, BucketId, CallerKind, Credits, EntryKind, EntryLine, IdempotencyKey, LedgerEntry,
     MeterId, OrgId, Period, PurchaseRecord, Subscription, SubscriptionStatus,
@@ -40,6 +43,18 @@ pub fn entry_sk(key: &EntryKey) -> String {
         EntryKey::Request(k) => request_sk(k),
         EntryKey::Renewal(d) => format!("RENEWAL#{d}"),
     }
+}
+
+/// An entry's id: its sort key, opaque to clients, so it is known the moment
+/// the entry is written and leads back to it in one read.
+pub fn entry_id(sk: &str) -> String {
+    format!("ent_{}", URL_SAFE_NO_PAD.encode(sk))
+}
+
+/// The sort key an entry id names, if it names one.
+pub fn entry_sk_of_id(id: &str) -> Option<String> {
+    let sk = String::from_utf8(URL_SAFE_NO_PAD.decode(id.strip_prefix("ent_")?).ok()?).ok()?;
+    (sk.starts_with("REQ#") || sk.starts_with("RENEWAL#")).then_some(sk)
 }
 
 pub fn claim_pk(name: &str) -> String {
@@ -193,7 +208,10 @@ fn maps<'a>(list: &'a [AttributeValue], what: &'static str) -> impl Iterator<Ite
 
 // ---- account -------------------------------------------------------------
 
-pub fn account_item(account: &Account) -> Item {
+/// The whole account, as provisioning writes it. Later changes update it
+/// in place ([`account_update`]); `last_entry` names the entry each change
+/// wrote, for the sequencer.
+pub fn account_item(account: &Account, last_entry: &str) -> Item {
     let sub = &account.subscription;
     let mut item = key(org_pk(&account.org), ACCOUNT_SK.into());
     let mut put = |k: &str, v: AttributeValue| {
@@ -215,17 +233,29 @@ pub fn account_item(account: &Account) -> Item {
     // The renewal index's keys: the sweep finds the account by them.
     put("renewal_shard", s(renewal_shard(&account.org)));
     put("renews_at", s(instant(account.renews_at())));
-    put(
-        "buckets",
-        AttributeValue::L(account.buckets.iter().map(bucket_value).collect()),
-    );
-    put("used", meter_amounts(&account.used_this_period));
+    for b in &account.buckets {
+        put(&bucket_attr(&b.id), bucket_value(b));
+    }
+    for (meter, used) in &account.used_this_period {
+        put(&used_attr(meter), amount(*used));
+    }
+    put("last_entry", s(last_entry));
     item
+}
+
+/// Each bucket is a top-level attribute of the account, so a change updates
+/// exactly the buckets it touches.
+fn bucket_attr(id: &BucketId) -> String {
+    format!("bucket:{id}")
+}
+
+/// Each meter's usage this period, a top-level number.
+fn used_attr(meter: &MeterId) -> String {
+    format!("used:{meter}")
 }
 
 fn bucket_value(b: &Bucket) -> AttributeValue {
     let mut m = HashMap::from([
-        ("id".to_string(), s(b.id.to_string())),
         ("granted".to_string(), amount(b.granted)),
         ("remaining".to_string(), amount(b.remaining)),
         ("granted_at".to_string(), s(instant(b.granted_at))),
@@ -246,11 +276,16 @@ pub fn account_from_item(item: &Item) -> Result<Account, StoreError> {
         billing: a.parsed("billing", Billing::parse)?,
         custom_monthly: a.opt_credits("custom_monthly")?,
     };
-    let buckets = maps(a.list("buckets")?, "bucket")
-        .map(|b| {
-            let b = b?;
+    let buckets = item
+        .iter()
+        .filter_map(|(attr, b)| Some((attr.strip_prefix("bucket:")?, b)))
+        .map(|(id, b)| {
+            let AttributeValue::M(b) = b else {
+                return Err(StoreError::Malformed(format!("bucket {id}: not a map")));
+            };
+            let b = Attrs::of(b, "bucket");
             Ok(Bucket {
-                id: b.parsed("id", |t| BucketId::parse(t).ok())?,
+                id: BucketId::parse(id).map_err(|e| StoreError::Malformed(e.to_string()))?,
                 granted: b.credits("granted")?,
                 remaining: b.credits("remaining")?,
                 expires_at: b.opt_parsed("expires_at", parse_instant)?,
@@ -259,6 +294,9 @@ pub fn account_from_item(item: &Item) -> Result<Account, StoreError> {
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
+    let mut buckets = buckets;
+    // Attributes have no order; the account's is the order of grants.
+    buckets.sort_by(|x, y| (x.granted_by, &x.id).cmp(&(y.granted_by, &y.id)));
     Ok(Account {
         org,
         seq: a.n("seq")?,
@@ -270,9 +308,216 @@ pub fn account_from_item(item: &Item) -> Result<Account, StoreError> {
             end: a.date("period_end")?,
         },
         buckets,
-        used_this_period: a.meter_amounts("used")?,
+        used_this_period: item
+            .iter()
+            .filter_map(|(attr, v)| Some((attr.strip_prefix("used:")?, v)))
+            .map(|(meter, v)| {
+                let meter = MeterId::parse(meter).map_err(|e| StoreError::Malformed(e.to_string()))?;
+                match v {
+                    AttributeValue::N(t) => t
+                        .parse()
+                        .map(|t| (meter, Credits::from_thousandths(t)))
+                        .map_err(|_| StoreError::Malformed("usage: not a number".into())),
+                    _ => Err(StoreError::Malformed("usage: not a number".into())),
+                }
+            })
+            .collect::<Result<_, StoreError>>()?,
         created_at: a.instant("created_at")?,
     })
+}
+
+/// An update of the account item: expressions with their names and values.
+#[derive(Debug, Default)]
+pub struct AccountUpdate {
+    sets: Vec<String>,
+    removes: Vec<String>,
+    conditions: Vec<String>,
+    pub names: HashMap<String, String>,
+    pub values: Item,
+}
+
+impl AccountUpdate {
+    /// The placeholder of an attribute name, registered on first use
+    /// (DynamoDB refuses placeholders an expression does not use).
+    fn name(&mut self, name: &str) -> String {
+        if let Some((placeholder, _)) = self.names.iter().find(|(_, n)| n.as_str() == name) {
+            return placeholder.clone();
+        }
+        let placeholder = format!("#n{}", self.names.len());
+        self.names.insert(placeholder.clone(), name.to_string());
+        placeholder
+    }
+
+    fn value(&mut self, v: AttributeValue) -> String {
+        let placeholder = format!(":v{}", self.values.len());
+        self.values.insert(placeholder.clone(), v);
+        placeholder
+    }
+
+    pub fn update_expression(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.sets.is_empty() {
+            parts.push(format!("SET {}", self.sets.join(", ")));
+        }
+        if !self.removes.is_empty() {
+            parts.push(format!("REMOVE {}", self.removes.join(", ")));
+        }
+        parts.join(" ")
+    }
+
+    pub fn condition_expression(&self) -> String {
+        self.conditions.join(" AND ")
+    }
+}
+
+/// The change from `before` (the state a decision was made on) to `after`,
+/// as an update that applies only what changed, conditioned only on what
+/// the decision relied on. Spends lower buckets (`remaining >= amount`),
+/// purchases raise the pool (its `granted` as read, which places the pack),
+/// and neither conditions on anything else: concurrent changes commute and
+/// none invalidates another unless they compete for the last credits. What
+/// a change replaces (a renewal's period, an expiring bucket's remainder, the
+/// subscription) is conditioned on its value as read.
+pub fn account_update(before: &Account, after: &Account, last_entry: &str) -> AccountUpdate {
+    let mut u = AccountUpdate::default();
+    let pk = u.name("pk");
+    u.conditions.push(format!("attribute_exists({pk})"));
+    // Every change is decided within one billing period.
+    let (attr, period_start) = (u.name("period_start"), u.value(s(before.period.start.to_string())));
+    u.conditions.push(format!("{attr} = {period_start}"));
+    if before.period != after.period {
+        for (attr, value) in [
+            ("period_start", s(after.period.start.to_string())),
+            ("period_end", s(after.period.end.to_string())),
+            ("renews_at", s(instant(after.renews_at()))),
+        ] {
+            let (a, v) = (u.name(attr), u.value(value));
+            u.sets.push(format!("{a} = {v}"));
+        }
+        // A new period starts its usage afresh.
+        for meter in before.used_this_period.keys() {
+            if !after.used_this_period.contains_key(meter) {
+                let a = u.name(&used_attr(meter));
+                u.removes.push(a);
+            }
+        }
+        for (meter, used) in &after.used_this_period {
+            let (a, v) = (u.name(&used_attr(meter)), u.value(amount(*used)));
+            u.sets.push(format!("{a} = {v}"));
+        }
+    } else {
+        for (meter, now) in &after.used_this_period {
+            let was = before.used_this_period.get(meter).copied().unwrap_or_default();
+            let delta = now.thousandths() - was.thousandths();
+            if delta != 0 {
+                let used = u.name(&used_attr(meter));
+                let (zero, d) = (u.value(n(0)), u.value(n(delta)));
+                u.sets.push(format!("{used} = if_not_exists({used}, {zero}) + {d}"));
+            }
+        }
+    }
+    let (sb, sa) = (&before.subscription, &after.subscription);
+    let replaced = [
+        ("plan", s(sb.plan.as_str()), s(sa.plan.as_str()), sb.plan != sa.plan),
+        ("seats", n(sb.seats), n(sa.seats), sb.seats != sa.seats),
+        (
+            "billing",
+            s(sb.billing.as_str()),
+            s(sa.billing.as_str()),
+            sb.billing != sa.billing,
+        ),
+        (
+            "status",
+            s(before.status.as_str()),
+            s(after.status.as_str()),
+            before.status != after.status,
+        ),
+        (
+            "anchor",
+            s(before.anchor.to_string()),
+            s(after.anchor.to_string()),
+            before.anchor != after.anchor,
+        ),
+    ];
+    for (attr, was, now, changed) in replaced {
+        if changed {
+            let (a, w, v) = (u.name(attr), u.value(was), u.value(now));
+            u.conditions.push(format!("{a} = {w}"));
+            u.sets.push(format!("{a} = {v}"));
+        }
+    }
+    if sb.custom_monthly != sa.custom_monthly {
+        let a = u.name("custom_monthly");
+        match sa.custom_monthly {
+            Some(c) => {
+                let v = u.value(amount(c));
+                u.sets.push(format!("{a} = {v}"));
+            }
+            None => u.removes.push(a),
+        }
+    }
+    let find = |account: &Account, id: &BucketId| account.buckets.iter().find(|b| &b.id == id).cloned();
+    let mut ids: Vec<&BucketId> = before.buckets.iter().chain(&after.buckets).map(|b| &b.id).collect();
+    ids.sort();
+    ids.dedup();
+    for id in ids {
+        let (b, a) = (find(before, id), find(after, id));
+        if b == a {
+            continue;
+        }
+        let path = u.name(&bucket_attr(id));
+        match (b, a) {
+            (Some(b), Some(a)) => {
+                if a.granted != b.granted {
+                    let granted = u.name("granted");
+                    let was = u.value(amount(b.granted));
+                    let d = u.value(n(a.granted.thousandths() - b.granted.thousandths()));
+                    u.conditions.push(format!("{path}.{granted} = {was}"));
+                    u.sets.push(format!("{path}.{granted} = {path}.{granted} + {d}"));
+                }
+                let delta = a.remaining.thousandths() - b.remaining.thousandths();
+                if delta != 0 {
+                    let remaining = u.name("remaining");
+                    if delta < 0 {
+                        let need = u.value(n(-delta));
+                        u.conditions.push(format!("{path}.{remaining} >= {need}"));
+                    }
+                    let d = u.value(n(delta));
+                    u.sets.push(format!("{path}.{remaining} = {path}.{remaining} + {d}"));
+                }
+            }
+            (Some(b), None) => {
+                // It expires with exactly what it held when decided.
+                let (remaining, held) = (u.name("remaining"), u.value(amount(b.remaining)));
+                u.conditions.push(format!("{path}.{remaining} = {held}"));
+                u.removes.push(path);
+            }
+            (None, Some(a)) => {
+                let v = u.value(bucket_value(&a));
+                u.conditions.push(format!("attribute_not_exists({path})"));
+                u.sets.push(format!("{path} = {v}"));
+            }
+            (None, None) => {}
+        }
+    }
+    let (seq, count) = (u.name("seq"), u.value(n(after.seq - before.seq)));
+    let (last, entry) = (u.name("last_entry"), u.value(s(last_entry)));
+    u.sets.push(format!("{seq} = {seq} + {count}"));
+    u.sets.push(format!("{last} = {entry}"));
+    u
+}
+
+/// The placement an account's stream image gives the entry its change
+/// wrote: the account's count of entries is that entry's number, and its
+/// buckets the balances right after it.
+pub fn placement_of_account_image(image: &Item) -> Result<(OrgId, String, Placement), StoreError> {
+    let account = account_from_item(image)?;
+    let last_entry = Attrs::of(image, "account").s("last_entry")?.to_string();
+    let placement = Placement {
+        seq: account.seq,
+        balance_after: account.balances(),
+    };
+    Ok((account.org, last_entry, placement))
 }
 
 // ---- ledger entries --------------------------------------------------------
@@ -329,7 +574,6 @@ pub fn entry_item(org: &OrgId, key: &EntryKey, e: &LedgerEntry, receipt: Option<
         item.insert(k.to_string(), v);
     };
     put("ledger_org", s(org.as_str()));
-    put("seq", n(e.seq));
     put("at", s(instant(e.at)));
     put("kind", s(kind_name(e.kind)));
     put("caller", s(caller_name(e.actor.caller)));
@@ -379,7 +623,9 @@ pub fn entry_item(org: &OrgId, key: &EntryKey, e: &LedgerEntry, receipt: Option<
         })
         .collect();
     item.insert("lines".into(), AttributeValue::L(lines));
-    item.insert("balance_after".into(), meter_amounts(&e.balance_after));
+    if let Some(p) = &e.placement {
+        item.extend(placement_attrs(p));
+    }
     if let Some(r) = receipt {
         put_receipt(&mut item, r);
     }
@@ -391,8 +637,24 @@ fn put_receipt(item: &mut Item, r: &Receipt) {
     item.insert("outcome".into(), s(r.outcome.clone()));
 }
 
+/// What the sequencer adds to an entry: its number (which also puts it in
+/// the `ledger` indexes) and the balances right after it.
+pub fn placement_attrs(p: &Placement) -> Item {
+    HashMap::from([
+        ("seq".to_string(), n(p.seq)),
+        ("balance_after".to_string(), meter_amounts(&p.balance_after)),
+    ])
+}
+
 pub fn entry_from_item(item: &Item) -> Result<LedgerEntry, StoreError> {
     let a = Attrs::of(item, "entry");
+    let placement = match a.opt_n::<u64>("seq")? {
+        None => None,
+        Some(seq) => Some(Placement {
+            seq,
+            balance_after: a.meter_amounts("balance_after")?,
+        }),
+    };
     let lines = maps(a.list("lines")?, "entry line")
         .map(|l| {
             let l = l?;
@@ -417,7 +679,8 @@ pub fn entry_from_item(item: &Item) -> Result<LedgerEntry, StoreError> {
         }
     };
     Ok(LedgerEntry {
-        seq: a.n("seq")?,
+        id: entry_id(a.s("sk")?),
+        placement,
         at: a.instant("at")?,
         kind: a.parsed("kind", kind_of)?,
         actor: Actor {
@@ -432,7 +695,6 @@ pub fn entry_from_item(item: &Item) -> Result<LedgerEntry, StoreError> {
         plan: a.opt_parsed("plan", |t| ledger_domain::PlanId::parse(t).ok())?,
         purchase,
         lines,
-        balance_after: a.meter_amounts("balance_after")?,
     })
 }
 
@@ -453,7 +715,7 @@ pub fn kept_request_from_item(item: &Item) -> Result<Option<KeptRequest>, StoreE
     let (Some(fingerprint), Some(outcome)) = (a.opt_s("fingerprint")?, a.opt_s("outcome")?) else {
         return Ok(None);
     };
-    let entry = if item.contains_key("seq") {
+    let entry = if item.contains_key("kind") {
         Some(entry_from_item(item)?)
     } else {
         None
@@ -504,6 +766,7 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
     use ledger_domain::{Catalog, PurchaseGrant, SpendMode, SpendRequest};
+    use std::collections::BTreeMap;
 
     fn account() -> (Catalog, Account, Vec<LedgerEntry>) {
         let catalog = Catalog::default_catalog();
@@ -534,18 +797,28 @@ mod tests {
     #[test]
     fn accounts_and_entries_read_back_what_was_written() {
         let (_, account, entries) = account();
-        assert_eq!(account_from_item(&account_item(&account)).unwrap(), account);
+        assert_eq!(account_from_item(&account_item(&account, "REQ#k")).unwrap(), account);
         let receipt = Receipt {
             fingerprint: "f".into(),
             outcome: "{}".into(),
         };
-        for e in entries {
-            let key = EntryKey::Request(IdempotencyKey::parse(&format!("k{}", e.seq)).unwrap());
+        for (i, mut e) in entries.into_iter().enumerate() {
+            let key = EntryKey::Request(IdempotencyKey::parse(&format!("k{i}")).unwrap());
+            e.id = key.entry_id();
+            if i == 0 {
+                e.placement = Some(Placement {
+                    seq: 1,
+                    balance_after: BTreeMap::from([(MeterId::parse("credits").unwrap(), Credits::whole(3_000))]),
+                });
+            }
             let item = entry_item(&account.org, &key, &e, Some(&receipt));
             assert_eq!(entry_from_item(&item).unwrap(), e);
             let kept = kept_request_from_item(&item).unwrap().unwrap();
             assert_eq!((kept.receipt, kept.entry), (receipt.clone(), Some(e)));
+            assert_eq!(entry_sk_of_id(&key.entry_id()), Some(format!("REQ#k{i}")));
         }
+        assert_eq!(entry_sk_of_id("ent_bm9wZQ"), None, "an id naming no entry");
+        assert_eq!(entry_sk_of_id("nope"), None);
     }
 
     #[test]
@@ -562,7 +835,6 @@ mod tests {
             "subject",
             "ledger_org",
             "ledger_user",
-            "seq",
         ] {
             assert!(
                 matches!(item.get(name), Some(AttributeValue::S(_) | AttributeValue::N(_))),
@@ -570,13 +842,72 @@ mod tests {
             );
         }
         assert_eq!(item["ledger_user"], s("acme#alice"));
+        assert!(
+            !item.contains_key("seq"),
+            "placed by the sequencer, not guessed by the writer"
+        );
     }
 
     #[test]
     fn a_stored_account_names_its_renewal_for_the_index() {
         let (_, account, _) = account();
-        let item = account_item(&account);
+        let item = account_item(&account, "REQ#k");
         assert_eq!(item["renews_at"], s("2026-04-30T00:00:00.000000Z"));
         assert!(matches!(&item["renewal_shard"], AttributeValue::S(t) if t.starts_with("RENEWAL#")));
+    }
+
+    #[test]
+    fn a_spend_updates_only_the_buckets_it_draws_on_what_they_hold() {
+        let (catalog, before, _) = account();
+        let mut after = before.clone();
+        let (action_id, action) = catalog.action("ai_email_generation").unwrap();
+        let req = SpendRequest {
+            action_id,
+            action,
+            quantity: 2,
+            mode: SpendMode::All,
+            actor: Actor::system(),
+            campaign: None,
+            subject: None,
+        };
+        after
+            .spend(&req, Utc.with_ymd_and_hms(2026, 4, 1, 0, 0, 0).unwrap())
+            .unwrap();
+        let u = account_update(&before, &after, "REQ#s");
+        let names = |text: &str| {
+            u.names.iter().fold(text.to_string(), |t, (placeholder, name)| {
+                t.replace(placeholder.as_str(), name)
+            })
+        };
+        let values = |text: &str| {
+            u.values.iter().fold(text.to_string(), |t, (placeholder, v)| {
+                let shown = match v {
+                    AttributeValue::S(x) | AttributeValue::N(x) => x.clone(),
+                    _ => "{..}".into(),
+                };
+                t.replace(placeholder.as_str(), &shown)
+            })
+        };
+        // The plan bucket is what the spend draws on; nothing else is read.
+        // The plan's 3,000 went to the helper's spend: the pool pays.
+        let plan = "bucket:purchased:credits";
+        assert_eq!(
+            values(&names(&u.condition_expression())),
+            format!("attribute_exists(pk) AND period_start = 2026-03-31 AND {plan}.remaining >= 2000")
+        );
+        assert_eq!(
+            values(&names(&u.update_expression())),
+            format!(
+                "SET used:credits = if_not_exists(used:credits, 0) + 2000, {plan}.remaining = {plan}.remaining + -2000, seq = seq + 1, last_entry = REQ#s"
+            )
+        );
+    }
+
+    #[test]
+    fn the_sequencer_reads_an_entrys_place_from_the_account_image() {
+        let (_, account, _) = account();
+        let (org, last, placement) = placement_of_account_image(&account_item(&account, "REQ#k3")).unwrap();
+        assert_eq!((org, last.as_str(), placement.seq), (account.org.clone(), "REQ#k3", 3));
+        assert_eq!(placement.balance_after, account.balances());
     }
 }

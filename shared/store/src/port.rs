@@ -4,6 +4,7 @@
 use std::future::Future;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use ledger_domain::entry::Placement;
 use ledger_domain::{Account, HistoryScope, IdempotencyKey, LedgerEntry, OrgId};
 
 /// What makes an entry unique, and so idempotent: the client's key, or the
@@ -12,6 +13,13 @@ use ledger_domain::{Account, HistoryScope, IdempotencyKey, LedgerEntry, OrgId};
 pub enum EntryKey {
     Request(IdempotencyKey),
     Renewal(NaiveDate),
+}
+
+impl EntryKey {
+    /// The id clients see for the entry written under this key.
+    pub fn entry_id(&self) -> String {
+        crate::items::entry_id(&crate::items::entry_sk(self))
+    }
 }
 
 /// What a request got, kept under its key so that a retry gets it again:
@@ -47,14 +55,15 @@ pub struct Claim {
     pub claimed_by: IdempotencyKey,
 }
 
-/// One atomic write: the account's new state, the entries that explain it,
-/// and any claims. All or nothing.
+/// One atomic write: the account's change from the state it was decided on,
+/// the entry that explains it, and any claims. All or nothing.
 #[derive(Debug)]
 pub struct Commit<'a> {
-    /// `None`: the account must not exist yet (provisioning).
-    pub expected_seq: Option<u64>,
+    /// The state the change was decided on; `None`: the account must not
+    /// exist yet (provisioning).
+    pub before: Option<&'a Account>,
     pub account: &'a Account,
-    pub entries: Vec<StoredEntry>,
+    pub entry: StoredEntry,
     pub claims: Vec<Claim>,
 }
 
@@ -156,8 +165,17 @@ pub trait HistoryStore: Send + Sync {
         query: &HistoryQuery,
     ) -> impl Future<Output = Result<HistoryPage, StoreError>> + Send;
 
-    /// One entry by its number (its id).
-    fn entry(&self, org: &OrgId, seq: u64) -> impl Future<Output = Result<Option<LedgerEntry>, StoreError>> + Send;
+    /// One entry by its id, placed or not yet.
+    fn entry(&self, org: &OrgId, id: &str) -> impl Future<Output = Result<Option<LedgerEntry>, StoreError>> + Send;
+
+    /// Records where a committed entry sits (the sequencer's write); placing
+    /// it again writes the same.
+    fn place(
+        &self,
+        org: &OrgId,
+        entry_sk: &str,
+        placement: &Placement,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// Accounts by when they are next due: what the scheduled renewal reads.

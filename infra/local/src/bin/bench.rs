@@ -20,6 +20,7 @@ use ledger_local::metrics::RequestCounter;
 use ledger_local::template::{Route, Template};
 use ledger_local::tokens::DevAuthority;
 use ledger_service::dynamo_ledger;
+use ledger_store::items::item_size;
 use serde_json::Value;
 
 /// On-demand prices (us-east-1, USD per million request units), for the estimate.
@@ -128,23 +129,6 @@ impl Bench {
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1e3
-}
-
-/// DynamoDB's item size: attribute names plus values (numbers about one
-/// byte per two digits), as capacity is billed.
-fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
-    fn value(v: &AttributeValue) -> usize {
-        match v {
-            AttributeValue::S(s) => s.len(),
-            AttributeValue::N(n) => n.len().div_ceil(2) + 1,
-            AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
-            AttributeValue::L(l) => 3 + l.iter().map(|x| 1 + value(x)).sum::<usize>(),
-            AttributeValue::M(m) => 3 + m.iter().map(|(k, x)| 1 + k.len() + value(x)).sum::<usize>(),
-            AttributeValue::Ss(ss) => ss.iter().map(String::len).sum(),
-            _ => 0,
-        }
-    }
-    item.iter().map(|(k, v)| k.len() + value(v)).sum()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
@@ -328,12 +312,25 @@ async fn capacity(bench: &Bench) -> Result<()> {
     let account = bench.item("ORG#latency", "ACCOUNT").await?;
     let entry = bench.item("ORG#latency", "REQ#l1").await?;
     let (a, e) = (item_size(&account), item_size(&entry));
-    // Transactional writes cost two write units per KB of each item; the
-    // entry's copy in the `ledger` GSI costs one more per KB.
-    let wru = 2 * (a.div_ceil(1024) + e.div_ceil(1024)) + e.div_ceil(1024);
+    let kb = |bytes: usize| bytes.div_ceil(1024);
+    // Transactional writes cost two write units per KB of each item; each
+    // index holding a copy of the item costs one more per KB of the copy.
+    // `renewals_due` holds the account's keys only, which a spend leaves
+    // unchanged: nothing there until the account renews.
+    let parts = [
+        ("account item (transactional put)", 2 * kb(a)),
+        ("entry item (transactional put)", 2 * kb(e)),
+        ("index ledger (entry copy)", kb(e)),
+        ("index ledger_by_user (entry copy, entries with a user)", kb(e)),
+        ("index renewals_due (keys unchanged by a spend)", 0),
+    ];
+    let wru: usize = parts.iter().map(|(_, u)| u).sum();
     let rru = a.div_ceil(4096);
     println!("\nCapacity and cost (on-demand, ${WRITE_UNIT_PRICE}/M write units, ${READ_UNIT_PRICE}/M read units):");
     println!("  account item {a} B, spend entry item {e} B");
+    for (what, units) in parts {
+        println!("  {what:<58} {units} write unit(s)");
+    }
     println!(
         "  warm spend: {wru} write units -> ${:.2} per million spends; balance read: {rru} read unit(s) -> ${:.3} per million",
         wru as f64 * WRITE_UNIT_PRICE,

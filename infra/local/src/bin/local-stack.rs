@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use ledger_domain::SystemClock;
 use ledger_local::gateway::Gateway;
+use ledger_local::streams::StreamPoller;
 use ledger_local::template::Template;
 use ledger_local::tokens::DevAuthority;
 use ledger_service::{catalog_from_env, dynamo_ledger};
@@ -33,12 +34,20 @@ async fn main() -> Result<()> {
     }
     let queues = template.create_queues(&aws_sdk_sqs::Client::new(&config), "").await?;
 
-    let ledger = dynamo_ledger(
-        dynamo,
-        "LedgerTable",
-        Arc::new(catalog_from_env()?),
-        Arc::new(SystemClock),
-    );
+    let catalog = Arc::new(catalog_from_env()?);
+    let ledger = dynamo_ledger(dynamo.clone(), "LedgerTable", catalog.clone(), Arc::new(SystemClock));
+    // The table's stream into the stream function, as Lambda's event source
+    // mapping would deliver it.
+    let mut poller = StreamPoller::for_table(&config, "LedgerTable").await?;
+    let sequencer = dynamo_ledger(dynamo, "LedgerTable", catalog, Arc::new(SystemClock));
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = poller.drain(&sequencer).await {
+                tracing::warn!(error = %e, "stream delivery failed; retrying");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
     let authority = DevAuthority::new(env("DEV_JWT_KEY", "local-dev-key-not-for-production").as_bytes());
     let routes = template.routes()?;
     let addr = Gateway::new(routes.clone(), authority.clone(), Arc::new(ledger))

@@ -1,0 +1,53 @@
+//! The table's stream consumer: derived data comes from here, never from
+//! extra writes on the spend path. Today it is the ledger's sequencer: each
+//! account change names the entry it wrote, and its new image says where
+//! that entry sits (the account's count of entries) and the balances right
+//! after it.
+//!
+//! Streams deliver each item's changes in order and at least once; placing
+//! a change twice writes the same, so redelivery and reordering across
+//! batches are harmless. A record that fails is reported (partial batch
+//! response): Lambda retries from it, and the batch's earlier records stay
+//! done.
+
+use aws_lambda_events::event::dynamodb::{Event, EventRecord};
+use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use aws_sdk_dynamodb::types::AttributeValue;
+use ledger_service::{DynamoLedger, ServiceError};
+use ledger_store::items::{placement_of_account_image, Item, ACCOUNT_SK};
+use tracing::{error, info_span, Instrument};
+
+pub async fn handle(ledger: &DynamoLedger, event: Event) -> DynamoDbEventResponse {
+    let mut response = DynamoDbEventResponse::default();
+    for record in event.records {
+        let id = record.change.sequence_number.clone();
+        let span = info_span!("stream record", sequence = id.as_deref().unwrap_or_default());
+        if let Err(e) = process(ledger, &record).instrument(span).await {
+            error!(error = %e, "stream record failed; the batch resumes from it");
+            let mut failure = DynamoDbBatchItemFailure::default();
+            failure.item_identifier = id;
+            response.batch_item_failures.push(failure);
+            // Records of one item must stay in order: stop at the first failure.
+            break;
+        }
+    }
+    response
+}
+
+fn image(item: &serde_dynamo::Item) -> Item {
+    item.clone()
+        .into_inner()
+        .into_iter()
+        .map(|(k, v)| (k, AttributeValue::from(v)))
+        .collect()
+}
+
+async fn process(ledger: &DynamoLedger, record: &EventRecord) -> Result<(), ServiceError> {
+    let new = image(&record.change.new_image);
+    let is_account = matches!(new.get("sk"), Some(AttributeValue::S(sk)) if sk == ACCOUNT_SK);
+    if !is_account || !matches!(record.event_name.as_str(), "INSERT" | "MODIFY") {
+        return Ok(());
+    }
+    let (org, entry_sk, placement) = placement_of_account_image(&new)?;
+    ledger.place(&org, &entry_sk, &placement).await
+}
