@@ -13,4 +13,8 @@ echo "== starting DynamoDB Local and moto"
 infra/local/servers.sh start "$state"
 source "$state/env"
 echo "== cargo test"
-cargo test --workspace
+cargo test --workspace 2>&1 | tee "$state/cargo-test.log"
+echo "== bench, short run (make bench for the figures)"
+cargo run --quiet -p ledger-local --bin bench -- quick
+# One closing line for every test above (cargo prints one per test binary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$state/cargo-test.log"

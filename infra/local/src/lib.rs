@@ -1,6 +1,7 @@
 //! The local stack: the template's tables and queues on DynamoDB Local and
 //! moto, and a local API Gateway serving the real handlers.
 
+pub mod aws_conflicts;
 pub mod gateway;
 pub mod metrics;
 pub mod streams;

@@ -15,7 +15,7 @@ pub enum ServiceError {
     /// operation says what it was, e.g. a payment reference).
     #[error("already claimed by another request")]
     AlreadyClaimed,
-    #[error("too much contention on the account; retry")]
+    #[error("too much contention on the account: retry with the same Idempotency-Key after Retry-After; for bulk work send one spend with `quantity` or `mode: up_to` instead of many")]
     Contention,
     #[error(transparent)]
     Store(#[from] StoreError),

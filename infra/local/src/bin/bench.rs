@@ -1,11 +1,17 @@
 //! `make bench`: what a spend costs, measured against DynamoDB Local through
-//! the real handlers. Prints figures; asserts nothing.
+//! the real handlers. Prints figures; times nothing against a target. The
+//! only checks are of correctness: after each concurrent level, every
+//! organization was charged exactly its acknowledged spends.
 //!
 //! - DynamoDB requests per operation, counted by an SDK interceptor;
 //! - latency of sequential warm spends;
-//! - many function instances spending on one account at once (commits per
-//!   spend show the optimistic-lock retries), and on separate accounts;
-//! - item sizes, capacity units and on-demand cost per million spends.
+//! - a hot organization with 1 to 100 concurrent function instances, next to
+//!   the raw rate of a bare 2-item transaction, and 100 organizations;
+//! - the hot organization under AWS's transaction rule (see `aws_conflicts`);
+//! - item sizes, write units per spend and per index, on-demand cost.
+//!
+//! `bench contention` runs the concurrency sections only; `bench quick` a
+//! short run of everything (the test command runs it).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,6 +40,8 @@ struct Bench {
     routes: Vec<Route>,
     authority: DevAuthority,
     catalog: Arc<Catalog>,
+    /// Spends per measured level: steady figures, or a quick run.
+    spends_per_level: usize,
 }
 
 impl Bench {
@@ -133,6 +141,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() -> Result<()> {
+    let quick = std::env::args().nth(1).as_deref() == Some("quick");
     let config = aws_config::load_from_env().await;
     let counter = RequestCounter::default();
     let client = counter.client(&config);
@@ -146,6 +155,8 @@ async fn main() -> Result<()> {
         routes: template.routes()?,
         authority: DevAuthority::new(b"bench-key"),
         catalog: Arc::new(Catalog::default_catalog()),
+        // `bench quick`: a short run of every section (the test command's).
+        spends_per_level: if quick { 40 } else { 800 },
     };
 
     // `bench contention` runs only the concurrency section.
@@ -154,6 +165,7 @@ async fn main() -> Result<()> {
         requests_and_latency(&bench).await;
     }
     contention(&bench).await;
+    aws_conflict_model(&bench).await;
     if !only_contention {
         capacity(&bench).await?;
     }
@@ -219,7 +231,7 @@ async fn requests_and_latency(bench: &Bench) {
         })
         .await;
 
-    let n = 300;
+    let n = bench.spends_per_level.min(300);
     bench.subscribe("latency", 1_000_000).await;
     let gw = bench.instance();
     let mut times = Vec::with_capacity(n);
@@ -242,68 +254,244 @@ async fn requests_and_latency(bench: &Bench) {
     );
 }
 
-async fn contention(bench: &Bench) {
-    println!("\nConcurrent function instances spending (400 spends in all):");
-    println!(
-        "  {:<34} {:>10} {:>14} {:>10} {:>6}",
-        "", "spends/s", "commits/spend", "max ms", "503s"
-    );
-    for (k, shared) in [(1, true), (10, true), (50, true), (100, true), (20, false)] {
-        let per = 400 / k;
-        let orgs: Vec<String> = (0..k)
-            .map(|i| {
-                if shared {
-                    format!("hot-{k}")
-                } else {
-                    format!("cold-{k}-{i}")
-                }
-            })
-            .collect();
-        for org in orgs.iter().collect::<std::collections::BTreeSet<_>>() {
-            bench.subscribe(org, 1_000_000).await;
-        }
-        bench.counter.reset();
-        let started = Instant::now();
-        let tasks = (0..k).map(|i| {
-            let gw = bench.instance();
-            let org = orgs[i].clone();
-
-            async move {
-                let mut worst = Duration::ZERO;
-                let mut contention = 0;
-                for j in 0..per {
-                    let t = Instant::now();
-                    match bench.spend(&gw, &org, &format!("k{k}-{i}-{j}"), 1).await {
-                        200 => {}
-                        503 => contention += 1,
-                        other => panic!("unexpected status {other}"),
-                    }
-                    worst = worst.max(t.elapsed());
-                }
-                (worst, contention)
+/// The ceiling to compare with: a bare 2-item conditional transaction (a
+/// counter updated on a condition, a new item put on `attribute_not_exists`,
+/// the shape of a spend) by `writers` tasks on one counter, same server, same run.
+async fn raw_transactions(bench: &Bench, writers: usize) -> f64 {
+    let per = (bench.spends_per_level / writers).max(1);
+    static RUN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let pk = format!("RAW#{writers}#{run}");
+    bench
+        .client
+        .put_item()
+        .table_name(&bench.table)
+        .item("pk", AttributeValue::S(pk.clone()))
+        .item("sk", AttributeValue::S("COUNTER".into()))
+        .item("n", AttributeValue::N("0".into()))
+        .send()
+        .await
+        .expect("counter");
+    let started = Instant::now();
+    join_all((0..writers).map(|w| {
+        let pk = pk.clone();
+        async move {
+            for i in 0..per {
+                let update = aws_sdk_dynamodb::types::Update::builder()
+                    .table_name(&bench.table)
+                    .key("pk", AttributeValue::S(pk.clone()))
+                    .key("sk", AttributeValue::S("COUNTER".into()))
+                    .update_expression("SET n = n + :one")
+                    .condition_expression("n >= :zero")
+                    .expression_attribute_values(":one", AttributeValue::N("1".into()))
+                    .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+                    .build()
+                    .expect("update");
+                let put = aws_sdk_dynamodb::types::Put::builder()
+                    .table_name(&bench.table)
+                    .item("pk", AttributeValue::S(pk.clone()))
+                    .item("sk", AttributeValue::S(format!("E#{w}-{i}")))
+                    .condition_expression("attribute_not_exists(pk)")
+                    .build()
+                    .expect("put");
+                bench
+                    .client
+                    .transact_write_items()
+                    .transact_items(
+                        aws_sdk_dynamodb::types::TransactWriteItem::builder()
+                            .update(update)
+                            .build(),
+                    )
+                    .transact_items(aws_sdk_dynamodb::types::TransactWriteItem::builder().put(put).build())
+                    .send()
+                    .await
+                    .expect("a bare transaction");
             }
-        });
-        let results = join_all(tasks).await;
-        let elapsed = started.elapsed();
-        let commits = bench
-            .counter
-            .by_operation()
-            .get("TransactWriteItems")
-            .copied()
-            .unwrap_or(0);
-        let worst = results.iter().map(|r| r.0).max().unwrap_or_default();
-        let contention: usize = results.iter().map(|r| r.1).sum();
-        let label = if shared {
-            format!("{k} instances, one account")
-        } else {
-            format!("{k} instances, own accounts")
-        };
+        }
+    }))
+    .await;
+    (per * writers) as f64 / started.elapsed().as_secs_f64()
+}
+
+struct Level {
+    spends: usize,
+    spends_per_s: f64,
+    commits_per_spend: f64,
+    contention: usize,
+    p50: f64,
+    p99: f64,
+}
+
+/// `writers` function instances, each spending one credit at a time, on
+/// `orgs` organizations (writer `i` on org `i % orgs`). Afterwards checks
+/// that every acknowledged spend was charged exactly once and nothing else.
+async fn spend_level(bench: &Bench, label: &str, writers: usize, orgs: usize) -> Level {
+    let per = (bench.spends_per_level / writers).max(1);
+    let names: Vec<String> = (0..orgs).map(|o| format!("{label}-{writers}-{o}")).collect();
+    for org in &names {
+        bench.subscribe(org, 1_000_000).await;
+    }
+    bench.counter.reset();
+    let started = Instant::now();
+    let results = join_all((0..writers).map(|w| {
+        let gw = bench.instance();
+        let org = names[w % orgs].clone();
+        async move {
+            let (mut times, mut ok, mut contention) = (Vec::with_capacity(per), 0usize, 0usize);
+            for j in 0..per {
+                let t = Instant::now();
+                match bench.spend(&gw, &org, &format!("w{w}-{j}"), 1).await {
+                    200 => ok += 1,
+                    503 => contention += 1,
+                    other => panic!("unexpected status {other}"),
+                }
+                times.push(t.elapsed());
+            }
+            (org, times, ok, contention)
+        }
+    }))
+    .await;
+    let elapsed = started.elapsed();
+    let commits = bench
+        .counter
+        .by_operation()
+        .get("TransactWriteItems")
+        .copied()
+        .unwrap_or(0);
+    let mut times: Vec<Duration> = results.iter().flat_map(|r| r.1.iter().copied()).collect();
+    times.sort();
+    // Nothing lost, nothing doubled: each organization's balance fell by
+    // exactly its acknowledged spends.
+    for org in &names {
+        let acknowledged: usize = results.iter().filter(|r| &r.0 == org).map(|r| r.2).sum();
+        let account = bench.item(&format!("ORG#{org}"), "ACCOUNT").await.expect("account");
+        let account = ledger_store::items::account_from_item(&account).expect("an account");
+        let spent = 1_000_000 - account.available(&ledger_domain::credits_meter()).thousandths() / 1_000;
+        assert_eq!(
+            spent as usize, acknowledged,
+            "{org}: charged exactly the acknowledged spends"
+        );
+        assert_eq!(account.seq as usize, 1 + acknowledged, "{org}: one entry per spend");
+    }
+    let spends = per * writers;
+    Level {
+        spends,
+        spends_per_s: results.iter().map(|r| r.2).sum::<usize>() as f64 / elapsed.as_secs_f64(),
+        commits_per_spend: commits as f64 / spends as f64,
+        contention: results.iter().map(|r| r.3).sum(),
+        p50: percentile(&times, 0.5),
+        p99: percentile(&times, 0.99),
+    }
+}
+
+async fn contention(bench: &Bench) {
+    println!(
+        "\nHot organization: function instances spending 1 credit each, {} spends a level:",
+        bench.spends_per_level
+    );
+    // Warm the server (its JIT) before measuring the ceiling.
+    raw_transactions(bench, 32).await;
+    let raw = raw_transactions(bench, 32).await;
+    println!("  raw 2-item conditional TransactWriteItems, 32 writers on one item: {raw:.0}/s");
+    println!(
+        "  {:<30} {:>9} {:>8} {:>13} {:>7} {:>8} {:>8}",
+        "", "spends/s", "x raw", "commits/spend", "503s", "p50 ms", "p99 ms"
+    );
+    let levels = [
+        ("1 writer, one org", 1, 1),
+        ("10 writers, one org", 10, 1),
+        ("32 writers, one org", 32, 1),
+        ("40 writers, one org", 40, 1),
+        ("100 writers, one org", 100, 1),
+        ("100 writers, 100 orgs", 100, 100),
+    ];
+    for (label, writers, orgs) in levels {
+        let tag = if orgs == 1 { "hot" } else { "spread" };
+        let l = spend_level(bench, tag, writers, orgs).await;
         println!(
-            "  {label:<34} {:>10.0} {:>14.2} {:>10.1} {:>6}",
-            (per * k) as f64 / elapsed.as_secs_f64(),
-            commits as f64 / (per * k) as f64,
-            worst.as_secs_f64() * 1e3,
-            contention
+            "  {label:<30} {:>9.0} {:>8.2} {:>13.2} {:>6.1}% {:>8.1} {:>8.1}",
+            l.spends_per_s,
+            l.spends_per_s / raw,
+            l.commits_per_spend,
+            100.0 * l.contention as f64 / l.spends as f64,
+            l.p50,
+            l.p99
+        );
+    }
+    println!("  (after each level: every organization's balance fell by exactly its acknowledged spends)");
+}
+
+/// The same hot organization under AWS's transaction rule (a commit is
+/// refused while another on the account is in flight), through the real
+/// executor: what one account item sustains on AWS, and how retries behave.
+async fn aws_conflict_model(bench: &Bench) {
+    println!("\nHot organization under AWS's transaction rule (one commit in flight per account; DynamoDB Local underneath):");
+    println!(
+        "  {:<22} {:>9} {:>18} {:>7} {:>8} {:>8}",
+        "", "spends/s", "conflicts/spend", "503s", "p50 ms", "p99 ms"
+    );
+    for writers in [1usize, 10, 40, 100] {
+        let org_name = format!("aws-{writers}");
+        bench.subscribe(&org_name, 1_000_000).await;
+        let store = ledger_store::DynamoLedgerStore::new(bench.client.clone(), bench.table.clone());
+        let aws = ledger_local::aws_conflicts::AwsConflicts::new(store.clone());
+        let per = (bench.spends_per_level / 2 / writers).max(1);
+        let started = Instant::now();
+        let results = join_all((0..writers).map(|w| {
+            let (store, aws) = (store.clone(), aws.clone());
+            let org_name = org_name.clone();
+            async move {
+                // A function instance of its own: its own cache.
+                let ledger = ledger_service::Ledger::over(
+                    aws,
+                    store.clone(),
+                    store,
+                    bench.catalog.clone(),
+                    Arc::new(SystemClock),
+                );
+                let org = ledger_domain::OrgId::parse(&org_name).expect("org");
+                let (action_id, action) = bench.catalog.action("ai_email_generation").expect("action");
+                let (mut times, mut ok, mut contention) = (Vec::new(), 0usize, 0usize);
+                for j in 0..per {
+                    let request = ledger_domain::SpendRequest {
+                        action_id,
+                        action,
+                        quantity: 1,
+                        mode: ledger_domain::SpendMode::All,
+                        actor: ledger_domain::Actor::system(),
+                        campaign: None,
+                        subject: None,
+                    };
+                    let idempotency = ledger_service::Idempotency {
+                        key: ledger_domain::IdempotencyKey::parse(&format!("aws-{w}-{j}")).expect("key"),
+                        fingerprint: format!("aws-{w}-{j}"),
+                    };
+                    let t = Instant::now();
+                    match ledger.spend(&org, &request, &idempotency).await {
+                        Ok(_) => ok += 1,
+                        Err(ledger_service::ServiceError::Contention) => contention += 1,
+                        Err(other) => panic!("{other:?}"),
+                    }
+                    times.push(t.elapsed());
+                }
+                (times, ok, contention)
+            }
+        }))
+        .await;
+        let elapsed = started.elapsed();
+        let mut times: Vec<Duration> = results.iter().flat_map(|r| r.0.iter().copied()).collect();
+        times.sort();
+        let ok: usize = results.iter().map(|r| r.1).sum();
+        let contention: usize = results.iter().map(|r| r.2).sum();
+        let conflicts = aws.conflicts();
+        println!(
+            "  {:<22} {:>9.0} {:>18.2} {:>6.1}% {:>8.1} {:>8.1}",
+            format!("{writers} writers"),
+            ok as f64 / elapsed.as_secs_f64(),
+            conflicts as f64 / (per * writers) as f64,
+            100.0 * contention as f64 / (per * writers) as f64,
+            percentile(&times, 0.5),
+            percentile(&times, 0.99)
         );
     }
 }
@@ -313,14 +501,15 @@ async fn capacity(bench: &Bench) -> Result<()> {
     let entry = bench.item("ORG#latency", "REQ#l1").await?;
     let (a, e) = (item_size(&account), item_size(&entry));
     let kb = |bytes: usize| bytes.div_ceil(1024);
-    // Transactional writes cost two write units per KB of each item; each
-    // index holding a copy of the item costs one more per KB of the copy.
-    // `renewals_due` holds the account's keys only, which a spend leaves
-    // unchanged: nothing there until the account renews.
+    // Transactional writes cost two write units per KB of each item, others
+    // one; each index holding a copy of the item costs one more per KB of
+    // the copy. `renewals_due` holds the account's keys only, which a spend
+    // leaves unchanged: nothing there until the account renews.
     let parts = [
-        ("account item (transactional put)", 2 * kb(a)),
+        ("account item (transactional update)", 2 * kb(a)),
         ("entry item (transactional put)", 2 * kb(e)),
-        ("index ledger (entry copy)", kb(e)),
+        ("entry placement (the stream function's update)", kb(e)),
+        ("index ledger (entry copy, once placed)", kb(e)),
         ("index ledger_by_user (entry copy, entries with a user)", kb(e)),
         ("index renewals_due (keys unchanged by a spend)", 0),
     ];
