@@ -4,14 +4,23 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+# `test.sh NAME` runs one integration test file on its own servers (e.g. a
+# long workload); with no argument, everything.
+only=${1:-}
+if [ -z "$only" ]; then
 echo "== cargo fmt --check"; cargo fmt --all -- --check
 echo "== cargo clippy"; cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cfn-lint template.yaml"; .venv/bin/cfn-lint template.yaml
+fi
 state=$(mktemp -d)
 trap 'infra/local/servers.sh stop "$state"; rm -rf "$state"' EXIT
 echo "== starting DynamoDB Local and moto"
 infra/local/servers.sh start "$state"
 source "$state/env"
+if [ -n "$only" ]; then
+  cargo test -p ledger-tests --test "$only" -- --nocapture
+  exit 0
+fi
 echo "== cargo test"
 cargo test --workspace 2>&1 | tee "$state/cargo-test.log"
 echo "== bench, short run (make bench for the figures)"

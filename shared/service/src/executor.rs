@@ -296,6 +296,59 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
         Err(ServiceError::Contention)
     }
 
+    /// Renews an account if it is due, as a change of its own; `None` when
+    /// it is not (anymore). Conditional on the period it renews, so two
+    /// sweeps, or a sweep racing a spend that renews lazily, grant once.
+    pub(crate) async fn renew(&self, org: &OrgId) -> Result<Option<LedgerEntry>, ServiceError> {
+        let started = Instant::now();
+        let mut backoff = Backoff::default();
+        let mut fresh = None;
+        for attempt in 0..self.retry.max_attempts {
+            if attempt > 0 && started.elapsed() > self.retry.budget {
+                break;
+            }
+            let before = match fresh.take() {
+                Some(account) => account,
+                None => self
+                    .accounts
+                    .load_account(org)
+                    .await?
+                    .ok_or(DomainError::AccountNotFound)?,
+            };
+            let mut next = before.clone();
+            let Some(mut entry) = next.renew_if_due(&self.catalog, self.clock.now())? else {
+                return Ok(None);
+            };
+            let key = EntryKey::Renewal(next.period.start);
+            entry.id = key.entry_id();
+            let commit = Commit {
+                before: Some(&before),
+                account: &next,
+                entry: StoredEntry {
+                    key,
+                    entry: entry.clone(),
+                    receipt: None,
+                },
+                claims: Vec::new(),
+            };
+            match self.accounts.commit(commit).await {
+                Ok(()) => {
+                    self.remember(next);
+                    return Ok(Some(entry));
+                }
+                // Another writer changed the account (or renewed it): look again.
+                Err(CommitError::Stale(Some(account))) => fresh = Some(*account),
+                Err(CommitError::Stale(None)) => return Err(DomainError::AccountNotFound.into()),
+                Err(CommitError::Conflict) => tokio::time::sleep(backoff.next()).await,
+                Err(CommitError::KeyTaken(_)) | Err(CommitError::Claimed { .. }) => {
+                    return Err(StoreError::Request("unexpected cancellation while renewing".into()).into())
+                }
+                Err(CommitError::Store(e)) => return Err(e.into()),
+            }
+        }
+        Err(ServiceError::Contention)
+    }
+
     /// Provisions an account that must not exist yet. When it does,
     /// `existing` answers from its current state (no write).
     pub(crate) async fn create<F, E>(

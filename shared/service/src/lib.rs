@@ -13,4 +13,5 @@ mod outcome;
 pub use config::{catalog_from_env, dynamo_ledger, DynamoLedger};
 pub use error::ServiceError;
 pub use executor::{Decision, Idempotency, Ledger, RetryPolicy, MAX_ATTEMPTS, REFUSAL_KEPT_DAYS};
+pub use operations::{SweepLimits, SweepReport};
 pub use outcome::{Applied, Outcome, SubscriptionState};

@@ -5,7 +5,7 @@ use ledger_domain::entry::Placement;
 use ledger_domain::{
     Account, Actor, DomainError, OrgId, PurchaseGrant, Resubscription, SpendQuote, SpendRequest, Subscription,
 };
-use ledger_store::{AccountStore, HistoryPage, HistoryQuery, HistoryStore, RequestStore};
+use ledger_store::{AccountStore, HistoryPage, HistoryQuery, HistoryStore, RenewalIndex, RequestStore};
 
 use crate::executor::{Idempotency, Ledger};
 use crate::outcome::{Applied, Outcome, SubscriptionState};
@@ -120,5 +120,83 @@ impl<A, R, H: HistoryStore> Ledger<A, R, H> {
     /// same change twice writes the same.
     pub async fn place(&self, org: &OrgId, entry_sk: &str, placement: &Placement) -> Result<(), ServiceError> {
         Ok(self.history.place(org, entry_sk, placement).await?)
+    }
+}
+
+/// How much one sweep may do: Lambda stops an invocation at its timeout, so
+/// a sweep stops itself first.
+#[derive(Clone, Copy, Debug)]
+pub struct SweepLimits {
+    /// Stop starting renewals after this instant.
+    pub deadline: Option<std::time::Instant>,
+    /// Stop after this many accounts.
+    pub max_accounts: usize,
+    /// Renewals in flight at once.
+    pub concurrency: usize,
+}
+
+/// What a sweep did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub renewed: usize,
+    /// Found due but renewed already (by a spend, or another sweep).
+    pub already_renewed: usize,
+    /// Left due (logged); the next sweep picks them up.
+    pub failed: usize,
+    /// Stopped at a limit with accounts possibly still due.
+    pub stopped_early: bool,
+}
+
+/// Due accounts read per page of the renewal index.
+const SWEEP_PAGE: u32 = 100;
+
+impl<A: AccountStore + RenewalIndex, R: RequestStore, H> Ledger<A, R, H> {
+    /// Renews one account now if it is due (the operator's "renew now").
+    pub async fn renew_now(&self, org: &OrgId) -> Result<Option<ledger_domain::LedgerEntry>, ServiceError> {
+        self.renew(org).await
+    }
+
+    /// The scheduled renewal: every account due by now, read from the
+    /// renewal index a page at a time (a Query, never a Scan), renewed with
+    /// bounded concurrency. Renewing moves an account's `renews_at` on, out of
+    /// the due range, so a sweep cut off midway loses nothing: what it did
+    /// not reach is still due for the next run, and what it did is not.
+    /// Each renewal is conditional on its period, so doubled or concurrent
+    /// sweeps grant once.
+    pub async fn sweep(&self, limits: SweepLimits) -> Result<SweepReport, ServiceError> {
+        use futures::stream::{self, StreamExt};
+        let due_by = self.clock.now();
+        let mut report = SweepReport::default();
+        let mut cursor: Option<String> = None;
+        let mut seen = 0usize;
+        loop {
+            let out_of_time = limits.deadline.is_some_and(|d| std::time::Instant::now() >= d);
+            if seen >= limits.max_accounts || out_of_time {
+                report.stopped_early = true;
+                return Ok(report);
+            }
+            let room = (limits.max_accounts - seen).min(SWEEP_PAGE as usize) as u32;
+            let page = self.accounts.due_accounts(due_by, room, cursor.as_deref()).await?;
+            seen += page.accounts.len();
+            let results: Vec<_> = stream::iter(page.accounts)
+                .map(|(org, _)| async move { (self.renew(&org).await, org) })
+                .buffer_unordered(limits.concurrency.max(1))
+                .collect()
+                .await;
+            for (result, org) in results {
+                match result {
+                    Ok(Some(_)) => report.renewed += 1,
+                    Ok(None) => report.already_renewed += 1,
+                    Err(e) => {
+                        tracing::error!(%org, error = %e, "renewal failed; left due for the next sweep");
+                        report.failed += 1;
+                    }
+                }
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(report),
+            }
+        }
     }
 }

@@ -39,13 +39,23 @@ async fn main() -> Result<()> {
     // The table's stream into the stream function, as Lambda's event source
     // mapping would deliver it.
     let mut poller = StreamPoller::for_table(&config, "LedgerTable").await?;
-    let sequencer = dynamo_ledger(dynamo, "LedgerTable", catalog, Arc::new(SystemClock));
+    let sequencer = dynamo_ledger(dynamo.clone(), "LedgerTable", catalog.clone(), Arc::new(SystemClock));
     tokio::spawn(async move {
         loop {
             if let Err(e) = poller.drain(&sequencer).await {
                 tracing::warn!(error = %e, "stream delivery failed; retrying");
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+    // The scheduled renewal, every minute (`make sweep` runs it at once).
+    let resetter = dynamo_ledger(dynamo, "LedgerTable", catalog, Arc::new(SystemClock));
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            if let Err(e) = reset::handle(&resetter, std::time::Duration::from_secs(50)).await {
+                tracing::warn!(error = %e, "renewal sweep failed; the next one retries");
+            }
         }
     });
     let authority = DevAuthority::new(env("DEV_JWT_KEY", "local-dev-key-not-for-production").as_bytes());

@@ -1,0 +1,236 @@
+//! The scheduled renewal against DynamoDB Local: every due account renewed
+//! once, whatever cuts a sweep off, however many sweeps and spends race.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{Duration, NaiveDate};
+use common::*;
+use futures::future::join_all;
+use futures::StreamExt;
+use ledger_domain::{Actor, Clock, OrgId, Subscription};
+use ledger_service::{Idempotency, SweepLimits};
+
+fn limits(max_accounts: usize) -> SweepLimits {
+    SweepLimits {
+        deadline: None,
+        max_accounts,
+        concurrency: 16,
+    }
+}
+
+/// The renewal entries of the table, as (org, period start).
+async fn renewals(stack: &Stack) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let mut start = None;
+    loop {
+        let out = stack
+            .client
+            .scan()
+            .table_name(&stack.table)
+            .filter_expression("begins_with(sk, :r)")
+            .expression_attribute_values(":r", AttributeValue::S("RENEWAL#".into()))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        for item in out.items.unwrap_or_default() {
+            let s = |k: &str| match &item[k] {
+                AttributeValue::S(v) => v.clone(),
+                _ => panic!("{k}"),
+            };
+            found.push((s("pk"), s("sk")));
+        }
+        start = out.last_evaluated_key;
+        if start.is_none() {
+            return found;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sweep_renews_every_due_account_once_even_when_cut_off_midway() {
+    let stack = Stack::new().await;
+    let ledger = stack.ledger();
+    // Accounts anchored over four days: 500 here, 2,000 with `make sweep-test`.
+    let total: usize = std::env::var("LEDGER_SWEEP_ACCOUNTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(500);
+    let per_day = total / 4;
+    let total = per_day * 4;
+    for day in 0..4 {
+        let subscribing = (0..per_day).map(|i| {
+            let ledger = &ledger;
+            async move {
+                let org = OrgId::parse(&format!("org-{day}-{i}")).unwrap();
+                let sub = Subscription::new(ledger.catalog(), "starter", None, None, None).unwrap();
+                let key = Idempotency {
+                    key: ledger_domain::IdempotencyKey::parse("sub").unwrap(),
+                    fingerprint: "sub".into(),
+                };
+                ledger.subscribe(&org, sub, Actor::system(), &key).await.unwrap();
+            }
+        });
+        // Sixteen at a time, as many function instances would.
+        futures::stream::iter(subscribing)
+            .buffer_unordered(16)
+            .collect::<Vec<()>>()
+            .await;
+        stack.clock.advance(Duration::days(1));
+    }
+    // Nothing is due yet: a sweep renews nothing.
+    assert_eq!(ledger.sweep(limits(usize::MAX)).await.unwrap().renewed, 0);
+
+    // A month later every account is due. The first invocation is cut off
+    // after a third of them; the next picks up the rest, a third finds none.
+    stack.clock.advance(Duration::days(31));
+    let cut = total / 3;
+    let first = ledger.sweep(limits(cut)).await.unwrap();
+    assert!(first.stopped_early);
+    assert_eq!(first.renewed, cut);
+    let second = stack.ledger().sweep(limits(usize::MAX)).await.unwrap();
+    assert_eq!((second.renewed, second.failed), (total - cut, 0), "{second:?}");
+    let third = stack.ledger().sweep(limits(usize::MAX)).await.unwrap();
+    assert_eq!(third.renewed, 0);
+
+    let found = renewals(&stack).await;
+    let orgs: BTreeSet<&String> = found.iter().map(|(pk, _)| pk).collect();
+    assert_eq!(
+        (found.len(), orgs.len()),
+        (total, total),
+        "each account renewed exactly once"
+    );
+    println!("{total} accounts renewed once each, the first sweep cut off after {cut}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_sweeps_and_twenty_spends_racing_at_the_renewal_instant_grant_once() {
+    let stack = Stack::with_account("starter").await;
+    let gw = stack.gateway();
+    assert_eq!(
+        spend(&gw, &stack.member(), "before", "ai_email_generation", 100)
+            .await
+            .status,
+        200
+    );
+    // The renewal instant: Feb 28, 00:00 UTC (anchored on Jan 31).
+    let renews_at = ledger_domain::period::start_of_day(NaiveDate::from_ymd_opt(2026, 2, 28).unwrap());
+    stack.clock.advance(renews_at - stack.clock.now());
+
+    let sweeps = (0..2).map(|_| {
+        let ledger = stack.ledger();
+        tokio::spawn(async move { ledger.sweep(limits(usize::MAX)).await.unwrap() })
+    });
+    let member = stack.member();
+    let spends = (0..20).map(|i| {
+        let gateway = stack.gateway();
+        let token = member.clone();
+        tokio::spawn(async move {
+            let body = r#"{"action":"ai_email_generation","quantity":3}"#;
+            call_retrying(
+                &gateway,
+                "POST",
+                "/v1/orgs/acme/spend",
+                &token,
+                &format!("at-{i}"),
+                body,
+            )
+            .await
+            .0
+            .status
+        })
+    });
+    let (sweeps, spends) = futures::join!(join_all(sweeps), join_all(spends));
+    let renewed: usize = sweeps.into_iter().map(|r| r.unwrap().renewed).sum();
+    assert!(spends.into_iter().all(|s| s.unwrap() == 200));
+    assert!(renewed <= 1, "the sweeps renewed {renewed} times");
+
+    // One renewal in all (by a sweep or a spend), 400 of last month's plan
+    // expired, 500 granted, every spend in the new month.
+    assert_eq!(renewals(&stack).await.len(), 1);
+    assert_eq!(available(&gw, &member, "credits").await, "440");
+    stack.settle().await;
+    let entries = ledger(&gw, &stack.admin(), 200).await;
+    assert_eq!(ledger_total(&entries, "credits"), thousandths("440"));
+    let seqs: BTreeSet<u64> = entries.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (1..=23).collect(),
+        "subscription, spend, renewal, 20 spends: no gap"
+    );
+}
+
+#[tokio::test]
+async fn an_account_anchored_on_the_31st_renews_on_its_day_for_fourteen_months() {
+    let stack = Stack::new().await;
+    let gw = stack.gateway();
+    let sub = r#"{"plan":"business","billing":"annual"}"#;
+    let r = call(
+        &gw,
+        "PUT",
+        "/v1/orgs/acme/subscription",
+        Some(&stack.admin()),
+        Some("sub"),
+        Some(sub),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let expected = [
+        (2026, 2, 28),
+        (2026, 3, 31),
+        (2026, 4, 30),
+        (2026, 5, 31),
+        (2026, 6, 30),
+        (2026, 7, 31),
+        (2026, 8, 31),
+        (2026, 9, 30),
+        (2026, 10, 31),
+        (2026, 11, 30),
+        (2026, 12, 31),
+        (2027, 1, 31),
+        (2027, 2, 28),
+        (2027, 3, 31),
+    ];
+    let service = stack.ledger();
+    for (n, (y, m, d)) in expected.into_iter().enumerate() {
+        let day = NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        // An hour before its day: not due.
+        let at = ledger_domain::period::start_of_day(day);
+        stack.clock.advance(at - Duration::hours(1) - stack.clock.now());
+        assert_eq!(
+            service.sweep(limits(usize::MAX)).await.unwrap().renewed,
+            0,
+            "early on {day}"
+        );
+        // Spend a little of the month, then the sweep at 00:05 renews it.
+        let r = spend(&gw, &stack.member(), &format!("m-{n}"), "ai_email_generation", 7).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        stack.clock.advance(Duration::minutes(65));
+        assert_eq!(service.sweep(limits(usize::MAX)).await.unwrap().renewed, 1, "on {day}");
+        let balance = call(&gw, "GET", "/v1/orgs/acme/balance", Some(&stack.member()), None, None)
+            .await
+            .body;
+        assert_eq!(balance["period"]["start"], day.to_string());
+        assert_eq!(
+            balance["meters"]["credits"]["available"], "5000",
+            "annual billing grants monthly"
+        );
+    }
+    stack.settle().await;
+    let entries = ledger(&gw, &stack.admin(), 200).await;
+    let renewals: Vec<&serde_json::Value> = entries.iter().filter(|e| e["kind"] == "renewal").collect();
+    assert_eq!(renewals.len(), 14);
+    for r in renewals {
+        // Each renewal expired what was left (5,000 - 7) and granted 5,000.
+        let lines: Vec<&str> = r["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["amount"].as_str().unwrap())
+            .collect();
+        assert_eq!(lines, vec!["-4993", "5000"], "{r}");
+    }
+}
