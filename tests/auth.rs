@@ -92,6 +92,7 @@ async fn no_caller_reads_or_spends_another_organizations_credits() {
             Some(r#"{"package":"credits_500","payment_reference":"x"}"#),
         ),
         ("PUT", "/v1/orgs/globex/subscription", Some(r#"{"plan":"starter"}"#)),
+        ("POST", "/v1/orgs/globex/renewals", None),
     ] {
         let r = call(&gw, method, path, Some(&admin), Some("cross-1"), body).await;
         assert_eq!(

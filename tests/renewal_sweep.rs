@@ -234,3 +234,39 @@ async fn an_account_anchored_on_the_31st_renews_on_its_day_for_fourteen_months()
         assert_eq!(lines, vec!["-4993", "5000"], "{r}");
     }
 }
+
+#[tokio::test]
+async fn the_service_renews_one_account_now_and_only_once() {
+    let stack = Stack::with_account("starter").await;
+    let gw = stack.gateway();
+    let renew = |token: String| {
+        let gw = &gw;
+        async move { call(gw, "POST", "/v1/orgs/acme/renewals", Some(&token), None, None).await }
+    };
+    // Users may not; the service may, and nothing is due yet.
+    assert_eq!(renew(stack.admin()).await.status, 403);
+    let r = renew(stack.service()).await;
+    assert_eq!(
+        (r.status, r.body["renewed"].as_bool()),
+        (200, Some(false)),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.body["next_renewal"], "2026-02-28T00:00:00Z");
+
+    // Two months late: one renewal into the current month, then nothing.
+    stack.clock.advance(Duration::days(60));
+    let r = renew(stack.service()).await;
+    assert_eq!((r.status, r.body["renewed"].as_bool()), (201, Some(true)), "{}", r.body);
+    assert_eq!(r.body["entry"]["kind"], "renewal");
+    assert_eq!(renew(stack.service()).await.body["renewed"], false);
+    let balance = call(&gw, "GET", "/v1/orgs/acme/balance", Some(&stack.member()), None, None)
+        .await
+        .body;
+    assert_eq!(balance["period"]["start"], "2026-03-31");
+    assert_eq!(
+        balance["meters"]["credits"]["available"], "500",
+        "nothing of the skipped month"
+    );
+    assert_eq!(renewals(&stack).await.len(), 1);
+}

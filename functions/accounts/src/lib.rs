@@ -1,11 +1,19 @@
-//! `PUT /v1/orgs/{org}/subscription`: subscribe an organization. The first
-//! call provisions its account with today as the billing anchor and grants
-//! the first month (and the plan's trial, once).
+//! The account's lifecycle:
+//! - `PUT /v1/orgs/{org}/subscription`: subscribe an organization. The first
+//!   call provisions its account with today as the billing anchor and grants
+//!   the first month (and the plan's trial, once).
+//! - `POST /v1/orgs/{org}/renewals`: renew now, if due (the service's, for
+//!   operators): what the scheduled sweep would do for this account.
 
+use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use ledger_domain::{Billing, Subscription};
-use ledger_http::{applied_response, json_body, path_param, respond, AmountInput, ApiError, Caller, DynamoLedger};
+use ledger_http::{
+    applied_response, json_body, json_response, path_param, respond, route_key, views, AmountInput, ApiError, Caller,
+    DynamoLedger,
+};
 use serde::Deserialize;
+use serde_json::json;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,7 +29,31 @@ struct SubscriptionBody {
 }
 
 pub async fn handle(ledger: &DynamoLedger, req: Request) -> Response<Body> {
-    respond(subscribe(ledger, &req).await)
+    respond(match route_key(&req).as_str() {
+        "POST /v1/orgs/{org}/renewals" => renew_now(ledger, &req).await,
+        _ => subscribe(ledger, &req).await,
+    })
+}
+
+/// Renewing is idempotent by nature (conditional on the period it renews):
+/// no Idempotency-Key needed, a second call finds nothing due.
+async fn renew_now(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(req)?;
+    let org = caller.organization(&path_param(req, "org")?)?;
+    caller.require_service()?;
+    Ok(match ledger.renew_now(&org).await? {
+        Some(entry) => json_response(
+            StatusCode::CREATED,
+            &json!({ "renewed": true, "entry": views::entry(&entry) }),
+        ),
+        None => {
+            let account = ledger.balance(&org).await?;
+            json_response(
+                StatusCode::OK,
+                &json!({ "renewed": false, "next_renewal": account.renews_at() }),
+            )
+        }
+    })
 }
 
 async fn subscribe(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, ApiError> {

@@ -72,6 +72,14 @@ impl Caller {
         }
     }
 
+    /// Operator actions (renew now): the product's backend only.
+    pub fn require_service(&self) -> Result<(), ApiError> {
+        match self {
+            Caller::Service { .. } => Ok(()),
+            Caller::User { .. } => Err(ApiError::Forbidden("only the service may do this")),
+        }
+    }
+
     pub fn require_admin_or_service(&self) -> Result<(), ApiError> {
         match self {
             Caller::Service { .. } | Caller::User { admin: true, .. } => Ok(()),
