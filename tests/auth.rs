@@ -93,6 +93,7 @@ async fn no_caller_reads_or_spends_another_organizations_credits() {
         ),
         ("PUT", "/v1/orgs/globex/subscription", Some(r#"{"plan":"starter"}"#)),
         ("POST", "/v1/orgs/globex/renewals", None),
+        ("DELETE", "/v1/orgs/globex/subscription", None),
     ] {
         let r = call(&gw, method, path, Some(&admin), Some("cross-1"), body).await;
         assert_eq!(

@@ -114,6 +114,11 @@ async fn one_idempotency_key_raced_by_many_instances_charges_once() {
 async fn purchases_racing_spends_lose_nothing() {
     let stack = Stack::with_account("starter").await;
     let (admin, member) = (stack.admin(), stack.member());
+    // One pack first: 1,000 credits cover the 750 spent whatever the order
+    // (spends may well run ahead of the purchases), and spends cross from
+    // the plan into the pool while four more packs raise it.
+    let first = r#"{"package":"credits_500","payment_reference":"pay-0"}"#;
+    assert_eq!(purchase(&stack.gateway(), &admin, "p-0", first).await.status, 201);
     let mut tasks = Vec::new();
     for i in 0..30 {
         let gateway = stack.gateway();
@@ -125,7 +130,7 @@ async fn purchases_racing_spends_lose_nothing() {
                 .0
         }));
     }
-    for i in 0..5 {
+    for i in 1..5 {
         let gateway = stack.gateway();
         let token = admin.clone();
         tasks.push(tokio::spawn(async move {

@@ -270,3 +270,105 @@ async fn the_service_renews_one_account_now_and_only_once() {
     );
     assert_eq!(renewals(&stack).await.len(), 1);
 }
+
+#[tokio::test]
+async fn cancel_keeps_what_was_paid_for_and_subscribing_again_never_repeats_the_trial() {
+    let stack = Stack::new().await;
+    let gw = stack.gateway();
+    let (admin, member) = (stack.admin(), stack.member());
+    let cancel = |key: &'static str| {
+        let (gw, admin) = (&gw, admin.clone());
+        async move {
+            call(
+                gw,
+                "DELETE",
+                "/v1/orgs/acme/subscription",
+                Some(&admin),
+                Some(key),
+                None,
+            )
+            .await
+        }
+    };
+    assert_eq!(subscribe(&gw, &admin, ORG, "free_trial").await.status, 201);
+    let r = purchase(&gw, &admin, "p-1", r#"{"credits":"40","payment_reference":"cancel-1"}"#).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(spend(&gw, &member, "s-1", "ai_email_generation", 100).await.status, 200);
+
+    // Members may not cancel; admins may, once.
+    let r = call(
+        &gw,
+        "DELETE",
+        "/v1/orgs/acme/subscription",
+        Some(&member),
+        Some("c-0"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    let r = cancel("c-1").await;
+    assert_eq!(
+        (r.status, r.body["status"].as_str()),
+        (200, Some("cancelled")),
+        "{}",
+        r.body
+    );
+    assert!(cancel("c-1").await.replayed, "a retry replays");
+    let r = cancel("c-2").await;
+    assert_eq!(
+        (r.status, r.body["type"].as_str()),
+        (409, Some("urn:credit-ledger:problem:subscription-cancelled"))
+    );
+    // What was granted stays usable: the trial's 400 and the 40 bought.
+    assert_eq!(available(&gw, &member, "credits").await, "440");
+    assert_eq!(spend(&gw, &member, "s-2", "ai_email_generation", 10).await.status, 200);
+
+    // Subscribing again, weeks later: a new anchor, a first month, no second trial.
+    stack.clock.advance(Duration::days(40));
+    let body = Some(r#"{"plan":"starter"}"#);
+    let r = call(
+        &gw,
+        "PUT",
+        "/v1/orgs/acme/subscription",
+        Some(&admin),
+        Some("sub-2"),
+        body,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["anchor"], "2026-03-12");
+    assert_eq!(available(&gw, &member, "credits").await, "930");
+    let r = cancel("c-3").await;
+    assert_eq!(r.status, 200);
+    let r = call(
+        &gw,
+        "PUT",
+        "/v1/orgs/acme/subscription",
+        Some(&admin),
+        Some("sub-again"),
+        Some(r#"{"plan":"free_trial"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let balance = call(&gw, "GET", "/v1/orgs/acme/balance", Some(&member), None, None)
+        .await
+        .body;
+    let trial: Vec<&serde_json::Value> = balance["meters"]["credits"]["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["source"] == "trial")
+        .collect();
+    assert_eq!(
+        (trial.len(), trial[0]["granted"].as_str()),
+        (1, Some("500")),
+        "the trial once, ever"
+    );
+    assert_eq!(
+        balance["meters"]["credits"]["available"], "430",
+        "starter's month expired on the change"
+    );
+    stack.settle().await;
+    let entries = ledger(&gw, &admin, 100).await;
+    assert_eq!(ledger_total(&entries, "credits"), thousandths("430"));
+}

@@ -2,6 +2,8 @@
 //! - `PUT /v1/orgs/{org}/subscription`: subscribe an organization. The first
 //!   call provisions its account with today as the billing anchor and grants
 //!   the first month (and the plan's trial, once).
+//! - `DELETE /v1/orgs/{org}/subscription`: cancel (admins, the service): no
+//!   allowance from the next renewal on; purchased credits stay usable.
 //! - `POST /v1/orgs/{org}/renewals`: renew now, if due (the service's, for
 //!   operators): what the scheduled sweep would do for this account.
 
@@ -31,8 +33,25 @@ struct SubscriptionBody {
 pub async fn handle(ledger: &DynamoLedger, req: Request) -> Response<Body> {
     respond(match route_key(&req).as_str() {
         "POST /v1/orgs/{org}/renewals" => renew_now(ledger, &req).await,
+        "DELETE /v1/orgs/{org}/subscription" => cancel(ledger, &req).await,
         _ => subscribe(ledger, &req).await,
     })
+}
+
+/// A cancel carries no body (or `{}`) and an Idempotency-Key like any mutation.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {}
+
+async fn cancel(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(req)?;
+    let org = caller.organization(&path_param(req, "org")?)?;
+    caller.require_admin_or_service()?;
+    let body = json_body::<CancelBody>(req)?;
+    let actor = caller.actor(None)?;
+    let idempotency = body.idempotency(req, &caller)?;
+    let applied = ledger.cancel(&org, actor, &idempotency).await?;
+    Ok(applied_response(&applied))
 }
 
 /// Renewing is idempotent by nature (conditional on the period it renews):

@@ -17,6 +17,8 @@ pub enum EntryKind {
     Renewal,
     Spend,
     Purchase,
+    /// The subscription was cancelled: no allowance from the next renewal on.
+    Cancellation,
 }
 
 /// Who caused a change. Service calls name the user they act for, if any.

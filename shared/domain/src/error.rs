@@ -30,6 +30,8 @@ pub enum DomainError {
     },
     #[error("the account is already subscribed to another plan; plan changes are not supported yet")]
     PlanChangeUnsupported,
+    #[error("the subscription is cancelled already; subscribe to start again")]
+    AlreadyCancelled,
     #[error("no account for this organization; subscribe first")]
     AccountNotFound,
     #[error("invalid catalog: {0}")]

@@ -16,6 +16,7 @@ pub mod entry;
 mod error;
 pub mod ids;
 mod invariants;
+mod lifecycle;
 pub mod period;
 pub mod purchase;
 pub mod renewal;

@@ -135,6 +135,12 @@ impl ApiError {
                     "Plan change not supported yet",
                     none(),
                 ),
+                D::AlreadyCancelled => (
+                    StatusCode::CONFLICT,
+                    "subscription-cancelled",
+                    "Subscription cancelled already",
+                    none(),
+                ),
                 D::AccountNotFound => (StatusCode::NOT_FOUND, "account-not-found", "No account", none()),
                 D::InvalidCatalog(_) | D::InvariantViolated(_) => {
                     (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", none())

@@ -79,6 +79,7 @@ pub fn outcome(applied: &Applied) -> Result<(StatusCode, Value), ApiError> {
         }
         Outcome::Subscribed(state) => (StatusCode::CREATED, subscription(state, Some(entry()?))),
         Outcome::AlreadySubscribed(state) => (StatusCode::OK, subscription(state, None)),
+        Outcome::Cancelled(state) => (StatusCode::OK, subscription(state, Some(entry()?))),
         Outcome::Refused(refusal) => return Err(refusal.clone().into()),
     })
 }

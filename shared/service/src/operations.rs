@@ -4,6 +4,7 @@
 use ledger_domain::entry::Placement;
 use ledger_domain::{
     Account, Actor, DomainError, OrgId, PurchaseGrant, Resubscription, SpendQuote, SpendRequest, Subscription,
+    SubscriptionStatus,
 };
 use ledger_store::{AccountStore, HistoryPage, HistoryQuery, HistoryStore, RenewalIndex, RequestStore};
 
@@ -22,17 +23,43 @@ impl<A: AccountStore, R: RequestStore, H: HistoryStore> Ledger<A, R, H> {
         actor: Actor,
         request: &Idempotency,
     ) -> Result<Applied, ServiceError> {
-        self.create(
-            request,
-            |catalog, now| {
-                let (account, entry) = Account::provision(org.clone(), subscription.clone(), catalog, actor, now)?;
-                let outcome = Outcome::Subscribed(SubscriptionState::of(&account));
-                Ok((account, (entry, outcome)))
-            },
-            |current| match current.subscription.resubscribe(&subscription)? {
-                Resubscription::Unchanged => Ok(Outcome::AlreadySubscribed(SubscriptionState::of(current))),
-            },
-        )
+        let created = self
+            .create(
+                request,
+                |catalog, now| {
+                    let (account, entry) =
+                        Account::provision(org.clone(), subscription.clone(), catalog, actor.clone(), now)?;
+                    let outcome = Outcome::Subscribed(SubscriptionState::of(&account));
+                    Ok((account, (entry, outcome)))
+                },
+                |current| match current.status {
+                    // Subscribing again after a cancel is a change: below.
+                    SubscriptionStatus::Cancelled => Err(DomainError::AlreadyCancelled),
+                    SubscriptionStatus::Active => match current.subscription.resubscribe(&subscription)? {
+                        Resubscription::Unchanged => Ok(Outcome::AlreadySubscribed(SubscriptionState::of(current))),
+                    },
+                },
+            )
+            .await;
+        match created {
+            Err(ServiceError::Domain(DomainError::AlreadyCancelled)) => {
+                self.apply(org, request, None, |account, catalog, now| {
+                    let entry = account.resubscribe_after_cancel(subscription.clone(), catalog, actor.clone(), now)?;
+                    Ok((entry, Outcome::Subscribed(SubscriptionState::of(account))))
+                })
+                .await
+            }
+            other => other,
+        }
+    }
+
+    /// Cancels the subscription: no allowance from the next renewal on;
+    /// this month's plan credits and purchased credits stay usable.
+    pub async fn cancel(&self, org: &OrgId, actor: Actor, request: &Idempotency) -> Result<Applied, ServiceError> {
+        self.apply(org, request, None, |account, _, now| {
+            let entry = account.cancel(actor.clone(), now)?;
+            Ok((entry, Outcome::Cancelled(SubscriptionState::of(account))))
+        })
         .await
     }
 

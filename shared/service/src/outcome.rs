@@ -47,6 +47,8 @@ pub enum Outcome {
     Subscribed(SubscriptionState),
     /// The account already had exactly this subscription: nothing written.
     AlreadySubscribed(SubscriptionState),
+    /// The subscription was cancelled.
+    Cancelled(SubscriptionState),
     /// A refusal decided on the account's state: kept like a success, so a
     /// retry of its key stays refused (a new key asks afresh).
     Refused(DomainError),
@@ -72,22 +74,61 @@ enum Stored {
         charged: i64,
     },
     Purchased,
-    Subscribed {
-        org: String,
-        plan: String,
-        seats: u32,
-        billing: String,
-        custom_monthly: Option<i64>,
-        status: String,
-        anchor: NaiveDate,
-        period_start: NaiveDate,
-        period_end: NaiveDate,
-    },
+    Subscribed(StoredState),
+    Cancelled(StoredState),
     InsufficientCredits {
         meter: String,
         needed: i64,
         available: i64,
     },
+}
+
+/// A subscription as an outcome records it.
+#[derive(Serialize, Deserialize)]
+struct StoredState {
+    org: String,
+    plan: String,
+    seats: u32,
+    billing: String,
+    custom_monthly: Option<i64>,
+    status: String,
+    anchor: NaiveDate,
+    period_start: NaiveDate,
+    period_end: NaiveDate,
+}
+
+impl StoredState {
+    fn of(s: &SubscriptionState) -> Self {
+        StoredState {
+            org: s.org.to_string(),
+            plan: s.subscription.plan.to_string(),
+            seats: s.subscription.seats,
+            billing: s.subscription.billing.as_str().into(),
+            custom_monthly: s.subscription.custom_monthly.map(Credits::thousandths),
+            status: s.status.as_str().into(),
+            anchor: s.anchor,
+            period_start: s.period.start,
+            period_end: s.period.end,
+        }
+    }
+
+    fn state(self) -> Result<SubscriptionState, String> {
+        Ok(SubscriptionState {
+            org: OrgId::parse(&self.org).map_err(|e| e.to_string())?,
+            subscription: Subscription {
+                plan: PlanId::parse(&self.plan).map_err(|e| e.to_string())?,
+                seats: self.seats,
+                billing: Billing::parse(&self.billing).ok_or(self.billing.clone())?,
+                custom_monthly: self.custom_monthly.map(Credits::from_thousandths),
+            },
+            status: SubscriptionStatus::parse(&self.status).ok_or(self.status.clone())?,
+            anchor: self.anchor,
+            period: Period {
+                start: self.period_start,
+                end: self.period_end,
+            },
+        })
+    }
 }
 
 impl Outcome {
@@ -108,17 +149,8 @@ impl Outcome {
                 charged: charged.thousandths(),
             },
             Outcome::Purchased => Stored::Purchased,
-            Outcome::Subscribed(s) | Outcome::AlreadySubscribed(s) => Stored::Subscribed {
-                org: s.org.to_string(),
-                plan: s.subscription.plan.to_string(),
-                seats: s.subscription.seats,
-                billing: s.subscription.billing.as_str().into(),
-                custom_monthly: s.subscription.custom_monthly.map(Credits::thousandths),
-                status: s.status.as_str().into(),
-                anchor: s.anchor,
-                period_start: s.period.start,
-                period_end: s.period.end,
-            },
+            Outcome::Subscribed(s) | Outcome::AlreadySubscribed(s) => Stored::Subscribed(StoredState::of(s)),
+            Outcome::Cancelled(s) => Stored::Cancelled(StoredState::of(s)),
             Outcome::Refused(DomainError::InsufficientCredits {
                 meter,
                 needed,
@@ -151,31 +183,8 @@ impl Outcome {
                 charged: Credits::from_thousandths(charged),
             },
             Stored::Purchased => Outcome::Purchased,
-            Stored::Subscribed {
-                org,
-                plan,
-                seats,
-                billing,
-                custom_monthly,
-                status,
-                anchor,
-                period_start,
-                period_end,
-            } => Outcome::Subscribed(SubscriptionState {
-                org: OrgId::parse(&org).map_err(|e| malformed(e.to_string()))?,
-                subscription: Subscription {
-                    plan: PlanId::parse(&plan).map_err(|e| malformed(e.to_string()))?,
-                    seats,
-                    billing: Billing::parse(&billing).ok_or_else(|| malformed(billing.clone()))?,
-                    custom_monthly: custom_monthly.map(Credits::from_thousandths),
-                },
-                status: SubscriptionStatus::parse(&status).ok_or_else(|| malformed(status.clone()))?,
-                anchor,
-                period: Period {
-                    start: period_start,
-                    end: period_end,
-                },
-            }),
+            Stored::Subscribed(state) => Outcome::Subscribed(state.state().map_err(malformed)?),
+            Stored::Cancelled(state) => Outcome::Cancelled(state.state().map_err(malformed)?),
             Stored::InsufficientCredits {
                 meter: m,
                 needed,
@@ -234,7 +243,8 @@ mod tests {
                 charged: Credits::from_thousandths(3_500),
             },
             Outcome::Purchased,
-            Outcome::Subscribed(state),
+            Outcome::Subscribed(state.clone()),
+            Outcome::Cancelled(state),
             Outcome::Refused(DomainError::InsufficientCredits {
                 meter: MeterId::parse("credits").unwrap(),
                 needed: Credits::whole(5),

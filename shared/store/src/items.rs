@@ -406,6 +406,12 @@ pub fn account_update(before: &Account, after: &Account, last_entry: &str) -> Ac
             u.sets.push(format!("{a} = {v}"));
         }
     } else {
+        for meter in before.used_this_period.keys() {
+            if !after.used_this_period.contains_key(meter) {
+                let a = u.name(&used_attr(meter));
+                u.removes.push(a);
+            }
+        }
         for (meter, now) in &after.used_this_period {
             let was = before.used_this_period.get(meter).copied().unwrap_or_default();
             let delta = now.thousandths() - was.thousandths();
@@ -528,6 +534,7 @@ fn kind_name(kind: EntryKind) -> &'static str {
         EntryKind::Renewal => "renewal",
         EntryKind::Spend => "spend",
         EntryKind::Purchase => "purchase",
+        EntryKind::Cancellation => "cancellation",
     }
 }
 
@@ -537,6 +544,7 @@ fn kind_of(text: &str) -> Option<EntryKind> {
         "renewal" => EntryKind::Renewal,
         "spend" => EntryKind::Spend,
         "purchase" => EntryKind::Purchase,
+        "cancellation" => EntryKind::Cancellation,
         _ => return None,
     })
 }

@@ -1,0 +1,151 @@
+//! Cancelling a subscription, and subscribing again after a cancel.
+
+use chrono::{DateTime, Utc};
+
+use crate::account::Account;
+use crate::catalog::Catalog;
+use crate::entry::{Actor, EntryKind, EntryLine, LedgerEntry};
+use crate::period::Period;
+use crate::subscription::{Subscription, SubscriptionStatus};
+use crate::DomainError;
+
+impl Account {
+    /// Cancels the subscription: no allowance is granted from the next
+    /// renewal on. This month's plan credits stay spendable until the renewal
+    /// they expire at; purchased credits and the trial never expire.
+    pub fn cancel(&mut self, actor: Actor, now: DateTime<Utc>) -> Result<LedgerEntry, DomainError> {
+        if self.status == SubscriptionStatus::Cancelled {
+            return Err(DomainError::AlreadyCancelled);
+        }
+        self.status = SubscriptionStatus::Cancelled;
+        let plan = self.subscription.plan.clone();
+        let entry = self.record(EntryKind::Cancellation, actor, now, Vec::new(), |e| e.plan = Some(plan));
+        self.check_invariants()?;
+        Ok(entry)
+    }
+
+    /// Subscribing again after a cancel starts a new billing anchor today:
+    /// what is left of the cancelled plan's month expires, and the new
+    /// plan's first month is granted. The trial is an organization's once,
+    /// ever: it is never granted again.
+    pub fn resubscribe_after_cancel(
+        &mut self,
+        subscription: Subscription,
+        catalog: &Catalog,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<LedgerEntry, DomainError> {
+        if self.status != SubscriptionStatus::Cancelled {
+            return Err(DomainError::PlanChangeUnsupported);
+        }
+        let (_, plan) = catalog.plan(subscription.plan.as_str())?;
+        let (expiring, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.buckets)
+            .into_iter()
+            .partition(|b| b.expires_at.is_some());
+        self.buckets = kept;
+        let mut lines: Vec<EntryLine> = expiring
+            .into_iter()
+            .filter(|b| b.remaining.is_positive())
+            .map(|b| EntryLine {
+                amount: -b.remaining,
+                bucket: b.id,
+                offset: None,
+            })
+            .collect();
+        let today = now.date_naive();
+        self.subscription = subscription;
+        self.status = SubscriptionStatus::Active;
+        self.anchor = today;
+        self.period = Period::containing(today, today);
+        self.used_this_period.clear();
+        lines.extend(self.grant_monthly(plan, now)?);
+        let plan_id = self.subscription.plan.clone();
+        let entry = self.record(EntryKind::Subscription, actor, now, lines, |e| e.plan = Some(plan_id));
+        self.check_invariants()?;
+        Ok(entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::{credits_meter, BucketSource, Credits, OrgId, PurchaseGrant};
+
+    fn at(y: i32, m: u32, d: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, m, d, 10, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn a_cancelled_account_keeps_this_month_and_purchases_and_gets_no_more() {
+        let catalog = Catalog::default_catalog();
+        let sub = Subscription::new(&catalog, "starter", None, None, None).unwrap();
+        let org = OrgId::parse("acme").unwrap();
+        let (mut account, _) = Account::provision(org, sub, &catalog, Actor::system(), at(2026, 1, 10)).unwrap();
+        let grant = PurchaseGrant::priced(&catalog, None, Some(Credits::whole(40)), "p").unwrap();
+        account.purchase(grant, Actor::system(), at(2026, 1, 11)).unwrap();
+        let entry = account.cancel(Actor::system(), at(2026, 1, 12)).unwrap();
+        assert_eq!((entry.kind, entry.lines.len()), (EntryKind::Cancellation, 0));
+        assert_eq!(
+            account.available(&credits_meter()),
+            Credits::whole(540),
+            "this month stays"
+        );
+        assert_eq!(
+            account.cancel(Actor::system(), at(2026, 1, 13)),
+            Err(DomainError::AlreadyCancelled)
+        );
+        let renewal = account.renew_if_due(&catalog, at(2026, 2, 10)).unwrap().expect("due");
+        assert_eq!(
+            renewal.net(&credits_meter()),
+            Credits::whole(-500),
+            "expired, nothing granted"
+        );
+        assert_eq!(
+            account.available(&credits_meter()),
+            Credits::whole(40),
+            "purchased stay"
+        );
+    }
+
+    #[test]
+    fn subscribing_again_starts_a_new_anchor_and_never_grants_the_trial_twice() {
+        let catalog = Catalog::default_catalog();
+        let trial = Subscription::new(&catalog, "free_trial", None, None, None).unwrap();
+        let org = OrgId::parse("acme").unwrap();
+        let (mut account, _) =
+            Account::provision(org, trial.clone(), &catalog, Actor::system(), at(2026, 1, 10)).unwrap();
+        account.cancel(Actor::system(), at(2026, 1, 20)).unwrap();
+        let starter = Subscription::new(&catalog, "starter", None, None, None).unwrap();
+        let entry = account
+            .resubscribe_after_cancel(starter, &catalog, Actor::system(), at(2026, 3, 5))
+            .unwrap();
+        assert_eq!(entry.kind, EntryKind::Subscription);
+        assert_eq!(account.anchor, at(2026, 3, 5).date_naive());
+        assert_eq!(
+            account.available(&credits_meter()),
+            Credits::whole(1_000),
+            "trial 500 kept, starter 500"
+        );
+        account.cancel(Actor::system(), at(2026, 3, 6)).unwrap();
+        account
+            .resubscribe_after_cancel(trial, &catalog, Actor::system(), at(2026, 3, 7))
+            .unwrap();
+        let trials: Vec<_> = account
+            .buckets
+            .iter()
+            .filter(|b| b.source() == BucketSource::Trial)
+            .collect();
+        assert_eq!(
+            (trials.len(), trials[0].granted),
+            (1, Credits::whole(500)),
+            "the trial once, ever"
+        );
+        assert_eq!(
+            account.available(&credits_meter()),
+            Credits::whole(500),
+            "starter's month expired"
+        );
+    }
+}
