@@ -236,12 +236,12 @@ async fn bad_input_is_refused_with_a_problem_and_writes_nothing() {
             "invalid-request",
         ),
         case(
-            "plan change",
+            "an upgrade asked by an admin (paid credits are the service's)",
             "PUT",
             "/v1/orgs/acme/subscription",
             r#"{"plan":"business"}"#,
-            409,
-            "plan-change-unsupported",
+            403,
+            "paid-by-service",
         ),
         case(
             "unknown route",

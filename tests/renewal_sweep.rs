@@ -372,3 +372,70 @@ async fn cancel_keeps_what_was_paid_for_and_subscribing_again_never_repeats_the_
     let entries = ledger(&gw, &admin, 100).await;
     assert_eq!(ledger_total(&entries, "credits"), thousandths("430"));
 }
+
+#[tokio::test]
+async fn an_upgrade_applies_now_once_and_a_downgrade_at_the_renewal() {
+    let stack = Stack::with_account("starter").await;
+    let gw = stack.gateway();
+    let (admin, member, service) = (stack.admin(), stack.member(), stack.service());
+    assert_eq!(spend(&gw, &member, "s-1", "ai_email_generation", 100).await.status, 200);
+    stack.clock.advance(Duration::days(10));
+    let change = |token: &str, key: &str, plan: &str| {
+        let (gw, token, key) = (&gw, token.to_string(), key.to_string());
+        let body = format!(r#"{{"plan":"{plan}"}}"#);
+        async move {
+            call(
+                gw,
+                "PUT",
+                "/v1/orgs/acme/subscription",
+                Some(&token),
+                Some(&key),
+                Some(&body),
+            )
+            .await
+        }
+    };
+    // An upgrade grants paid credits: the service's, never an admin's.
+    let r = change(&admin, "up-admin", "professional").await;
+    assert_eq!(
+        (r.status, r.body["type"].as_str()),
+        (403, Some("urn:credit-ledger:problem:paid-by-service"))
+    );
+    let r = change(&service, "up-1", "professional").await;
+    assert_eq!(
+        (r.status, r.body["plan"].as_str()),
+        (200, Some("professional")),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.body["granted"][0]["amount"], "1500", "the difference, for this month");
+    assert!(
+        change(&service, "up-1", "professional").await.replayed,
+        "granted once, even on retry"
+    );
+    assert_eq!(available(&gw, &member, "credits").await, "1900");
+
+    // An admin downgrades: nothing changes until the renewal, balance says when.
+    let r = change(&admin, "down-1", "starter").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let balance = call(&gw, "GET", "/v1/orgs/acme/balance", Some(&member), None, None)
+        .await
+        .body;
+    assert_eq!(balance["plan"], "professional");
+    assert_eq!(balance["scheduled_change"]["plan"], "starter");
+    assert_eq!(balance["scheduled_change"]["takes_effect"], "2026-02-28T00:00:00Z");
+    assert_eq!(balance["meters"]["credits"]["available"], "1900");
+
+    stack.clock.advance(Duration::days(20));
+    assert_eq!(stack.ledger().sweep(limits(usize::MAX)).await.unwrap().renewed, 1);
+    let balance = call(&gw, "GET", "/v1/orgs/acme/balance", Some(&member), None, None)
+        .await
+        .body;
+    assert_eq!(balance["plan"], "starter");
+    assert!(balance.get("scheduled_change").is_none());
+    assert_eq!(balance["meters"]["credits"]["available"], "500");
+    stack.settle().await;
+    let entries = ledger(&gw, &admin, 100).await;
+    assert_eq!(entries.iter().filter(|e| e["kind"] == "plan_change").count(), 2);
+    assert_eq!(ledger_total(&entries, "credits"), thousandths("500"));
+}

@@ -29,6 +29,8 @@ pub struct Account {
     /// The last ledger entry written for this account.
     pub seq: u64,
     pub subscription: Subscription,
+    /// A downgrade waiting for the next renewal.
+    pub scheduled: Option<Subscription>,
     pub status: SubscriptionStatus,
     /// The day the organization subscribed: every period starts on it.
     pub anchor: NaiveDate,
@@ -54,6 +56,7 @@ impl Account {
             org,
             seq: 0,
             subscription,
+            scheduled: None,
             status: SubscriptionStatus::Active,
             anchor,
             period: Period::containing(anchor, anchor),
@@ -121,14 +124,16 @@ impl Account {
     ) -> EntryLine {
         let pooled = id.source() == BucketSource::Purchased;
         let granted_by = self.seq + 1;
+        // An existing bucket is raised (the pool by a pack, this month's plan
+        // bucket by an upgrade); otherwise one opens.
         let offset = match self.buckets.iter_mut().find(|b| b.id == id) {
-            Some(pool) if pooled => {
-                let offset = pool.granted;
-                pool.granted = pool.granted.checked_add(amount).expect("credits within range");
-                pool.remaining = pool.remaining.checked_add(amount).expect("credits within range");
+            Some(bucket) => {
+                let offset = bucket.granted;
+                bucket.granted = bucket.granted.checked_add(amount).expect("credits within range");
+                bucket.remaining = bucket.remaining.checked_add(amount).expect("credits within range");
                 offset
             }
-            _ => {
+            None => {
                 self.buckets.push(Bucket {
                     id: id.clone(),
                     granted: amount,

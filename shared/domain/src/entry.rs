@@ -19,6 +19,9 @@ pub enum EntryKind {
     Purchase,
     /// The subscription was cancelled: no allowance from the next renewal on.
     Cancellation,
+    /// An upgrade (the current month's difference granted) or a downgrade
+    /// scheduled for the next renewal.
+    PlanChange,
 }
 
 /// Who caused a change. Service calls name the user they act for, if any.

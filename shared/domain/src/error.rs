@@ -30,6 +30,8 @@ pub enum DomainError {
     },
     #[error("the account is already subscribed to another plan; plan changes are not supported yet")]
     PlanChangeUnsupported,
+    #[error("an upgrade grants credits that are paid for: the service asks for it, after payment")]
+    PaidByService,
     #[error("the subscription is cancelled already; subscribe to start again")]
     AlreadyCancelled,
     #[error("no account for this organization; subscribe first")]

@@ -24,6 +24,45 @@ impl Account {
         Ok(entry)
     }
 
+    /// Changes an active subscription. An upgrade applies now: the current
+    /// month's plan buckets are raised by what the new plan grants more (its
+    /// retry under the same key is a replay, so the difference is granted
+    /// once), and any scheduled downgrade is dropped. A downgrade waits for
+    /// the next renewal. Upgrades grant credits that are paid for: only the
+    /// service, after payment, may ask for one.
+    pub fn change_plan(
+        &mut self,
+        requested: Subscription,
+        catalog: &Catalog,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<LedgerEntry, DomainError> {
+        if self.status == SubscriptionStatus::Cancelled {
+            return Err(DomainError::AlreadyCancelled);
+        }
+        let mut lines = Vec::new();
+        match self.subscription.resubscribe(&requested, catalog)? {
+            crate::Resubscription::Unchanged => return Err(DomainError::PlanChangeUnsupported),
+            crate::Resubscription::Upgrade => {
+                if actor.caller != crate::CallerKind::Service {
+                    return Err(DomainError::PaidByService);
+                }
+                let expires = Some(self.renews_at());
+                let period = self.period.start;
+                for (meter, more) in requested.monthly_difference(&self.subscription, catalog)? {
+                    lines.push(self.grant(crate::BucketId::Plan { meter, period }, more, expires, now));
+                }
+                self.subscription = requested;
+                self.scheduled = None;
+            }
+            crate::Resubscription::Downgrade => self.scheduled = Some(requested),
+        }
+        let plan = self.subscription.plan.clone();
+        let entry = self.record(EntryKind::PlanChange, actor, now, lines, |e| e.plan = Some(plan));
+        self.check_invariants()?;
+        Ok(entry)
+    }
+
     /// Subscribing again after a cancel starts a new billing anchor today:
     /// what is left of the cancelled plan's month expires, and the new
     /// plan's first month is granted. The trial is an organization's once,
@@ -54,6 +93,7 @@ impl Account {
             .collect();
         let today = now.date_naive();
         self.subscription = subscription;
+        self.scheduled = None;
         self.status = SubscriptionStatus::Active;
         self.anchor = today;
         self.period = Period::containing(today, today);
@@ -106,6 +146,58 @@ mod tests {
             account.available(&credits_meter()),
             Credits::whole(40),
             "purchased stay"
+        );
+    }
+
+    fn service() -> Actor {
+        Actor {
+            user: Some(crate::UserId::parse("alice").unwrap()),
+            caller: crate::CallerKind::Service,
+        }
+    }
+
+    #[test]
+    fn an_upgrade_grants_the_difference_now_and_a_downgrade_waits_for_the_renewal() {
+        let catalog = Catalog::default_catalog();
+        let sub = |plan: &str| Subscription::new(&catalog, plan, None, None, None).unwrap();
+        let org = OrgId::parse("acme").unwrap();
+        let (mut account, _) = Account::provision(org, sub("starter"), &catalog, service(), at(2026, 1, 10)).unwrap();
+        // An admin may not grant paid credits; the service may.
+        let admin = Actor {
+            user: Some(crate::UserId::parse("alice").unwrap()),
+            caller: crate::CallerKind::Admin,
+        };
+        let before = account.clone();
+        assert_eq!(
+            account.change_plan(sub("professional"), &catalog, admin.clone(), at(2026, 1, 20)),
+            Err(DomainError::PaidByService)
+        );
+        assert_eq!(account, before);
+        let up = account
+            .change_plan(sub("professional"), &catalog, service(), at(2026, 1, 20))
+            .unwrap();
+        assert_eq!(
+            (up.kind, up.net(&credits_meter())),
+            (EntryKind::PlanChange, Credits::whole(1_500))
+        );
+        assert_eq!(account.available(&credits_meter()), Credits::whole(2_000));
+        assert_eq!(account.buckets.len(), 1, "this month's plan bucket, raised");
+        // A downgrade by an admin changes nothing now.
+        let down = account
+            .change_plan(sub("starter"), &catalog, admin, at(2026, 1, 25))
+            .unwrap();
+        assert_eq!(down.lines.len(), 0);
+        assert_eq!(account.scheduled, Some(sub("starter")));
+        assert_eq!(account.available(&credits_meter()), Credits::whole(2_000));
+        let renewal = account.renew_if_due(&catalog, at(2026, 2, 10)).unwrap().unwrap();
+        assert_eq!(
+            renewal.net(&credits_meter()),
+            Credits::whole(-1_500),
+            "2,000 expired, 500 granted"
+        );
+        assert_eq!(
+            (account.subscription.plan.as_str(), account.scheduled.clone()),
+            ("starter", None)
         );
     }
 

@@ -43,6 +43,10 @@ impl Account {
             .collect();
         self.period = Period::containing(self.anchor, now.date_naive());
         self.used_this_period.clear();
+        // A downgrade takes effect with the month it was scheduled for.
+        if let Some(next) = self.scheduled.take() {
+            self.subscription = next;
+        }
         // A plan the operator removed from the catalog grants nothing more,
         // but must not lock the account out of what it holds.
         if let (SubscriptionStatus::Active, Ok((_, plan))) =

@@ -72,6 +72,11 @@ pub const MAX_SEATS: u32 = 100_000;
 pub enum Resubscription {
     /// The account has exactly this subscription: nothing to do.
     Unchanged,
+    /// More allowance on some meter: applies now, the difference granted
+    /// for the current month.
+    Upgrade,
+    /// No more allowance anywhere: takes effect at the next renewal.
+    Downgrade,
 }
 
 impl Subscription {
@@ -111,14 +116,47 @@ impl Subscription {
         })
     }
 
-    /// Subscribing again: the same subscription is a no-op; a change of
-    /// plan, seats or billing arrives with plan changes (billing cycles).
-    pub fn resubscribe(&self, requested: &Subscription) -> Result<Resubscription, DomainError> {
+    /// Subscribing again: the same subscription is a no-op; one that grants
+    /// more on any meter each month is an upgrade; anything else (fewer
+    /// credits, fewer seats, other billing) a downgrade.
+    pub fn resubscribe(&self, requested: &Subscription, catalog: &Catalog) -> Result<Resubscription, DomainError> {
         if self == requested {
-            Ok(Resubscription::Unchanged)
-        } else {
-            Err(DomainError::PlanChangeUnsupported)
+            return Ok(Resubscription::Unchanged);
         }
+        let increases = requested
+            .monthly_difference(self, catalog)?
+            .iter()
+            .any(|(_, more)| more.is_positive());
+        Ok(if increases {
+            Resubscription::Upgrade
+        } else {
+            Resubscription::Downgrade
+        })
+    }
+
+    /// Per meter, how much more this subscription grants each month than
+    /// `other` (meters it grants less of are left out). A plan the catalog
+    /// no longer has grants nothing.
+    pub fn monthly_difference(
+        &self,
+        other: &Subscription,
+        catalog: &Catalog,
+    ) -> Result<Vec<(MeterId, Credits)>, DomainError> {
+        let grants = |s: &Subscription| -> Result<Vec<(MeterId, Credits)>, DomainError> {
+            match catalog.plan(s.plan.as_str()) {
+                Ok((_, plan)) => s.monthly_grants(plan),
+                Err(_) => Ok(Vec::new()),
+            }
+        };
+        let (mine, theirs) = (grants(self)?, grants(other)?);
+        Ok(mine
+            .into_iter()
+            .filter_map(|(meter, amount)| {
+                let was: Credits = theirs.iter().filter(|(m, _)| *m == meter).map(|(_, a)| *a).sum();
+                let more = amount.checked_sub(was)?;
+                more.is_positive().then_some((meter, more))
+            })
+            .collect())
     }
 
     /// The monthly grants of this subscription, per meter.

@@ -135,6 +135,12 @@ impl ApiError {
                     "Plan change not supported yet",
                     none(),
                 ),
+                D::PaidByService => (
+                    StatusCode::FORBIDDEN,
+                    "paid-by-service",
+                    "Paid changes are the service's",
+                    none(),
+                ),
                 D::AlreadyCancelled => (
                     StatusCode::CONFLICT,
                     "subscription-cancelled",

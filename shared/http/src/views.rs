@@ -79,7 +79,9 @@ pub fn outcome(applied: &Applied) -> Result<(StatusCode, Value), ApiError> {
         }
         Outcome::Subscribed(state) => (StatusCode::CREATED, subscription(state, Some(entry()?))),
         Outcome::AlreadySubscribed(state) => (StatusCode::OK, subscription(state, None)),
-        Outcome::Cancelled(state) => (StatusCode::OK, subscription(state, Some(entry()?))),
+        Outcome::Cancelled(state) | Outcome::PlanChanged(state) => {
+            (StatusCode::OK, subscription(state, Some(entry()?)))
+        }
         Outcome::Refused(refusal) => return Err(refusal.clone().into()),
     })
 }
@@ -141,6 +143,16 @@ pub fn spend_quote(action: &str, quote: &SpendQuote) -> Value {
     })
 }
 
+/// A downgrade waiting for the renewal that applies it.
+fn scheduled_change(next: &ledger_domain::Subscription, at: DateTime<Utc>) -> Value {
+    json!({
+        "plan": next.plan.to_string(),
+        "seats": next.seats,
+        "billing": next.billing,
+        "takes_effect": at,
+    })
+}
+
 fn subscription(state: &SubscriptionState, e: Option<&LedgerEntry>) -> Value {
     let mut v = json!({
         "org": state.org.to_string(),
@@ -152,6 +164,9 @@ fn subscription(state: &SubscriptionState, e: Option<&LedgerEntry>) -> Value {
         "period": { "start": state.period.start, "end": state.period.end },
         "next_renewal": state.period.renews_at(),
     });
+    if let Some(next) = &state.scheduled {
+        v["scheduled_change"] = scheduled_change(next, state.period.renews_at());
+    }
     if let Some(e) = e {
         v["entry_id"] = json!(e.id);
         v["granted"] = json!(lines(&e.lines));
@@ -187,6 +202,9 @@ struct BalanceView {
     status: SubscriptionStatus,
     period: PeriodView,
     next_renewal: DateTime<Utc>,
+    /// A downgrade waiting for the next renewal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scheduled_change: Option<Value>,
     meters: BTreeMap<String, MeterView>,
 }
 
@@ -237,6 +255,10 @@ pub fn balance(account: &Account, catalog: &Catalog) -> Value {
             end: account.period.end,
         },
         next_renewal: account.period.renews_at(),
+        scheduled_change: account
+            .scheduled
+            .as_ref()
+            .map(|next| scheduled_change(next, account.renews_at())),
         meters,
     })
     .expect("serializable")

@@ -35,8 +35,13 @@ impl<A: AccountStore, R: RequestStore, H: HistoryStore> Ledger<A, R, H> {
                 |current| match current.status {
                     // Subscribing again after a cancel is a change: below.
                     SubscriptionStatus::Cancelled => Err(DomainError::AlreadyCancelled),
-                    SubscriptionStatus::Active => match current.subscription.resubscribe(&subscription)? {
+                    // The same subscription is a no-op; another is a change: below.
+                    SubscriptionStatus::Active => match current
+                        .subscription
+                        .resubscribe(&subscription, &self.catalog)?
+                    {
                         Resubscription::Unchanged => Ok(Outcome::AlreadySubscribed(SubscriptionState::of(current))),
+                        Resubscription::Upgrade | Resubscription::Downgrade => Err(DomainError::PlanChangeUnsupported),
                     },
                 },
             )
@@ -46,6 +51,13 @@ impl<A: AccountStore, R: RequestStore, H: HistoryStore> Ledger<A, R, H> {
                 self.apply(org, request, None, |account, catalog, now| {
                     let entry = account.resubscribe_after_cancel(subscription.clone(), catalog, actor.clone(), now)?;
                     Ok((entry, Outcome::Subscribed(SubscriptionState::of(account))))
+                })
+                .await
+            }
+            Err(ServiceError::Domain(DomainError::PlanChangeUnsupported)) => {
+                self.apply(org, request, None, |account, catalog, now| {
+                    let entry = account.change_plan(subscription.clone(), catalog, actor.clone(), now)?;
+                    Ok((entry, Outcome::PlanChanged(SubscriptionState::of(account))))
                 })
                 .await
             }

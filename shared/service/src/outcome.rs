@@ -16,6 +16,8 @@ use crate::ServiceError;
 pub struct SubscriptionState {
     pub org: OrgId,
     pub subscription: Subscription,
+    /// A downgrade waiting for the next renewal.
+    pub scheduled: Option<Subscription>,
     pub status: SubscriptionStatus,
     pub anchor: NaiveDate,
     pub period: Period,
@@ -26,6 +28,7 @@ impl SubscriptionState {
         SubscriptionState {
             org: account.org.clone(),
             subscription: account.subscription.clone(),
+            scheduled: account.scheduled.clone(),
             status: account.status,
             anchor: account.anchor,
             period: account.period,
@@ -49,6 +52,8 @@ pub enum Outcome {
     AlreadySubscribed(SubscriptionState),
     /// The subscription was cancelled.
     Cancelled(SubscriptionState),
+    /// Upgraded now, or a downgrade scheduled for the next renewal.
+    PlanChanged(SubscriptionState),
     /// A refusal decided on the account's state: kept like a success, so a
     /// retry of its key stays refused (a new key asks afresh).
     Refused(DomainError),
@@ -76,6 +81,7 @@ enum Stored {
     Purchased,
     Subscribed(StoredState),
     Cancelled(StoredState),
+    PlanChanged(StoredState),
     InsufficientCredits {
         meter: String,
         needed: i64,
@@ -95,6 +101,14 @@ struct StoredState {
     anchor: NaiveDate,
     period_start: NaiveDate,
     period_end: NaiveDate,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scheduled_plan: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scheduled_seats: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scheduled_billing: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scheduled_custom_monthly: Option<i64>,
 }
 
 impl StoredState {
@@ -109,11 +123,29 @@ impl StoredState {
             anchor: s.anchor,
             period_start: s.period.start,
             period_end: s.period.end,
+            scheduled_plan: s.scheduled.as_ref().map(|n| n.plan.to_string()),
+            scheduled_seats: s.scheduled.as_ref().map(|n| n.seats),
+            scheduled_billing: s.scheduled.as_ref().map(|n| n.billing.as_str().to_string()),
+            scheduled_custom_monthly: s
+                .scheduled
+                .as_ref()
+                .and_then(|n| n.custom_monthly)
+                .map(Credits::thousandths),
         }
     }
 
     fn state(self) -> Result<SubscriptionState, String> {
+        let scheduled = match (&self.scheduled_plan, self.scheduled_seats, &self.scheduled_billing) {
+            (Some(plan), Some(seats), Some(billing)) => Some(Subscription {
+                plan: PlanId::parse(plan).map_err(|e| e.to_string())?,
+                seats,
+                billing: Billing::parse(billing).ok_or(billing.clone())?,
+                custom_monthly: self.scheduled_custom_monthly.map(Credits::from_thousandths),
+            }),
+            _ => None,
+        };
         Ok(SubscriptionState {
+            scheduled,
             org: OrgId::parse(&self.org).map_err(|e| e.to_string())?,
             subscription: Subscription {
                 plan: PlanId::parse(&self.plan).map_err(|e| e.to_string())?,
@@ -151,6 +183,7 @@ impl Outcome {
             Outcome::Purchased => Stored::Purchased,
             Outcome::Subscribed(s) | Outcome::AlreadySubscribed(s) => Stored::Subscribed(StoredState::of(s)),
             Outcome::Cancelled(s) => Stored::Cancelled(StoredState::of(s)),
+            Outcome::PlanChanged(s) => Stored::PlanChanged(StoredState::of(s)),
             Outcome::Refused(DomainError::InsufficientCredits {
                 meter,
                 needed,
@@ -185,6 +218,7 @@ impl Outcome {
             Stored::Purchased => Outcome::Purchased,
             Stored::Subscribed(state) => Outcome::Subscribed(state.state().map_err(malformed)?),
             Stored::Cancelled(state) => Outcome::Cancelled(state.state().map_err(malformed)?),
+            Stored::PlanChanged(state) => Outcome::PlanChanged(state.state().map_err(malformed)?),
             Stored::InsufficientCredits {
                 meter: m,
                 needed,
@@ -228,6 +262,12 @@ mod tests {
                 billing: Billing::Annual,
                 custom_monthly: Some(Credits::whole(12_000)),
             },
+            scheduled: Some(Subscription {
+                plan: PlanId::parse("starter").unwrap(),
+                seats: 1,
+                billing: Billing::Monthly,
+                custom_monthly: None,
+            }),
             status: SubscriptionStatus::Active,
             anchor: NaiveDate::from_ymd_opt(2026, 1, 31).unwrap(),
             period: Period::containing(
@@ -244,7 +284,8 @@ mod tests {
             },
             Outcome::Purchased,
             Outcome::Subscribed(state.clone()),
-            Outcome::Cancelled(state),
+            Outcome::Cancelled(state.clone()),
+            Outcome::PlanChanged(state),
             Outcome::Refused(DomainError::InsufficientCredits {
                 meter: MeterId::parse("credits").unwrap(),
                 needed: Credits::whole(5),

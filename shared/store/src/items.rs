@@ -225,6 +225,11 @@ pub fn account_item(account: &Account, last_entry: &str) -> Item {
     if let Some(c) = sub.custom_monthly {
         put("custom_monthly", amount(c));
     }
+    if let Some(next) = &account.scheduled {
+        for (attr, value) in scheduled_attrs(next) {
+            put(attr, value);
+        }
+    }
     put("status", s(account.status.as_str()));
     put("anchor", s(account.anchor.to_string()));
     put("period_start", s(account.period.start.to_string()));
@@ -242,6 +247,26 @@ pub fn account_item(account: &Account, last_entry: &str) -> Item {
     put("last_entry", s(last_entry));
     item
 }
+
+/// A downgrade waiting for the next renewal, attribute by attribute.
+fn scheduled_attrs(next: &Subscription) -> Vec<(&'static str, AttributeValue)> {
+    let mut attrs = vec![
+        ("scheduled_plan", s(next.plan.as_str())),
+        ("scheduled_seats", n(next.seats)),
+        ("scheduled_billing", s(next.billing.as_str())),
+    ];
+    if let Some(c) = next.custom_monthly {
+        attrs.push(("scheduled_custom_monthly", amount(c)));
+    }
+    attrs
+}
+
+const SCHEDULED_ATTRS: [&str; 4] = [
+    "scheduled_plan",
+    "scheduled_seats",
+    "scheduled_billing",
+    "scheduled_custom_monthly",
+];
 
 /// Each bucket is a top-level attribute of the account, so a change updates
 /// exactly the buckets it touches.
@@ -297,10 +322,20 @@ pub fn account_from_item(item: &Item) -> Result<Account, StoreError> {
     let mut buckets = buckets;
     // Attributes have no order; the account's is the order of grants.
     buckets.sort_by(|x, y| (x.granted_by, &x.id).cmp(&(y.granted_by, &y.id)));
+    let scheduled = match a.opt_s("scheduled_plan")? {
+        None => None,
+        Some(plan) => Some(Subscription {
+            plan: ledger_domain::PlanId::parse(plan).map_err(|e| StoreError::Malformed(e.to_string()))?,
+            seats: a.n("scheduled_seats")?,
+            billing: a.parsed("scheduled_billing", Billing::parse)?,
+            custom_monthly: a.opt_credits("scheduled_custom_monthly")?,
+        }),
+    };
     Ok(Account {
         org,
         seq: a.n("seq")?,
         subscription,
+        scheduled,
         status: a.parsed("status", SubscriptionStatus::parse)?,
         anchor: a.date("anchor")?,
         period: Period {
@@ -462,6 +497,31 @@ pub fn account_update(before: &Account, after: &Account, last_entry: &str) -> Ac
             None => u.removes.push(a),
         }
     }
+    if before.scheduled != after.scheduled {
+        // Conditioned on what was scheduled, as read.
+        match &before.scheduled {
+            Some(was) => {
+                let (a, v) = (u.name("scheduled_plan"), u.value(s(was.plan.as_str())));
+                u.conditions.push(format!("{a} = {v}"));
+            }
+            None => {
+                let a = u.name("scheduled_plan");
+                u.conditions.push(format!("attribute_not_exists({a})"));
+            }
+        }
+        for attr in SCHEDULED_ATTRS {
+            let a = u.name(attr);
+            u.removes.push(a);
+        }
+        if let Some(next) = &after.scheduled {
+            for (attr, value) in scheduled_attrs(next) {
+                let a = u.name(attr);
+                u.removes.retain(|r| r != &a);
+                let v = u.value(value);
+                u.sets.push(format!("{a} = {v}"));
+            }
+        }
+    }
     let find = |account: &Account, id: &BucketId| account.buckets.iter().find(|b| &b.id == id).cloned();
     let mut ids: Vec<&BucketId> = before.buckets.iter().chain(&after.buckets).map(|b| &b.id).collect();
     ids.sort();
@@ -535,6 +595,7 @@ fn kind_name(kind: EntryKind) -> &'static str {
         EntryKind::Spend => "spend",
         EntryKind::Purchase => "purchase",
         EntryKind::Cancellation => "cancellation",
+        EntryKind::PlanChange => "plan_change",
     }
 }
 
@@ -545,6 +606,7 @@ fn kind_of(text: &str) -> Option<EntryKind> {
         "spend" => EntryKind::Spend,
         "purchase" => EntryKind::Purchase,
         "cancellation" => EntryKind::Cancellation,
+        "plan_change" => EntryKind::PlanChange,
         _ => return None,
     })
 }
