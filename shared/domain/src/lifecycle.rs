@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 use crate::account::Account;
 use crate::catalog::Catalog;
-use crate::entry::{Actor, EntryKind, EntryLine, LedgerEntry};
+use crate::entry::{Actor, EntryKind, LedgerEntry};
 use crate::period::Period;
 use crate::subscription::{Subscription, SubscriptionStatus};
 use crate::DomainError;
@@ -78,19 +78,8 @@ impl Account {
             return Err(DomainError::PlanChangeUnsupported);
         }
         let (_, plan) = catalog.plan(subscription.plan.as_str())?;
-        let (expiring, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.buckets)
-            .into_iter()
-            .partition(|b| b.expires_at.is_some());
-        self.buckets = kept;
-        let mut lines: Vec<EntryLine> = expiring
-            .into_iter()
-            .filter(|b| b.remaining.is_positive())
-            .map(|b| EntryLine {
-                amount: -b.remaining,
-                bucket: b.id,
-                offset: None,
-            })
-            .collect();
+        // What is left of the cancelled plan's month expires now.
+        let mut lines = self.expire(|b| b.expires_at.is_some());
         let today = now.date_naive();
         self.subscription = subscription;
         self.scheduled = None;

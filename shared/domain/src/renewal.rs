@@ -12,6 +12,22 @@ use crate::subscription::SubscriptionStatus;
 use crate::DomainError;
 
 impl Account {
+    /// Removes the buckets `expiring` picks; what they still held expires,
+    /// one line each.
+    pub(crate) fn expire(&mut self, expiring: impl Fn(&crate::Bucket) -> bool) -> Vec<EntryLine> {
+        let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.buckets).into_iter().partition(expiring);
+        self.buckets = kept;
+        expired
+            .into_iter()
+            .filter(|b| b.remaining.is_positive())
+            .map(|b| EntryLine {
+                amount: -b.remaining,
+                bucket: b.id,
+                offset: None,
+            })
+            .collect()
+    }
+
     /// When the account is next due: the end of its current period.
     pub fn renews_at(&self) -> DateTime<Utc> {
         self.period.renews_at()
@@ -28,19 +44,7 @@ impl Account {
         }
         // Expire every bucket whose time has come (plan and license credits
         // of the ended month).
-        let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.buckets)
-            .into_iter()
-            .partition(|b| !b.is_live(now));
-        self.buckets = kept;
-        let mut lines: Vec<EntryLine> = expired
-            .into_iter()
-            .filter(|b| b.remaining.is_positive())
-            .map(|b| EntryLine {
-                amount: -b.remaining,
-                bucket: b.id,
-                offset: None,
-            })
-            .collect();
+        let mut lines = self.expire(|b| !b.is_live(now));
         self.period = Period::containing(self.anchor, now.date_naive());
         self.used_this_period.clear();
         // A downgrade takes effect with the month it was scheduled for.
