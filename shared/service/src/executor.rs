@@ -123,6 +123,14 @@ impl<A, R, H> Ledger<A, R, H> {
     }
 }
 
+/// What provisioning found: the request applied (or replayed), or an
+/// account that exists already. Short-lived: no point boxing the answer.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Created {
+    Applied(Applied),
+    Exists(Box<Account>),
+}
+
 /// The domain's decision for one attempt: the entry to write and the outcome to keep with it.
 pub type Decision = (LedgerEntry, Outcome);
 
@@ -349,17 +357,11 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
         Err(ServiceError::Contention)
     }
 
-    /// Provisions an account that must not exist yet. When it does,
-    /// `existing` answers from its current state (no write).
-    pub(crate) async fn create<F, E>(
-        &self,
-        request: &Idempotency,
-        provision: F,
-        existing: E,
-    ) -> Result<Applied, ServiceError>
+    /// Provisions an account that must not exist yet. When it exists, the
+    /// caller gets it back to decide what the request means for it.
+    pub(crate) async fn create<F>(&self, request: &Idempotency, provision: F) -> Result<Created, ServiceError>
     where
         F: FnOnce(&Catalog, DateTime<Utc>) -> Result<(Account, Decision), DomainError>,
-        E: FnOnce(&Account) -> Result<Outcome, DomainError>,
     {
         let (account, (mut entry, outcome)) = provision(&self.catalog, self.clock.now())?;
         let key = EntryKey::Request(request.key.clone());
@@ -382,18 +384,14 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
         match self.accounts.commit(commit).await {
             Ok(()) => {
                 self.remember(account);
-                Ok(Applied {
+                Ok(Created::Applied(Applied {
                     outcome,
                     entry: Some(entry),
                     replayed: false,
-                })
+                }))
             }
-            Err(CommitError::KeyTaken(existing)) => replay(existing.map(|k| *k), request),
-            Err(CommitError::Stale(Some(current))) => Ok(Applied {
-                outcome: existing(&current)?,
-                entry: None,
-                replayed: false,
-            }),
+            Err(CommitError::KeyTaken(existing)) => replay(existing.map(|k| *k), request).map(Created::Applied),
+            Err(CommitError::Stale(Some(current))) => Ok(Created::Exists(current)),
             Err(CommitError::Conflict) => Err(ServiceError::Contention),
             Err(CommitError::Stale(None)) | Err(CommitError::Claimed { .. }) => {
                 Err(StoreError::Request("unexpected cancellation while provisioning".into()).into())

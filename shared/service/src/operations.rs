@@ -8,7 +8,7 @@ use ledger_domain::{
 };
 use ledger_store::{AccountStore, HistoryPage, HistoryQuery, HistoryStore, RenewalIndex, RequestStore};
 
-use crate::executor::{Idempotency, Ledger};
+use crate::executor::{Created, Idempotency, Ledger};
 use crate::outcome::{Applied, Outcome, SubscriptionState};
 use crate::ServiceError;
 
@@ -23,46 +23,44 @@ impl<A: AccountStore, R: RequestStore, H: HistoryStore> Ledger<A, R, H> {
         actor: Actor,
         request: &Idempotency,
     ) -> Result<Applied, ServiceError> {
-        let created = self
-            .create(
-                request,
-                |catalog, now| {
-                    let (account, entry) =
-                        Account::provision(org.clone(), subscription.clone(), catalog, actor.clone(), now)?;
-                    let outcome = Outcome::Subscribed(SubscriptionState::of(&account));
-                    Ok((account, (entry, outcome)))
-                },
-                |current| match current.status {
-                    // Subscribing again after a cancel is a change: below.
-                    SubscriptionStatus::Cancelled => Err(DomainError::AlreadyCancelled),
-                    // The same subscription is a no-op; another is a change: below.
-                    SubscriptionStatus::Active => match current
-                        .subscription
-                        .resubscribe(&subscription, &self.catalog)?
-                    {
-                        Resubscription::Unchanged => Ok(Outcome::AlreadySubscribed(SubscriptionState::of(current))),
-                        Resubscription::Upgrade | Resubscription::Downgrade => Err(DomainError::PlanChangeUnsupported),
-                    },
-                },
-            )
-            .await;
-        match created {
-            Err(ServiceError::Domain(DomainError::AlreadyCancelled)) => {
-                self.apply(org, request, None, |account, catalog, now| {
-                    let entry = account.resubscribe_after_cancel(subscription.clone(), catalog, actor.clone(), now)?;
-                    Ok((entry, Outcome::Subscribed(SubscriptionState::of(account))))
-                })
-                .await
-            }
-            Err(ServiceError::Domain(DomainError::PlanChangeUnsupported)) => {
-                self.apply(org, request, None, |account, catalog, now| {
-                    let entry = account.change_plan(subscription.clone(), catalog, actor.clone(), now)?;
-                    Ok((entry, Outcome::PlanChanged(SubscriptionState::of(account))))
-                })
-                .await
-            }
-            other => other,
+        let current = match self
+            .create(request, |catalog, now| {
+                let (account, entry) =
+                    Account::provision(org.clone(), subscription.clone(), catalog, actor.clone(), now)?;
+                let outcome = Outcome::Subscribed(SubscriptionState::of(&account));
+                Ok((account, (entry, outcome)))
+            })
+            .await?
+        {
+            Created::Applied(applied) => return Ok(applied),
+            Created::Exists(current) => current,
+        };
+        // The account exists: subscribing again after a cancel, the same
+        // subscription (nothing to write), or a plan change.
+        if current.status == SubscriptionStatus::Active
+            && current.subscription.resubscribe(&subscription, &self.catalog)? == Resubscription::Unchanged
+        {
+            return Ok(Applied {
+                outcome: Outcome::AlreadySubscribed(SubscriptionState::of(&current)),
+                entry: None,
+                replayed: false,
+            });
         }
+        self.apply(org, request, None, |account, catalog, now| {
+            let entry = match account.status {
+                SubscriptionStatus::Cancelled => {
+                    account.resubscribe_after_cancel(subscription.clone(), catalog, actor.clone(), now)?
+                }
+                SubscriptionStatus::Active => account.change_plan(subscription.clone(), catalog, actor.clone(), now)?,
+            };
+            let state = SubscriptionState::of(account);
+            let outcome = match entry.kind {
+                ledger_domain::EntryKind::PlanChange => Outcome::PlanChanged(state),
+                _ => Outcome::Subscribed(state),
+            };
+            Ok((entry, outcome))
+        })
+        .await
     }
 
     /// Cancels the subscription: no allowance from the next renewal on;
