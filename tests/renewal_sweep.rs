@@ -439,3 +439,35 @@ async fn an_upgrade_applies_now_once_and_a_downgrade_at_the_renewal() {
     assert_eq!(entries.iter().filter(|e| e["kind"] == "plan_change").count(), 2);
     assert_eq!(ledger_total(&entries, "credits"), thousandths("500"));
 }
+
+#[tokio::test]
+async fn a_schedule_missing_two_months_then_a_spend_renews_once_into_the_current_month() {
+    let stack = Stack::with_account("starter").await;
+    let gw = stack.gateway();
+    let r = spend(&gw, &stack.member(), "jan", "ai_email_generation", 100).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // No sweep ran on Feb 28 or Mar 31; the first use is on Apr 10.
+    stack.clock.advance(Duration::days(69));
+    let r = spend(&gw, &stack.member(), "apr", "ai_email_generation", 501).await;
+    assert_eq!(
+        (r.status, r.body["available"].as_str()),
+        (402, Some("500")),
+        "this month's 500 only: {}",
+        r.body
+    );
+    let r = spend(&gw, &stack.member(), "apr-2", "ai_email_generation", 500).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        renewals(&stack).await,
+        vec![("ORG#acme".to_string(), "RENEWAL#2026-03-31".to_string())]
+    );
+    // The sweep after it finds nothing due.
+    assert_eq!(stack.ledger().sweep(limits(usize::MAX)).await.unwrap().renewed, 0);
+    stack.settle().await;
+    let entries = ledger(&gw, &stack.admin(), 50).await;
+    assert_eq!(
+        ledger_total(&entries, "credits"),
+        0,
+        "400 expired, 500 granted and spent"
+    );
+}

@@ -6,10 +6,13 @@
 //!   allowance from the next renewal on; purchased credits stay usable.
 //! - `POST /v1/orgs/{org}/renewals`: renew now, if due (the service's, for
 //!   operators): what the scheduled sweep would do for this account.
+//! - `PUT /v1/orgs/{org}/members/{user}` (`{"role": "admin"|"member"}`),
+//!   `DELETE /v1/orgs/{org}/members/{user}`, `GET /v1/orgs/{org}/members`:
+//!   the team (admins and the service); licenses follow it.
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use ledger_domain::{Billing, Subscription};
+use ledger_domain::{Billing, MemberRole, Subscription, UserId};
 use ledger_http::{
     applied_response, json_body, json_response, path_param, respond, route_key, views, AmountInput, ApiError, Caller,
     DynamoLedger,
@@ -34,11 +37,15 @@ pub async fn handle(ledger: &DynamoLedger, req: Request) -> Response<Body> {
     respond(match route_key(&req).as_str() {
         "POST /v1/orgs/{org}/renewals" => renew_now(ledger, &req).await,
         "DELETE /v1/orgs/{org}/subscription" => cancel(ledger, &req).await,
+        "PUT /v1/orgs/{org}/members/{user}" => set_member(ledger, &req).await,
+        "DELETE /v1/orgs/{org}/members/{user}" => remove_member(ledger, &req).await,
+        "GET /v1/orgs/{org}/members" => members(ledger, &req).await,
         _ => subscribe(ledger, &req).await,
     })
 }
 
-/// A cancel carries no body (or `{}`) and an Idempotency-Key like any mutation.
+/// A cancel or a member's removal carries no body (or `{}`) and an
+/// Idempotency-Key like any mutation.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CancelBody {}
@@ -52,6 +59,46 @@ async fn cancel(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, 
     let idempotency = body.idempotency(req, &caller)?;
     let applied = ledger.cancel(&org, actor, &idempotency).await?;
     Ok(applied_response(&applied))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberBody {
+    role: MemberRole,
+}
+
+async fn set_member(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(req)?;
+    let org = caller.organization(&path_param(req, "org")?)?;
+    caller.require_admin_or_service()?;
+    let user = UserId::parse(&path_param(req, "user")?)?;
+    let body = json_body::<MemberBody>(req)?;
+    let actor = caller.actor(None)?;
+    let idempotency = body.idempotency(req, &caller)?;
+    let applied = ledger
+        .set_member(&org, user, body.value.role, actor, &idempotency)
+        .await?;
+    Ok(applied_response(&applied))
+}
+
+async fn remove_member(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(req)?;
+    let org = caller.organization(&path_param(req, "org")?)?;
+    caller.require_admin_or_service()?;
+    let user = UserId::parse(&path_param(req, "user")?)?;
+    let body = json_body::<CancelBody>(req)?;
+    let actor = caller.actor(None)?;
+    let idempotency = body.idempotency(req, &caller)?;
+    let applied = ledger.remove_member(&org, user, actor, &idempotency).await?;
+    Ok(applied_response(&applied))
+}
+
+async fn members(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(req)?;
+    let org = caller.organization(&path_param(req, "org")?)?;
+    caller.require_admin_or_service()?;
+    let account = ledger.balance(&org).await?;
+    Ok(json_response(StatusCode::OK, &views::members(&account)))
 }
 
 /// Renewing is idempotent by nature (conditional on the period it renews):

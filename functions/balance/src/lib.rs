@@ -38,10 +38,13 @@ async fn route(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, A
 async fn balance(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(req)?;
     let org = caller.organization(&path_param(req, "org")?)?;
+    only_query_params(req, &["user"])?;
+    // The service may look through one user's eyes (`?user=`).
+    let viewer = caller.actor(query_param(req, "user").as_deref())?;
     let account = ledger.balance(&org).await?;
     Ok(json_response(
         StatusCode::OK,
-        &views::balance(&account, ledger.catalog()),
+        &views::balance(&account, ledger.catalog(), &viewer),
     ))
 }
 

@@ -17,10 +17,22 @@ use crate::catalog::{Catalog, Plan};
 use crate::entry::{Actor, EntryKind, EntryLine, LedgerEntry};
 use crate::period::Period;
 use crate::subscription::{Subscription, SubscriptionStatus};
-use crate::{Credits, DomainError, MeterId, OrgId};
+use crate::team::Member;
+use crate::{Credits, DomainError, MeterId, OrgId, UserId};
 
 pub fn credits_meter() -> MeterId {
     MeterId::parse("credits").expect("valid meter id")
+}
+
+/// Where a month's plan allowance of one meter is granted.
+pub(crate) struct PlanGrantTarget {
+    pub id: BucketId,
+    /// Months of allowance it holds from now: 1, or what is left of a year
+    /// granted up front.
+    pub months: u32,
+    pub expires_at: DateTime<Utc>,
+    /// Granted already: this month's, or a year up front still running.
+    pub exists: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +49,14 @@ pub struct Account {
     pub period: Period,
     pub buckets: Vec<Bucket>,
     pub used_this_period: BTreeMap<MeterId, Credits>,
+    /// The team (see [`crate::team`]): licenses follow it.
+    pub members: BTreeMap<UserId, Member>,
+    /// How many grants have raised a bucket spent before the purchased pool
+    /// (a month, a license, an upgrade; not a purchase). A spend decided on a
+    /// state that missed one would draw in the wrong order, so the store
+    /// conditions spends on it; purchases leave it alone, so they commute
+    /// with spends.
+    pub grants: u64,
     pub created_at: DateTime<Utc>,
 }
 
@@ -62,6 +82,8 @@ impl Account {
             period: Period::containing(anchor, anchor),
             buckets: Vec::new(),
             used_this_period: BTreeMap::new(),
+            members: BTreeMap::new(),
+            grants: 0,
             created_at: now,
         };
         let mut lines = account.grant_monthly(plan, now)?;
@@ -101,15 +123,69 @@ impl Account {
     }
 
     /// Grants this month's plan allowance, each meter's in its own bucket
-    /// that expires at the next renewal.
+    /// that expires at the next renewal (an annual plan granting up front:
+    /// every month left of the anchor's year, once, expiring at its
+    /// anniversary), and the licenses of the members who hold one.
     pub(crate) fn grant_monthly(&mut self, plan: &Plan, now: DateTime<Utc>) -> Result<Vec<EntryLine>, DomainError> {
-        let expires = Some(self.period.renews_at());
-        let period = self.period.start;
-        let grants = self.subscription.monthly_grants(plan)?;
-        Ok(grants
-            .into_iter()
-            .map(|(meter, amount)| self.grant(BucketId::Plan { meter, period }, amount, expires, now))
-            .collect())
+        let mut lines = Vec::new();
+        for (meter, amount) in self.subscription.shared_grants(plan)? {
+            let target = self.plan_grant_target(&meter, plan);
+            if target.exists {
+                // The year granted up front is still running.
+                continue;
+            }
+            let amount = amount
+                .checked_mul(u64::from(target.months))
+                .ok_or_else(|| DomainError::InvalidRequest("allowance too large".into()))?;
+            lines.push(self.grant(target.id, amount, Some(target.expires_at), now));
+        }
+        lines.extend(self.grant_licenses(plan, now));
+        Ok(lines)
+    }
+
+    /// Where the current month's plan allowance of `meter` goes: this
+    /// month's bucket, or (a year granted up front) the year's, with the
+    /// months it covers from now.
+    pub(crate) fn plan_grant_target(&self, meter: &MeterId, plan: &Plan) -> PlanGrantTarget {
+        let monthly = PlanGrantTarget {
+            id: BucketId::Plan {
+                meter: meter.clone(),
+                period: self.period.start,
+            },
+            months: 1,
+            expires_at: self.renews_at(),
+            exists: false,
+        };
+        let target = if self.subscription.grants_year_up_front(plan) {
+            let index = self.period.index(self.anchor);
+            let months = 12 - index % 12;
+            let running = self.buckets.iter().find(|b| {
+                matches!(&b.id, BucketId::Plan { meter: m, .. } if m == meter)
+                    && b.expires_at.is_some_and(|at| at >= self.renews_at())
+            });
+            match running {
+                Some(year) => PlanGrantTarget {
+                    id: year.id.clone(),
+                    months,
+                    expires_at: year.expires_at.unwrap_or(monthly.expires_at),
+                    exists: true,
+                },
+                None => PlanGrantTarget {
+                    months,
+                    expires_at: crate::period::start_of_day(crate::period::month_from_anchor(
+                        self.anchor,
+                        index + months,
+                    )),
+                    ..monthly
+                },
+            }
+        } else {
+            monthly
+        };
+        PlanGrantTarget {
+            exists: target.exists || self.buckets.iter().any(|b| b.id == target.id),
+            ..target
+        }
     }
 
     /// Credits `amount` into a bucket: opens it, or (the purchased pool)
@@ -123,6 +199,9 @@ impl Account {
         now: DateTime<Utc>,
     ) -> EntryLine {
         let pooled = id.source() == BucketSource::Purchased;
+        if !pooled {
+            self.grants += 1;
+        }
         let granted_by = self.seq + 1;
         // An existing bucket is raised (the pool by a pack, this month's plan
         // bucket by an upgrade); otherwise one opens.
@@ -214,6 +293,7 @@ impl Account {
             campaign: None,
             subject: None,
             plan: None,
+            member: None,
             purchase: None,
             lines,
         };

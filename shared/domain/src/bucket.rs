@@ -16,13 +16,15 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::entry::EntryLine;
-use crate::{Credits, DomainError, MeterId};
+use crate::{Credits, DomainError, MeterId, UserId};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BucketSource {
     /// A user's own monthly budget (per-user license plans).
     License,
+    /// Last month's unused allowance carried over (plans with a rollover cap).
+    Rollover,
     /// The plan's monthly allowance (per-seat plans included).
     Plan,
     Trial,
@@ -34,6 +36,7 @@ impl BucketSource {
     pub fn as_str(self) -> &'static str {
         match self {
             BucketSource::License => "license",
+            BucketSource::Rollover => "rollover",
             BucketSource::Plan => "plan",
             BucketSource::Trial => "trial",
             BucketSource::Adjustment => "adjustment",
@@ -45,8 +48,18 @@ impl BucketSource {
 /// Which bucket, named by what grants it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum BucketId {
-    /// One month's plan allowance: `plan:<meter>:<period start>`.
+    /// One month's plan allowance (or, for an annual plan granting up
+    /// front, the year's): `plan:<meter>:<period start>`.
     Plan { meter: MeterId, period: NaiveDate },
+    /// What a month carried over of the month before: `rollover:<meter>:<period start>`.
+    Rollover { meter: MeterId, period: NaiveDate },
+    /// One member's license for one month: `license:<meter>:<period start>:<user>`
+    /// (the user last: user ids may contain `:`).
+    License {
+        meter: MeterId,
+        period: NaiveDate,
+        user: UserId,
+    },
     /// The one-time trial grant: `trial:<meter>`.
     Trial { meter: MeterId },
     /// Every pack bought for a meter, spent oldest first: `purchased:<meter>`.
@@ -56,26 +69,57 @@ pub enum BucketId {
 impl BucketId {
     pub fn meter(&self) -> &MeterId {
         match self {
-            BucketId::Plan { meter, .. } | BucketId::Trial { meter } | BucketId::Purchased { meter } => meter,
+            BucketId::Plan { meter, .. }
+            | BucketId::Rollover { meter, .. }
+            | BucketId::License { meter, .. }
+            | BucketId::Trial { meter }
+            | BucketId::Purchased { meter } => meter,
         }
     }
 
     pub fn source(&self) -> BucketSource {
         match self {
             BucketId::Plan { .. } => BucketSource::Plan,
+            BucketId::Rollover { .. } => BucketSource::Rollover,
+            BucketId::License { .. } => BucketSource::License,
             BucketId::Trial { .. } => BucketSource::Trial,
             BucketId::Purchased { .. } => BucketSource::Purchased,
+        }
+    }
+
+    /// The member a license belongs to.
+    pub fn licensee(&self) -> Option<&UserId> {
+        match self {
+            BucketId::License { user, .. } => Some(user),
+            _ => None,
         }
     }
 
     /// Reads the form [`fmt::Display`] writes (stored entries, bucket views).
     pub fn parse(text: &str) -> Result<BucketId, DomainError> {
         let bad = || DomainError::InvalidRequest(format!("invalid bucket id {text:?}"));
+        if let Some(rest) = text.strip_prefix("license:") {
+            let mut parts = rest.splitn(3, ':');
+            let (meter, period, user) = (
+                parts.next().ok_or_else(bad)?,
+                parts.next().ok_or_else(bad)?,
+                parts.next().ok_or_else(bad)?,
+            );
+            return Ok(BucketId::License {
+                meter: MeterId::parse(meter).map_err(|_| bad())?,
+                period: period.parse().map_err(|_| bad())?,
+                user: UserId::parse(user).map_err(|_| bad())?,
+            });
+        }
         let mut parts = text.split(':');
         let (kind, meter) = (parts.next().ok_or_else(bad)?, parts.next().ok_or_else(bad)?);
         let meter = MeterId::parse(meter).map_err(|_| bad())?;
         let id = match (kind, parts.next()) {
             ("plan", Some(date)) => BucketId::Plan {
+                meter,
+                period: date.parse().map_err(|_| bad())?,
+            },
+            ("rollover", Some(date)) => BucketId::Rollover {
                 meter,
                 period: date.parse().map_err(|_| bad())?,
             },
@@ -94,6 +138,8 @@ impl fmt::Display for BucketId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BucketId::Plan { meter, period } => write!(f, "plan:{meter}:{period}"),
+            BucketId::Rollover { meter, period } => write!(f, "rollover:{meter}:{period}"),
+            BucketId::License { meter, period, user } => write!(f, "license:{meter}:{period}:{user}"),
             BucketId::Trial { meter } => write!(f, "trial:{meter}"),
             BucketId::Purchased { meter } => write!(f, "purchased:{meter}"),
         }
@@ -218,6 +264,15 @@ mod tests {
             },
             BucketId::Trial { meter: meter() },
             BucketId::Purchased { meter: meter() },
+            BucketId::Rollover {
+                meter: meter(),
+                period: NaiveDate::from_ymd_opt(2026, 2, 28).unwrap(),
+            },
+            BucketId::License {
+                meter: meter(),
+                period: NaiveDate::from_ymd_opt(2026, 2, 28).unwrap(),
+                user: UserId::parse("auth0|a:b").unwrap(),
+            },
         ];
         for id in ids {
             assert_eq!(BucketId::parse(&id.to_string()).unwrap(), id);
@@ -230,6 +285,9 @@ mod tests {
             "purchased:credits:x",
             "gift:credits",
             "plan:credits:2026-13-01",
+            "license:credits:2026-01-01",
+            "license:credits:2026-01-01:",
+            "rollover:credits",
         ] {
             assert!(BucketId::parse(bad).is_err(), "{bad}");
         }

@@ -99,6 +99,26 @@ pub struct Plan {
     /// Enterprise: the monthly credits are agreed per contract and given on subscribe.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub custom: bool,
+    /// How annual billing grants: monthly (the default) or the year up front.
+    #[serde(default, skip_serializing_if = "AnnualGrant::is_monthly")]
+    pub annual_grant: AnnualGrant,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnnualGrant {
+    /// Each month's allowance at each monthly renewal.
+    #[default]
+    Monthly,
+    /// The allowance of every month left until the anchor's anniversary,
+    /// granted at once, spendable until that anniversary.
+    UpFront,
+}
+
+impl AnnualGrant {
+    fn is_monthly(&self) -> bool {
+        *self == AnnualGrant::Monthly
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -107,9 +127,15 @@ pub struct Allowance {
     pub meter: MeterId,
     #[serde(with = "decimal")]
     pub amount: Credits,
-    /// `account` (default) or `seat`: a per-seat allowance is multiplied by seats.
+    /// `account` (default), `seat` (multiplied by seats) or `user` (a
+    /// license: each licensed member's own monthly budget).
     #[serde(default)]
     pub per: AllowanceBasis,
+    /// How much of a month's unused allowance carries into the next month,
+    /// as a multiple of the monthly allowance (`"2"`: up to two months'
+    /// worth). None (the default): unused allowance expires at the renewal.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_decimal")]
+    pub rollover_cap: Option<Credits>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +144,9 @@ pub enum AllowanceBasis {
     #[default]
     Account,
     Seat,
+    /// A per-user license: granted to each of the first `seats` members, in
+    /// the order they joined, spendable by that member only.
+    User,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -166,8 +195,45 @@ impl Catalog {
                 ));
             }
         }
+        for id in self.meters.keys() {
+            // Bucket ids are `<source>:<meter>:...`.
+            if id.as_str().contains(':') {
+                return bad(format!("meter {id} contains ':'"));
+            }
+        }
         for (id, plan) in &self.plans {
-            let mut monthly_meters: Vec<&MeterId> = plan.monthly.iter().map(|a| &a.meter).collect();
+            if plan.trial.iter().any(|a| a.per == AllowanceBasis::User) {
+                return bad(format!("plan {id}: a trial is the organization's, not per user"));
+            }
+            if plan.trial.iter().any(|a| a.rollover_cap.is_some()) {
+                return bad(format!("plan {id}: a trial never expires, so never rolls over"));
+            }
+            for a in &plan.monthly {
+                if a.rollover_cap.is_some_and(|c| !c.is_positive()) {
+                    return bad(format!(
+                        "plan {id}: rollover_cap must be positive (leave it out for none)"
+                    ));
+                }
+                if a.rollover_cap.is_some() && a.per == AllowanceBasis::User {
+                    return bad(format!("plan {id}: licenses do not roll over"));
+                }
+            }
+            let mut licenses: Vec<&MeterId> = plan
+                .monthly
+                .iter()
+                .filter(|a| a.per == AllowanceBasis::User)
+                .map(|a| &a.meter)
+                .collect();
+            licenses.sort();
+            if licenses.windows(2).any(|w| w[0] == w[1]) {
+                return bad(format!("plan {id} licenses one meter twice"));
+            }
+            let mut monthly_meters: Vec<&MeterId> = plan
+                .monthly
+                .iter()
+                .filter(|a| a.per != AllowanceBasis::User)
+                .map(|a| &a.meter)
+                .collect();
             if plan.custom {
                 // The contract's monthly credits are a `credits` allowance of their own.
                 monthly_meters.push(&CREDITS);
@@ -229,6 +295,26 @@ impl Catalog {
         whole
             .checked_mul(self.custom_credit_price_cents)
             .ok_or_else(|| DomainError::InvalidRequest("custom purchase too large".into()))
+    }
+}
+
+/// An optional decimal string.
+mod opt_decimal {
+    use super::Credits;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(c: &Option<Credits>, s: S) -> Result<S::Ok, S::Error> {
+        match c {
+            Some(c) => s.collect_str(c),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Credits>, D::Error> {
+        let text = String::deserialize(d)?;
+        Credits::parse_decimal(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
     }
 }
 

@@ -69,6 +69,13 @@ impl Credits {
             .map(Credits)
     }
 
+    /// This amount times a decimal `factor` (e.g. a rollover cap of `"1.5"`
+    /// months), rounded down to the thousandth: never more than the exact product.
+    pub fn times(self, factor: Credits) -> Option<Credits> {
+        let exact = i128::from(self.0).checked_mul(i128::from(factor.0))?;
+        i64::try_from(exact.div_euclid(i128::from(SCALE))).ok().map(Credits)
+    }
+
     pub fn min(self, other: Credits) -> Credits {
         Credits(self.0.min(other.0))
     }

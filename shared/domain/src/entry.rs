@@ -22,6 +22,9 @@ pub enum EntryKind {
     /// An upgrade (the current month's difference granted) or a downgrade
     /// scheduled for the next renewal.
     PlanChange,
+    /// A member added, removed or given another role (with the license
+    /// granted or expired, if the plan has licenses).
+    Membership,
 }
 
 /// Who caused a change. Service calls name the user they act for, if any.
@@ -107,6 +110,8 @@ pub struct LedgerEntry {
     pub campaign: Option<CampaignId>,
     pub subject: Option<Subject>,
     pub plan: Option<PlanId>,
+    /// The member a membership entry is about.
+    pub member: Option<UserId>,
     pub purchase: Option<PurchaseRecord>,
     pub lines: Vec<EntryLine>,
 }

@@ -34,6 +34,8 @@ pub enum DomainError {
     PaidByService,
     #[error("the subscription is cancelled already; subscribe to start again")]
     AlreadyCancelled,
+    #[error("no member {0:?} in this organization")]
+    MemberNotFound(String),
     #[error("no account for this organization; subscribe first")]
     AccountNotFound,
     #[error("invalid catalog: {0}")]

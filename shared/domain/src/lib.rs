@@ -22,6 +22,7 @@ pub mod purchase;
 pub mod renewal;
 pub mod spend;
 pub mod subscription;
+pub mod team;
 
 pub use account::{credits_meter, Account};
 pub use bucket::{allocate, Bucket, BucketId, BucketSource, Draw};
@@ -35,3 +36,4 @@ pub use period::Period;
 pub use purchase::PurchaseGrant;
 pub use spend::{SpendMode, SpendQuote, SpendRequest, MAX_QUANTITY};
 pub use subscription::{Billing, Resubscription, Subscription, SubscriptionStatus, MAX_SEATS};
+pub use team::{LicenseGauge, Member, MemberRole, MAX_MEMBERS};

@@ -47,12 +47,8 @@ impl Account {
                 if actor.caller != crate::CallerKind::Service {
                     return Err(DomainError::PaidByService);
                 }
-                let expires = Some(self.renews_at());
-                let period = self.period.start;
-                for (meter, more) in requested.monthly_difference(&self.subscription, catalog)? {
-                    lines.push(self.grant(crate::BucketId::Plan { meter, period }, more, expires, now));
-                }
-                self.subscription = requested;
+                let was = std::mem::replace(&mut self.subscription, requested);
+                lines = self.grant_upgrade(&was, catalog, now)?;
                 self.scheduled = None;
             }
             crate::Resubscription::Downgrade => self.scheduled = Some(requested),
@@ -61,6 +57,51 @@ impl Account {
         let entry = self.record(EntryKind::PlanChange, actor, now, lines, |e| e.plan = Some(plan));
         self.check_invariants()?;
         Ok(entry)
+    }
+
+    /// What an upgrade from `was` grants now: on each meter, what the new
+    /// subscription grants more this month (into this month's plan bucket,
+    /// or for every month left of a year granted up front), larger licenses
+    /// for the members who hold one, and licenses for the seats added.
+    fn grant_upgrade(
+        &mut self,
+        was: &Subscription,
+        catalog: &Catalog,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<crate::EntryLine>, DomainError> {
+        let Ok((_, plan)) = catalog.plan(self.subscription.plan.as_str()) else {
+            return Ok(Vec::new());
+        };
+        let before = |grants: fn(&Subscription, &crate::catalog::Plan) -> Vec<(crate::MeterId, crate::Credits)>| {
+            catalog
+                .plan(was.plan.as_str())
+                .map(|(_, p)| grants(was, p))
+                .unwrap_or_default()
+        };
+        let shared_before = before(|s, p| s.shared_grants(p).unwrap_or_default());
+        let licenses_before = before(Subscription::license_grants);
+        let more = |now: &(crate::MeterId, crate::Credits), before: &[(crate::MeterId, crate::Credits)]| {
+            let was: crate::Credits = before.iter().filter(|(m, _)| *m == now.0).map(|(_, a)| *a).sum();
+            now.1.checked_sub(was).filter(|d| d.is_positive())
+        };
+        let mut lines = Vec::new();
+        for grant in self.subscription.shared_grants(plan)? {
+            let Some(more) = more(&grant, &shared_before) else {
+                continue;
+            };
+            let target = self.plan_grant_target(&grant.0, plan);
+            let amount = more
+                .checked_mul(u64::from(target.months))
+                .ok_or_else(|| DomainError::InvalidRequest("allowance too large".into()))?;
+            lines.push(self.grant(target.id, amount, Some(target.expires_at), now));
+        }
+        for grant in self.subscription.license_grants(plan) {
+            if let Some(more) = more(&grant, &licenses_before) {
+                lines.extend(self.raise_licenses(&grant.0, more, now));
+            }
+        }
+        lines.extend(self.grant_licenses(plan, now));
+        Ok(lines)
     }
 
     /// Subscribing again after a cancel starts a new billing anchor today:

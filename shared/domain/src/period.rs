@@ -29,6 +29,17 @@ impl Period {
         }
     }
 
+    /// Which month of the anchor this is: 0 for the first, 12 for the
+    /// first month of the second year.
+    pub fn index(&self, anchor: NaiveDate) -> u32 {
+        months_between(anchor, self.start).max(0) as u32
+    }
+
+    /// The instant the period starts (00:00 UTC).
+    pub fn starts_at(&self) -> DateTime<Utc> {
+        start_of_day(self.start)
+    }
+
     /// The instant the period ends and the next allowance is due (00:00 UTC).
     pub fn renews_at(&self) -> DateTime<Utc> {
         start_of_day(self.end)

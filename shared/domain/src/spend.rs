@@ -87,8 +87,10 @@ impl Account {
         } else {
             req.action.cost
         };
-        let buckets = self.buckets_in_priority(&meter);
-        let available = self.available(&meter);
+        // The spender's own license first (it expires soonest), never another's.
+        let spender = req.actor.user.as_ref();
+        let buckets = self.spendable_buckets(&meter, spender);
+        let available = self.spendable(&meter, spender);
         let affordable = available.units_covered(unit_cost).min(req.quantity);
         // What this request would charge: all units or none, or as many as covered.
         let units = match req.mode {

@@ -10,7 +10,7 @@ use crate::{credits_meter, Credits, DomainError, MeterId, PlanId};
 #[serde(rename_all = "snake_case")]
 pub enum Billing {
     Monthly,
-    /// Billed yearly, still granted monthly.
+    /// Billed yearly; granted monthly unless the plan grants the year up front.
     Annual,
 }
 
@@ -159,8 +159,25 @@ impl Subscription {
             .collect())
     }
 
-    /// The monthly grants of this subscription, per meter.
+    /// Everything a month of this subscription grants, per meter, licenses
+    /// counted for every seat: what plan changes compare.
     pub fn monthly_grants(&self, plan: &Plan) -> Result<Vec<(MeterId, Credits)>, DomainError> {
+        let mut grants = self.shared_grants(plan)?;
+        for (meter, each) in self.license_grants(plan) {
+            let all = each
+                .checked_mul(u64::from(self.seats))
+                .ok_or_else(|| DomainError::InvalidRequest("allowance too large".into()))?;
+            match grants.iter_mut().find(|(m, _)| *m == meter) {
+                Some((_, amount)) => *amount = amount.checked_add(all).expect("credits within range"),
+                None => grants.push((meter, all)),
+            }
+        }
+        Ok(grants)
+    }
+
+    /// What a month grants the organization as a whole, per meter: the
+    /// per-account and per-seat allowances and a contract's custom credits.
+    pub fn shared_grants(&self, plan: &Plan) -> Result<Vec<(MeterId, Credits)>, DomainError> {
         let mut grants: Vec<(MeterId, Credits)> = Vec::new();
         if let Some(custom) = self.custom_monthly {
             grants.push((credits_meter(), custom));
@@ -172,9 +189,44 @@ impl Subscription {
                     .amount
                     .checked_mul(u64::from(self.seats))
                     .ok_or_else(|| DomainError::InvalidRequest("allowance too large".into()))?,
+                AllowanceBasis::User => continue,
             };
             grants.push((a.meter.clone(), amount));
         }
         Ok(grants)
+    }
+
+    /// Each licensed member's own monthly budget, per meter: granted to the
+    /// first `seats` members.
+    pub fn license_grants(&self, plan: &Plan) -> Vec<(MeterId, Credits)> {
+        plan.monthly
+            .iter()
+            .filter(|a| a.per == AllowanceBasis::User)
+            .map(|a| (a.meter.clone(), a.amount))
+            .collect()
+    }
+
+    /// Per meter, the most of a month's unused allowance that rolls into
+    /// the next month (none for meters whose allowance does not roll over).
+    pub fn rollover_caps(&self, plan: &Plan) -> Result<Vec<(MeterId, Credits)>, DomainError> {
+        let mut caps = Vec::new();
+        for a in plan.monthly.iter().filter(|a| a.per != AllowanceBasis::User) {
+            let Some(cap) = a.rollover_cap else { continue };
+            let (_, monthly) = self
+                .shared_grants(plan)?
+                .into_iter()
+                .find(|(m, _)| *m == a.meter)
+                .expect("a shared allowance is granted");
+            let most = monthly
+                .times(cap)
+                .ok_or_else(|| DomainError::InvalidRequest("rollover too large".into()))?;
+            caps.push((a.meter.clone(), most));
+        }
+        Ok(caps)
+    }
+
+    /// Whether this subscription grants a year's allowance up front.
+    pub fn grants_year_up_front(&self, plan: &Plan) -> bool {
+        self.billing == Billing::Annual && plan.annual_grant == crate::catalog::AnnualGrant::UpFront
     }
 }

@@ -93,7 +93,7 @@ pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<JsonBody<T>, ApiE
 
 impl<T> JsonBody<T> {
     /// The idempotency record of a mutation: key from the header, fingerprint
-    /// of route, caller and body, so reusing a key elsewhere (or another
+    /// of route, path, caller and body, so reusing a key elsewhere (or another
     /// user sending the same key) is caught, never replayed.
     pub fn idempotency(&self, req: &Request, caller: &Caller) -> Result<Idempotency, ApiError> {
         let header = req
@@ -106,6 +106,10 @@ impl<T> JsonBody<T> {
             .and_then(IdempotencyKey::parse)?;
         let mut hash = Sha256::new();
         hash.update(route_key(req).as_bytes());
+        hash.update([0]);
+        // The path names what the route acts on (a member, ...): the same
+        // key on another member is another request.
+        hash.update(req.uri().path().as_bytes());
         hash.update([0]);
         hash.update(caller.identity().as_bytes());
         hash.update([0]);

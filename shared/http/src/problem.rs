@@ -148,6 +148,7 @@ impl ApiError {
                     none(),
                 ),
                 D::AccountNotFound => (StatusCode::NOT_FOUND, "account-not-found", "No account", none()),
+                D::MemberNotFound(_) => (StatusCode::NOT_FOUND, "member-not-found", "No such member", none()),
                 D::InvalidCatalog(_) | D::InvariantViolated(_) => {
                     (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", none())
                 }

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use lambda_http::http::StatusCode;
-use ledger_domain::{Account, Catalog, Credits, EntryLine, LedgerEntry, SpendQuote, SubscriptionStatus};
+use ledger_domain::{
+    Account, Actor, CallerKind, Catalog, Credits, EntryLine, LedgerEntry, SpendQuote, SubscriptionStatus,
+};
 use ledger_service::{Applied, Outcome, SubscriptionState};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -82,6 +84,19 @@ pub fn outcome(applied: &Applied) -> Result<(StatusCode, Value), ApiError> {
         Outcome::Cancelled(state) | Outcome::PlanChanged(state) => {
             (StatusCode::OK, subscription(state, Some(entry()?)))
         }
+        Outcome::Member { user, role } => {
+            let mut body = json!({ "user": user.to_string() });
+            match role {
+                Some(role) => body["role"] = json!(role),
+                None => body["removed"] = json!(true),
+            }
+            if let Some(e) = &applied.entry {
+                body["entry_id"] = json!(e.id);
+                // Licenses granted (a member added) or expired (removed).
+                body["licenses"] = json!(lines(&e.lines));
+            }
+            (StatusCode::OK, body)
+        }
         Outcome::Refused(refusal) => return Err(refusal.clone().into()),
     })
 }
@@ -110,6 +125,7 @@ pub fn entry(e: &LedgerEntry) -> Value {
     put("campaign", json!(e.campaign.as_ref().map(|c| c.to_string())));
     put("subject", json!(e.subject.as_ref().map(|s| s.as_str())));
     put("plan", json!(e.plan.as_ref().map(|p| p.to_string())));
+    put("member", json!(e.member.as_ref().map(|m| m.to_string())));
     if let Some(p) = &e.purchase {
         put(
             "purchase",
@@ -188,6 +204,7 @@ struct BucketView {
 
 #[derive(Serialize)]
 struct MeterView {
+    /// What the viewer may spend: the shared buckets and their own license.
     available: String,
     /// Held by reservations (none until reservations exist).
     reserved: String,
@@ -206,6 +223,20 @@ struct BalanceView {
     #[serde(skip_serializing_if = "Option::is_none")]
     scheduled_change: Option<Value>,
     meters: BTreeMap<String, MeterView>,
+    /// This month's licenses: a member's own; every member's for admins and
+    /// the service. Left out on plans without licenses.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    licenses: Vec<LicenseView>,
+}
+
+#[derive(Serialize)]
+struct LicenseView {
+    user: String,
+    meter: String,
+    granted: String,
+    used: String,
+    left: String,
+    resets_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Serialize)]
@@ -214,7 +245,13 @@ struct PeriodView {
     end: NaiveDate,
 }
 
-pub fn balance(account: &Account, catalog: &Catalog) -> Value {
+/// The balance as `viewer` sees it: a member their own license and the
+/// shared buckets; admins and the service every bucket and every license.
+/// `available` is what the viewer's user may spend.
+pub fn balance(account: &Account, catalog: &Catalog, viewer: &Actor) -> Value {
+    let sees_all = viewer.caller != CallerKind::Member;
+    let user = viewer.user.as_ref();
+    let visible = |b: &&ledger_domain::Bucket| sees_all || b.id.licensee().is_none_or(|l| Some(l) == user);
     let mut meters = BTreeMap::new();
     for meter in account.meters().into_iter().filter(|m| catalog.meters.contains_key(m)) {
         // An emptied purchased pool stays on the account (its totals place
@@ -223,6 +260,7 @@ pub fn balance(account: &Account, catalog: &Catalog) -> Value {
             .buckets_in_priority(&meter)
             .into_iter()
             .filter(|b| b.remaining.is_positive())
+            .filter(visible)
             .map(|b| BucketView {
                 id: b.id.to_string(),
                 source: b.source().as_str(),
@@ -234,7 +272,7 @@ pub fn balance(account: &Account, catalog: &Catalog) -> Value {
         meters.insert(
             meter.to_string(),
             MeterView {
-                available: account.available(&meter).to_string(),
+                available: account.spendable(&meter, user).to_string(),
                 reserved: Credits::ZERO.to_string(),
                 used_this_period: account
                     .used_this_period
@@ -246,6 +284,19 @@ pub fn balance(account: &Account, catalog: &Catalog) -> Value {
             },
         );
     }
+    let licenses = account
+        .licenses()
+        .into_iter()
+        .filter(|l| sees_all || Some(&l.user) == user)
+        .map(|l| LicenseView {
+            user: l.user.to_string(),
+            meter: l.meter.to_string(),
+            granted: l.granted.to_string(),
+            used: l.used().to_string(),
+            left: l.remaining.to_string(),
+            resets_at: l.expires_at,
+        })
+        .collect();
     serde_json::to_value(BalanceView {
         org: account.org.to_string(),
         plan: account.subscription.plan.to_string(),
@@ -258,10 +309,31 @@ pub fn balance(account: &Account, catalog: &Catalog) -> Value {
         scheduled_change: account
             .scheduled
             .as_ref()
-            .map(|next| scheduled_change(next, account.renews_at())),
+            .map(|next| scheduled_change(next, account.scheduled_change_at(catalog))),
         meters,
+        licenses,
     })
     .expect("serializable")
+}
+
+/// The organization's members, in the order they joined, with this
+/// month's licenses.
+pub fn members(account: &Account) -> Value {
+    let licenses = account.licenses();
+    let members: Vec<Value> = account
+        .members_by_joining()
+        .into_iter()
+        .map(|user| {
+            let m = &account.members[user];
+            let own: Vec<Value> = licenses
+                .iter()
+                .filter(|l| &l.user == user)
+                .map(|l| json!({ "meter": l.meter.to_string(), "granted": l.granted.to_string(), "used": l.used().to_string(), "left": l.remaining.to_string(), "resets_at": l.expires_at }))
+                .collect();
+            json!({ "user": user.to_string(), "role": m.role, "joined_at": m.joined_at, "licenses": own })
+        })
+        .collect();
+    json!({ "members": members, "seats": account.subscription.seats })
 }
 
 /// The catalog as clients see it (amounts as decimal strings, as in the file).

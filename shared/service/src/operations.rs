@@ -3,8 +3,8 @@
 
 use ledger_domain::entry::Placement;
 use ledger_domain::{
-    Account, Actor, DomainError, OrgId, PurchaseGrant, Resubscription, SpendQuote, SpendRequest, Subscription,
-    SubscriptionStatus,
+    Account, Actor, DomainError, MemberRole, OrgId, PurchaseGrant, Resubscription, SpendQuote, SpendRequest,
+    Subscription, SubscriptionStatus, UserId,
 };
 use ledger_store::{AccountStore, HistoryPage, HistoryQuery, HistoryStore, RenewalIndex, RequestStore};
 
@@ -69,6 +69,59 @@ impl<A: AccountStore, R: RequestStore, H: HistoryStore> Ledger<A, R, H> {
         self.apply(org, request, None, |account, _, now| {
             let entry = account.cancel(actor.clone(), now)?;
             Ok((entry, Outcome::Cancelled(SubscriptionState::of(account))))
+        })
+        .await
+    }
+
+    /// Adds a member or gives one another role; a new member of a plan with
+    /// licenses gets one if a seat is free this month. The same role again
+    /// writes nothing.
+    pub async fn set_member(
+        &self,
+        org: &OrgId,
+        user: UserId,
+        role: MemberRole,
+        actor: Actor,
+        request: &Idempotency,
+    ) -> Result<Applied, ServiceError> {
+        let current = self.current_account(org).await?;
+        if current.members.get(&user).is_some_and(|m| m.role == role) {
+            return Ok(Applied {
+                outcome: Outcome::Member { user, role: Some(role) },
+                entry: None,
+                replayed: false,
+            });
+        }
+        self.apply(org, request, None, |account, catalog, now| {
+            let entry = account.set_member(user.clone(), role, catalog, actor.clone(), now)?;
+            Ok((
+                entry,
+                Outcome::Member {
+                    user: user.clone(),
+                    role: Some(role),
+                },
+            ))
+        })
+        .await
+    }
+
+    /// Removes a member; what is left of their license this month expires.
+    pub async fn remove_member(
+        &self,
+        org: &OrgId,
+        user: UserId,
+        actor: Actor,
+        request: &Idempotency,
+    ) -> Result<Applied, ServiceError> {
+        self.apply(org, request, None, |account, _, now| {
+            let entry = account.remove_member(&user, actor.clone(), now)?;
+            Ok((
+                entry,
+                Outcome::Member {
+                    user: user.clone(),
+                    role: None,
+                },
+            ))
         })
         .await
     }

@@ -4,8 +4,8 @@
 
 use chrono::NaiveDate;
 use ledger_domain::{
-    Account, Billing, Credits, DomainError, LedgerEntry, MeterId, OrgId, Period, PlanId, Subscription,
-    SubscriptionStatus,
+    Account, Billing, Credits, DomainError, LedgerEntry, MemberRole, MeterId, OrgId, Period, PlanId, Subscription,
+    SubscriptionStatus, UserId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +54,11 @@ pub enum Outcome {
     Cancelled(SubscriptionState),
     /// Upgraded now, or a downgrade scheduled for the next renewal.
     PlanChanged(SubscriptionState),
+    /// A member added or given a role (`Some`), or removed (`None`).
+    Member {
+        user: UserId,
+        role: Option<MemberRole>,
+    },
     /// A refusal decided on the account's state: kept like a success, so a
     /// retry of its key stays refused (a new key asks afresh).
     Refused(DomainError),
@@ -82,6 +87,10 @@ enum Stored {
     Subscribed(StoredState),
     Cancelled(StoredState),
     PlanChanged(StoredState),
+    Member {
+        user: String,
+        role: Option<String>,
+    },
     InsufficientCredits {
         meter: String,
         needed: i64,
@@ -184,6 +193,10 @@ impl Outcome {
             Outcome::Subscribed(s) | Outcome::AlreadySubscribed(s) => Stored::Subscribed(StoredState::of(s)),
             Outcome::Cancelled(s) => Stored::Cancelled(StoredState::of(s)),
             Outcome::PlanChanged(s) => Stored::PlanChanged(StoredState::of(s)),
+            Outcome::Member { user, role } => Stored::Member {
+                user: user.to_string(),
+                role: role.map(|r| r.as_str().to_string()),
+            },
             Outcome::Refused(DomainError::InsufficientCredits {
                 meter,
                 needed,
@@ -219,6 +232,12 @@ impl Outcome {
             Stored::Subscribed(state) => Outcome::Subscribed(state.state().map_err(malformed)?),
             Stored::Cancelled(state) => Outcome::Cancelled(state.state().map_err(malformed)?),
             Stored::PlanChanged(state) => Outcome::PlanChanged(state.state().map_err(malformed)?),
+            Stored::Member { user, role } => Outcome::Member {
+                user: UserId::parse(&user).map_err(|e| malformed(e.to_string()))?,
+                role: role
+                    .map(|r| MemberRole::parse(&r).ok_or_else(|| malformed(format!("role {r:?}"))))
+                    .transpose()?,
+            },
             Stored::InsufficientCredits {
                 meter: m,
                 needed,
@@ -286,6 +305,14 @@ mod tests {
             Outcome::Subscribed(state.clone()),
             Outcome::Cancelled(state.clone()),
             Outcome::PlanChanged(state),
+            Outcome::Member {
+                user: UserId::parse("auth0|alice").unwrap(),
+                role: Some(MemberRole::Admin),
+            },
+            Outcome::Member {
+                user: UserId::parse("bob").unwrap(),
+                role: None,
+            },
             Outcome::Refused(DomainError::InsufficientCredits {
                 meter: MeterId::parse("credits").unwrap(),
                 needed: Credits::whole(5),

@@ -13,7 +13,7 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use ledger_domain::entry::Placement;
 use ledger_domain::{
     Account, Actor, Billing, Bucket, BucketId, CallerKind, Credits, EntryKind, EntryLine, IdempotencyKey, LedgerEntry,
-    MeterId, OrgId, Period, PurchaseRecord, Subscription, SubscriptionStatus,
+    Member, MemberRole, MeterId, OrgId, Period, PurchaseRecord, Subscription, SubscriptionStatus, UserId,
 };
 
 use crate::port::{EntryKey, KeptRequest, Receipt, StoreError};
@@ -236,14 +236,20 @@ pub fn account_item(account: &Account, last_entry: &str) -> Item {
     put("period_end", s(account.period.end.to_string()));
     put("created_at", s(instant(account.created_at)));
     // The renewal index's keys: the sweep finds the account by them.
-    put("renewal_shard", s(renewal_shard(&account.org)));
+    if account.renews_on_schedule() {
+        put("renewal_shard", s(renewal_shard(&account.org)));
+    }
     put("renews_at", s(instant(account.renews_at())));
+    for (user, m) in &account.members {
+        put(&member_attr(user), member_value(m));
+    }
     for b in &account.buckets {
         put(&bucket_attr(&b.id), bucket_value(b));
     }
     for (meter, used) in &account.used_this_period {
         put(&used_attr(meter), amount(*used));
     }
+    put("grants", n(account.grants));
     put("last_entry", s(last_entry));
     item
 }
@@ -272,6 +278,20 @@ const SCHEDULED_ATTRS: [&str; 4] = [
 /// exactly the buckets it touches.
 fn bucket_attr(id: &BucketId) -> String {
     format!("bucket:{id}")
+}
+
+/// Each member is a top-level attribute, like buckets: adding one conflicts
+/// with nothing but adding the same member.
+fn member_attr(user: &UserId) -> String {
+    format!("member:{user}")
+}
+
+fn member_value(m: &Member) -> AttributeValue {
+    AttributeValue::M(HashMap::from([
+        ("role".to_string(), s(m.role.as_str())),
+        ("joined_at".to_string(), s(instant(m.joined_at))),
+        ("joined_by".to_string(), n(m.joined_by)),
+    ]))
 }
 
 /// Each meter's usage this period, a top-level number.
@@ -355,6 +375,24 @@ pub fn account_from_item(item: &Item) -> Result<Account, StoreError> {
                         .map_err(|_| StoreError::Malformed("usage: not a number".into())),
                     _ => Err(StoreError::Malformed("usage: not a number".into())),
                 }
+            })
+            .collect::<Result<_, StoreError>>()?,
+        grants: a.opt_n("grants")?.unwrap_or(0),
+        members: item
+            .iter()
+            .filter_map(|(attr, v)| Some((attr.strip_prefix("member:")?, v)))
+            .map(|(user, v)| {
+                let user = UserId::parse(user).map_err(|e| StoreError::Malformed(e.to_string()))?;
+                let AttributeValue::M(m) = v else {
+                    return Err(StoreError::Malformed(format!("member {user}: not a map")));
+                };
+                let m = Attrs::of(m, "member");
+                let member = Member {
+                    role: m.parsed("role", MemberRole::parse)?,
+                    joined_at: m.instant("joined_at")?,
+                    joined_by: m.n("joined_by")?,
+                };
+                Ok((user, member))
             })
             .collect::<Result<_, StoreError>>()?,
         created_at: a.instant("created_at")?,
@@ -522,6 +560,50 @@ pub fn account_update(before: &Account, after: &Account, last_entry: &str) -> Ac
             }
         }
     }
+    if before.renews_on_schedule() != after.renews_on_schedule() {
+        let a = u.name("renewal_shard");
+        if after.renews_on_schedule() {
+            let v = u.value(s(renewal_shard(&after.org)));
+            u.sets.push(format!("{a} = {v}"));
+        } else {
+            u.removes.push(a);
+        }
+    }
+    let mut users: Vec<&UserId> = before.members.keys().chain(after.members.keys()).collect();
+    users.sort();
+    users.dedup();
+    for user in users {
+        let (b, a) = (before.members.get(user), after.members.get(user));
+        if b == a {
+            continue;
+        }
+        let path = u.name(&member_attr(user));
+        match (b, a) {
+            (None, Some(a)) => {
+                let v = u.value(member_value(a));
+                u.conditions.push(format!("attribute_not_exists({path})"));
+                u.sets.push(format!("{path} = {v}"));
+            }
+            (Some(b), None) => {
+                let joined = u.name("joined_by");
+                let was = u.value(n(b.joined_by));
+                u.conditions.push(format!("{path}.{joined} = {was}"));
+                u.removes.push(path);
+            }
+            (Some(b), Some(a)) => {
+                let (role, joined) = (u.name("role"), u.name("joined_by"));
+                let (was, jb, now) = (
+                    u.value(s(b.role.as_str())),
+                    u.value(n(b.joined_by)),
+                    u.value(s(a.role.as_str())),
+                );
+                u.conditions.push(format!("{path}.{role} = {was}"));
+                u.conditions.push(format!("{path}.{joined} = {jb}"));
+                u.sets.push(format!("{path}.{role} = {now}"));
+            }
+            (None, None) => {}
+        }
+    }
     let find = |account: &Account, id: &BucketId| account.buckets.iter().find(|b| &b.id == id).cloned();
     let mut ids: Vec<&BucketId> = before.buckets.iter().chain(&after.buckets).map(|b| &b.id).collect();
     ids.sort();
@@ -566,6 +648,23 @@ pub fn account_update(before: &Account, after: &Account, last_entry: &str) -> Ac
             (None, None) => {}
         }
     }
+    // A change that draws from buckets relied on the grants it saw: a grant
+    // it missed would change which bucket pays first.
+    let draws = before.buckets.iter().any(|b| {
+        after
+            .buckets
+            .iter()
+            .find(|a| a.id == b.id)
+            .is_none_or(|a| a.remaining < b.remaining)
+    });
+    if after.grants != before.grants {
+        let grants = u.name("grants");
+        let (zero, d) = (u.value(n(0)), u.value(n(after.grants - before.grants)));
+        u.sets.push(format!("{grants} = if_not_exists({grants}, {zero}) + {d}"));
+    } else if draws {
+        let (grants, was) = (u.name("grants"), u.value(n(before.grants)));
+        u.conditions.push(format!("{grants} = {was}"));
+    }
     let (seq, count) = (u.name("seq"), u.value(n(after.seq - before.seq)));
     let (last, entry) = (u.name("last_entry"), u.value(s(last_entry)));
     u.sets.push(format!("{seq} = {seq} + {count}"));
@@ -596,6 +695,7 @@ fn kind_name(kind: EntryKind) -> &'static str {
         EntryKind::Purchase => "purchase",
         EntryKind::Cancellation => "cancellation",
         EntryKind::PlanChange => "plan_change",
+        EntryKind::Membership => "membership",
     }
 }
 
@@ -607,6 +707,7 @@ fn kind_of(text: &str) -> Option<EntryKind> {
         "purchase" => EntryKind::Purchase,
         "cancellation" => EntryKind::Cancellation,
         "plan_change" => EntryKind::PlanChange,
+        "membership" => EntryKind::Membership,
         _ => return None,
     })
 }
@@ -660,6 +761,7 @@ pub fn entry_item(org: &OrgId, key: &EntryKey, e: &LedgerEntry, receipt: Option<
     opt("campaign", e.campaign.as_ref().map(|x| x.to_string()));
     opt("subject", e.subject.as_ref().map(|x| x.as_str().to_string()));
     opt("plan", e.plan.as_ref().map(|x| x.to_string()));
+    opt("member", e.member.as_ref().map(|x| x.to_string()));
     if let Some(q) = e.quantity {
         item.insert("quantity".into(), n(q));
     }
@@ -763,6 +865,7 @@ pub fn entry_from_item(item: &Item) -> Result<LedgerEntry, StoreError> {
         campaign: a.opt_parsed("campaign", |t| ledger_domain::CampaignId::parse(t).ok())?,
         subject: a.opt_parsed("subject", |t| ledger_domain::Subject::parse(t).ok())?,
         plan: a.opt_parsed("plan", |t| ledger_domain::PlanId::parse(t).ok())?,
+        member: a.opt_parsed("member", |t| UserId::parse(t).ok())?,
         purchase,
         lines,
     })
@@ -958,12 +1061,16 @@ mod tests {
                 t.replace(placeholder.as_str(), &shown)
             })
         };
-        // The plan bucket is what the spend draws on; nothing else is read.
+        // What the spend drew on, and the grants it saw (a grant it missed
+        // could change which bucket pays first); nothing else is read.
         // The plan's 3,000 went to the helper's spend: the pool pays.
         let plan = "bucket:purchased:credits";
         assert_eq!(
             values(&names(&u.condition_expression())),
-            format!("attribute_exists(pk) AND period_start = 2026-03-31 AND {plan}.remaining >= 2000")
+            format!(
+                "attribute_exists(pk) AND period_start = 2026-03-31 AND {plan}.remaining >= 2000 AND grants = {}",
+                before.grants
+            )
         );
         assert_eq!(
             values(&names(&u.update_expression())),

@@ -1,0 +1,271 @@
+//! Plan settings and the team, end to end on the local stack: per-user
+//! licenses managed over HTTP, rollover, a year granted up front, and
+//! several monthly meters renewing on one anchor.
+
+mod common;
+
+use chrono::Duration;
+use common::*;
+use ledger_domain::Clock;
+use ledger_service::SweepLimits;
+use serde_json::Value;
+
+fn sweep_all() -> SweepLimits {
+    SweepLimits {
+        deadline: None,
+        max_accounts: usize::MAX,
+        concurrency: 4,
+    }
+}
+
+async fn put_member(stack: &Stack, token: &str, key: &str, user: &str, role: &str) -> HttpReply {
+    let gw = stack.gateway();
+    let path = format!("/v1/orgs/{ORG}/members/{user}");
+    call(
+        &gw,
+        "PUT",
+        &path,
+        Some(token),
+        Some(key),
+        Some(&format!(r#"{{"role":"{role}"}}"#)),
+    )
+    .await
+}
+
+async fn balance_as(stack: &Stack, token: &str) -> Value {
+    let r = call(
+        &stack.gateway(),
+        "GET",
+        &format!("/v1/orgs/{ORG}/balance"),
+        Some(token),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+}
+
+fn license_left(balance: &Value, user: &str) -> Option<String> {
+    balance["licenses"]
+        .as_array()?
+        .iter()
+        .find(|l| l["user"] == user)
+        .map(|l| l["left"].as_str().unwrap().to_string())
+}
+
+/// Every meter's balance equals the sum of its ledger lines.
+async fn assert_ledger_sums_to_balance(stack: &Stack, meters: &[&str]) {
+    stack.settle().await;
+    let gw = stack.gateway();
+    let entries = ledger(&gw, &stack.service(), 100).await;
+    let balance = balance_as(stack, &stack.service()).await;
+    for meter in meters {
+        // The service's view with no user: shared buckets plus every license.
+        let held: i64 = balance["meters"][meter]["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| thousandths(b["remaining"].as_str().unwrap()))
+            .sum();
+        assert_eq!(ledger_total(&entries, meter), held, "{meter}");
+    }
+}
+
+#[tokio::test]
+async fn members_spend_their_own_license_first_then_the_organizations_credits() {
+    let stack = Stack::new().await;
+    let gw = stack.gateway();
+    let (service, admin) = (stack.service(), stack.admin());
+    let r = call(
+        &gw,
+        "PUT",
+        &format!("/v1/orgs/{ORG}/subscription"),
+        Some(&service),
+        Some("sub"),
+        Some(r#"{"plan":"team_licenses","seats":2}"#),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    // Two seats, three members: the first two to join hold a license.
+    for (key, user) in [("m1", "alice"), ("m2", "bob"), ("m3", "carol")] {
+        let r = put_member(&stack, &admin, key, user, "member").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    // A member may not manage the team; the same key on another member is
+    // another request, never a replay.
+    let r = put_member(&stack, &stack.member(), "m9", "dave", "member").await;
+    assert_eq!(
+        (r.status, r.body["type"].as_str().unwrap().ends_with("forbidden")),
+        (403, true),
+        "{}",
+        r.body
+    );
+    let r = put_member(&stack, &admin, "m1", "alice", "admin").await;
+    assert_eq!(r.status, 422, "same key, other body: {}", r.body);
+    let r = purchase(&gw, &service, "buy", r#"{"credits":"500","payment_reference":"pay-1"}"#).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    // `gw` was made before the members joined: its cached account misses
+    // their licenses. The spend must still draw alice's license first (the
+    // store refuses a draw decided on a state that missed a grant).
+    let alice = stack.authority.user_token(ORG, "alice", "member", 3600);
+    let r = spend(&gw, &alice, "a1", "ai_email_generation", 250).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let paid: Vec<(String, String)> = r.body["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["source"].as_str().unwrap().into(),
+                b["amount"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        paid,
+        vec![("license".into(), "-200".into()), ("purchased".into(), "-50".into())],
+        "her license, then purchased credits"
+    );
+    // Bob's license is untouched; carol has none and spends the shared pool.
+    let b = balance_as(&stack, &stack.member()).await;
+    assert_eq!(license_left(&b, "bob").as_deref(), Some("200"));
+    assert_eq!(license_left(&b, "alice"), None, "a member sees only their own");
+    assert_eq!(b["meters"]["credits"]["available"], "650");
+    let carol = stack.authority.user_token(ORG, "carol", "member", 3600);
+    let b = balance_as(&stack, &carol).await;
+    assert_eq!(b["meters"]["credits"]["available"], "450");
+    let r = spend(&gw, &carol, "c1", "ai_email_generation", 451).await;
+    assert_eq!(
+        (r.status, r.body["available"].as_str()),
+        (402, Some("450")),
+        "{}",
+        r.body
+    );
+    // Admins see every member's gauge.
+    let b = balance_as(&stack, &admin).await;
+    assert_eq!(license_left(&b, "alice").as_deref(), Some("0"));
+    assert_eq!(license_left(&b, "bob").as_deref(), Some("200"));
+    let r = call(&gw, "GET", &format!("/v1/orgs/{ORG}/members"), Some(&admin), None, None).await;
+    let members: Vec<&str> = r.body["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(members, vec!["alice", "bob", "carol"]);
+    assert_eq!(r.body["members"][2]["licenses"], serde_json::json!([]));
+
+    // Bob leaves: what he had left expires and his seat stays used this month.
+    let path = format!("/v1/orgs/{ORG}/members/bob");
+    let r = call(&gw, "DELETE", &path, Some(&admin), Some("rm-bob"), None).await;
+    assert_eq!(
+        (r.status, r.body["licenses"][0]["amount"].as_str()),
+        (200, Some("-200")),
+        "{}",
+        r.body
+    );
+    let r = call(&gw, "DELETE", &path, Some(&admin), Some("rm-bob-2"), None).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(license_left(&balance_as(&stack, &carol).await, "carol"), None);
+    // A seat bought mid-month: carol's license, the whole month, at once.
+    let r = call(
+        &gw,
+        "PUT",
+        &format!("/v1/orgs/{ORG}/subscription"),
+        Some(&service),
+        Some("seats-3"),
+        Some(r#"{"plan":"team_licenses","seats":3}"#),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        license_left(&balance_as(&stack, &carol).await, "carol").as_deref(),
+        Some("200")
+    );
+
+    // At the renewal the licenses renew for the members who hold them.
+    stack.clock.advance(Duration::days(29));
+    assert_eq!(stack.ledger().sweep(sweep_all()).await.unwrap().renewed, 1);
+    let b = balance_as(&stack, &admin).await;
+    assert_eq!(license_left(&b, "alice").as_deref(), Some("200"));
+    assert_eq!(license_left(&b, "carol").as_deref(), Some("200"));
+    assert_eq!(license_left(&b, "bob"), None);
+    assert_ledger_sums_to_balance(&stack, &["credits"]).await;
+}
+
+#[tokio::test]
+async fn rollover_and_a_second_monthly_meter_renew_on_the_anchor_and_a_year_up_front_waits() {
+    let stack = Stack::new().await;
+    let gw = stack.gateway();
+    let service = stack.service();
+    // growth: 1,000 credits and 6,000 email sends a month, up to a month's
+    // worth of credits rolling over.
+    let r = call(
+        &gw,
+        "PUT",
+        &format!("/v1/orgs/{ORG}/subscription"),
+        Some(&service),
+        Some("sub"),
+        Some(r#"{"plan":"growth"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = spend(&gw, &stack.member(), "s1", "ai_email_generation", 400).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Anchored Jan 31: due Feb 28.
+    stack.clock.advance(
+        ledger_domain::period::start_of_day(chrono::NaiveDate::from_ymd_opt(2026, 2, 28).unwrap()) - stack.clock.now(),
+    );
+    assert_eq!(stack.ledger().sweep(sweep_all()).await.unwrap().renewed, 1);
+    let b = balance_as(&stack, &service).await;
+    assert_eq!(
+        b["meters"]["credits"]["available"], "1600",
+        "600 carried, 1,000 granted"
+    );
+    assert_eq!(
+        b["meters"]["email_sends"]["available"], "6000",
+        "its own meter, same anchor"
+    );
+    let sources: Vec<&str> = b["meters"]["credits"]["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(sources, vec!["rollover", "plan"], "carried credits are spent first");
+    assert_ledger_sums_to_balance(&stack, &["credits", "email_sends"]).await;
+
+    // Annual billing on this plan grants the year up front; a downgrade
+    // then waits for the anniversary, not the next month.
+    let other = "globex";
+    let globex = |path: &str| format!("/v1/orgs/{other}{path}");
+    let r = call(
+        &gw,
+        "PUT",
+        &globex("/subscription"),
+        Some(&service),
+        Some("g-sub"),
+        Some(r#"{"plan":"growth","billing":"annual"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = call(
+        &gw,
+        "PUT",
+        &globex("/subscription"),
+        Some(&service),
+        Some("g-down"),
+        Some(r#"{"plan":"starter","billing":"annual"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = call(&gw, "GET", &globex("/balance"), Some(&service), None, None).await;
+    assert_eq!(r.body["meters"]["credits"]["available"], "12000");
+    assert_eq!(
+        r.body["scheduled_change"]["takes_effect"], "2027-02-28T00:00:00Z",
+        "{}",
+        r.body
+    );
+}
