@@ -32,20 +32,6 @@ async fn put_member(stack: &Stack, token: &str, key: &str, user: &str, role: &st
     .await
 }
 
-async fn balance_as(stack: &Stack, token: &str) -> Value {
-    let r = call(
-        &stack.gateway(),
-        "GET",
-        &format!("/v1/orgs/{ORG}/balance"),
-        Some(token),
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.body
-}
-
 fn license_left(balance: &Value, user: &str) -> Option<String> {
     balance["licenses"]
         .as_array()?
@@ -59,10 +45,10 @@ async fn assert_ledger_sums_to_balance(stack: &Stack, meters: &[&str]) {
     stack.settle().await;
     let gw = stack.gateway();
     let entries = ledger(&gw, &stack.service(), 100).await;
-    let balance = balance_as(stack, &stack.service()).await;
+    let seen = balance(&stack.gateway(), &stack.service()).await;
     for meter in meters {
         // The service's view with no user: shared buckets plus every license.
-        let held: i64 = balance["meters"][meter]["buckets"]
+        let held: i64 = seen["meters"][meter]["buckets"]
             .as_array()
             .unwrap()
             .iter()
@@ -77,15 +63,7 @@ async fn members_spend_their_own_license_first_then_the_organizations_credits() 
     let stack = Stack::new().await;
     let gw = stack.gateway();
     let (service, admin) = (stack.service(), stack.admin());
-    let r = call(
-        &gw,
-        "PUT",
-        &format!("/v1/orgs/{ORG}/subscription"),
-        Some(&service),
-        Some("sub"),
-        Some(r#"{"plan":"team_licenses","seats":2}"#),
-    )
-    .await;
+    let r = put_subscription(&gw, &service, ORG, "sub", r#"{"plan":"team_licenses","seats":2}"#).await;
     assert_eq!(r.status, 201, "{}", r.body);
     // Two seats, three members: the first two to join hold a license.
     for (key, user) in [("m1", "alice"), ("m2", "bob"), ("m3", "carol")] {
@@ -129,12 +107,12 @@ async fn members_spend_their_own_license_first_then_the_organizations_credits() 
         "her license, then purchased credits"
     );
     // Bob's license is untouched; carol has none and spends the shared pool.
-    let b = balance_as(&stack, &stack.member()).await;
+    let b = balance(&stack.gateway(), &stack.member()).await;
     assert_eq!(license_left(&b, "bob").as_deref(), Some("200"));
     assert_eq!(license_left(&b, "alice"), None, "a member sees only their own");
     assert_eq!(b["meters"]["credits"]["available"], "650");
     let carol = stack.authority.user_token(ORG, "carol", "member", 3600);
-    let b = balance_as(&stack, &carol).await;
+    let b = balance(&stack.gateway(), &carol).await;
     assert_eq!(b["meters"]["credits"]["available"], "450");
     let r = spend(&gw, &carol, "c1", "ai_email_generation", 451).await;
     assert_eq!(
@@ -144,7 +122,7 @@ async fn members_spend_their_own_license_first_then_the_organizations_credits() 
         r.body
     );
     // Admins see every member's gauge.
-    let b = balance_as(&stack, &admin).await;
+    let b = balance(&stack.gateway(), &admin).await;
     assert_eq!(license_left(&b, "alice").as_deref(), Some("0"));
     assert_eq!(license_left(&b, "bob").as_deref(), Some("200"));
     let r = call(&gw, "GET", &format!("/v1/orgs/{ORG}/members"), Some(&admin), None, None).await;
@@ -168,27 +146,19 @@ async fn members_spend_their_own_license_first_then_the_organizations_credits() 
     );
     let r = call(&gw, "DELETE", &path, Some(&admin), Some("rm-bob-2"), None).await;
     assert_eq!(r.status, 404, "{}", r.body);
-    assert_eq!(license_left(&balance_as(&stack, &carol).await, "carol"), None);
+    assert_eq!(license_left(&balance(&stack.gateway(), &carol).await, "carol"), None);
     // A seat bought mid-month: carol's license, the whole month, at once.
-    let r = call(
-        &gw,
-        "PUT",
-        &format!("/v1/orgs/{ORG}/subscription"),
-        Some(&service),
-        Some("seats-3"),
-        Some(r#"{"plan":"team_licenses","seats":3}"#),
-    )
-    .await;
+    let r = put_subscription(&gw, &service, ORG, "seats-3", r#"{"plan":"team_licenses","seats":3}"#).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(
-        license_left(&balance_as(&stack, &carol).await, "carol").as_deref(),
+        license_left(&balance(&stack.gateway(), &carol).await, "carol").as_deref(),
         Some("200")
     );
 
     // At the renewal the licenses renew for the members who hold them.
     stack.clock.advance(Duration::days(29));
     assert_eq!(stack.ledger().sweep(sweep_all()).await.unwrap().renewed, 1);
-    let b = balance_as(&stack, &admin).await;
+    let b = balance(&stack.gateway(), &admin).await;
     assert_eq!(license_left(&b, "alice").as_deref(), Some("200"));
     assert_eq!(license_left(&b, "carol").as_deref(), Some("200"));
     assert_eq!(license_left(&b, "bob"), None);
@@ -202,15 +172,7 @@ async fn rollover_and_a_second_monthly_meter_renew_on_the_anchor_and_a_year_up_f
     let service = stack.service();
     // growth: 1,000 credits and 6,000 email sends a month, up to a month's
     // worth of credits rolling over.
-    let r = call(
-        &gw,
-        "PUT",
-        &format!("/v1/orgs/{ORG}/subscription"),
-        Some(&service),
-        Some("sub"),
-        Some(r#"{"plan":"growth"}"#),
-    )
-    .await;
+    let r = put_subscription(&gw, &service, ORG, "sub", r#"{"plan":"growth"}"#).await;
     assert_eq!(r.status, 201, "{}", r.body);
     let r = spend(&gw, &stack.member(), "s1", "ai_email_generation", 400).await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -219,7 +181,7 @@ async fn rollover_and_a_second_monthly_meter_renew_on_the_anchor_and_a_year_up_f
         ledger_domain::period::start_of_day(chrono::NaiveDate::from_ymd_opt(2026, 2, 28).unwrap()) - stack.clock.now(),
     );
     assert_eq!(stack.ledger().sweep(sweep_all()).await.unwrap().renewed, 1);
-    let b = balance_as(&stack, &service).await;
+    let b = balance(&stack.gateway(), &service).await;
     assert_eq!(
         b["meters"]["credits"]["available"], "1600",
         "600 carried, 1,000 granted"
@@ -239,29 +201,21 @@ async fn rollover_and_a_second_monthly_meter_renew_on_the_anchor_and_a_year_up_f
 
     // Annual billing on this plan grants the year up front; a downgrade
     // then waits for the anniversary, not the next month.
-    let other = "globex";
-    let globex = |path: &str| format!("/v1/orgs/{other}{path}");
-    let r = call(
-        &gw,
-        "PUT",
-        &globex("/subscription"),
-        Some(&service),
-        Some("g-sub"),
-        Some(r#"{"plan":"growth","billing":"annual"}"#),
-    )
-    .await;
+    let annual = r#"{"plan":"growth","billing":"annual"}"#;
+    let r = put_subscription(&gw, &service, OTHER_ORG, "g-sub", annual).await;
     assert_eq!(r.status, 201, "{}", r.body);
+    let down = r#"{"plan":"starter","billing":"annual"}"#;
+    let r = put_subscription(&gw, &service, OTHER_ORG, "g-down", down).await;
+    assert_eq!(r.status, 200, "{}", r.body);
     let r = call(
         &gw,
-        "PUT",
-        &globex("/subscription"),
+        "GET",
+        &format!("/v1/orgs/{OTHER_ORG}/balance"),
         Some(&service),
-        Some("g-down"),
-        Some(r#"{"plan":"starter","billing":"annual"}"#),
+        None,
+        None,
     )
     .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    let r = call(&gw, "GET", &globex("/balance"), Some(&service), None, None).await;
     assert_eq!(r.body["meters"]["credits"]["available"], "12000");
     assert_eq!(
         r.body["scheduled_change"]["takes_effect"], "2027-02-28T00:00:00Z",

@@ -219,13 +219,18 @@ pub async fn purchase(gateway: &Gateway, token: &str, key: &str, body: &str) -> 
 
 pub async fn subscribe(gateway: &Gateway, token: &str, org: &str, plan: &str) -> HttpReply {
     let body = format!(r#"{{"plan":"{plan}"}}"#);
+    put_subscription(gateway, token, org, &format!("sub-{org}"), &body).await
+}
+
+/// `PUT /subscription` with any body: subscribe, change plan or seats.
+pub async fn put_subscription(gateway: &Gateway, token: &str, org: &str, key: &str, body: &str) -> HttpReply {
     call(
         gateway,
         "PUT",
         &format!("/v1/orgs/{org}/subscription"),
         Some(token),
-        Some(&format!("sub-{org}")),
-        Some(&body),
+        Some(key),
+        Some(body),
     )
     .await
 }
@@ -244,6 +249,14 @@ pub async fn spend(gateway: &Gateway, token: &str, key: &str, action: &str, quan
 }
 
 pub async fn available(gateway: &Gateway, token: &str, meter: &str) -> String {
+    balance(gateway, token).await["meters"][meter]["available"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `GET /balance` of the organization, as `token` sees it.
+pub async fn balance(gateway: &Gateway, token: &str) -> Value {
     let r = call(
         gateway,
         "GET",
@@ -254,7 +267,7 @@ pub async fn available(gateway: &Gateway, token: &str, meter: &str) -> String {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    r.body["meters"][meter]["available"].as_str().unwrap().to_string()
+    r.body
 }
 
 /// The whole ledger, newest first, walking every page.
