@@ -9,6 +9,8 @@
 //! - `PUT /v1/orgs/{org}/members/{user}` (`{"role": "admin"|"member"}`),
 //!   `DELETE /v1/orgs/{org}/members/{user}`, `GET /v1/orgs/{org}/members`:
 //!   the team (admins and the service); licenses follow it.
+//! - `POST /v1/orgs/{org}/results/resume`: after a top-up, charge the held
+//!   results in arrival order (admins and the service).
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
@@ -40,6 +42,7 @@ pub async fn handle(ledger: &DynamoLedger, req: Request) -> Response<Body> {
         "PUT /v1/orgs/{org}/members/{user}" => set_member(ledger, &req).await,
         "DELETE /v1/orgs/{org}/members/{user}" => remove_member(ledger, &req).await,
         "GET /v1/orgs/{org}/members" => members(ledger, &req).await,
+        "POST /v1/orgs/{org}/results/resume" => resume_results(ledger, &req).await,
         _ => subscribe(ledger, &req).await,
     })
 }
@@ -99,6 +102,20 @@ async fn members(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>,
     caller.require_admin_or_service()?;
     let account = ledger.balance(&org).await?;
     Ok(json_response(StatusCode::OK, &views::members(&account)))
+}
+
+/// Resuming is idempotent by nature (each held result is settled once, in
+/// the transaction that charges it): no Idempotency-Key needed.
+async fn resume_results(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(req)?;
+    let org = caller.organization(&path_param(req, "org")?)?;
+    caller.require_admin_or_service()?;
+    let actor = caller.actor(None)?;
+    let report = ledger.resume_results(&org, actor).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "settled": report.settled, "held": report.still_held, "paused": report.paused }),
+    ))
 }
 
 /// Renewing is idempotent by nature (conditional on the period it renews):

@@ -4,6 +4,7 @@
 pub mod aws_conflicts;
 pub mod gateway;
 pub mod metrics;
+pub mod results_queue;
 pub mod streams;
 pub mod template;
 pub mod tokens;

@@ -57,6 +57,10 @@ pub struct Account {
     /// conditions spends on it; purchases leave it alone, so they commute
     /// with spends.
     pub grants: u64,
+    /// Result charging is paused: a billable result could not be paid.
+    pub results_paused: bool,
+    /// Billable results kept unpaid, waiting for a resume.
+    pub held_results: u64,
     pub created_at: DateTime<Utc>,
 }
 
@@ -84,6 +88,8 @@ impl Account {
             used_this_period: BTreeMap::new(),
             members: BTreeMap::new(),
             grants: 0,
+            results_paused: false,
+            held_results: 0,
             created_at: now,
         };
         let mut lines = account.grant_monthly(plan, now)?;
@@ -294,6 +300,7 @@ impl Account {
             subject: None,
             plan: None,
             member: None,
+            result: None,
             purchase: None,
             lines,
         };

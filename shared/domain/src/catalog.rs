@@ -12,6 +12,9 @@ static CREDITS: std::sync::LazyLock<MeterId> = std::sync::LazyLock::new(crate::c
 // The catalogs under `infra/catalogs/`, compiled in by name (see build.rs).
 include!(concat!(env!("OUT_DIR"), "/shipped_catalogs.rs"));
 
+/// The outcomes a result may report.
+pub const RESULT_OUTCOMES: [&str; 5] = ["deliverable", "risky", "invalid", "not_found", "found"];
+
 /// The catalog a deployment runs unless it names another.
 pub const DEFAULT_CATALOG: &str = "default";
 
@@ -62,6 +65,26 @@ pub struct Action {
     /// Charged once per organization per subject.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub once_per_subject: bool,
+    /// How long a subject charged once stays free (`once_per_subject`):
+    /// `"forever"` (the default), `"billing_period"` or `{"days": N}`.
+    #[serde(default, skip_serializing_if = "DedupWindow::is_forever")]
+    pub dedup_window: DedupWindow,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DedupWindow {
+    #[default]
+    Forever,
+    /// Until the account's next renewal.
+    BillingPeriod,
+    Days(u32),
+}
+
+impl DedupWindow {
+    fn is_forever(&self) -> bool {
+        *self == DedupWindow::Forever
+    }
 }
 
 fn default_unit() -> String {
@@ -188,6 +211,22 @@ impl Catalog {
             }
             if action.cost.is_negative() {
                 return bad(format!("action {id} has a negative cost"));
+            }
+            if !action.once_per_subject && !action.dedup_window.is_forever() {
+                return bad(format!("action {id} has a dedup window but is not once_per_subject"));
+            }
+            if action.dedup_window == DedupWindow::Days(0) {
+                return bad(format!("action {id}: a dedup window of 0 days"));
+            }
+            if let Some(o) = action
+                .billable_outcomes
+                .iter()
+                .find(|o| !RESULT_OUTCOMES.contains(&o.as_str()))
+            {
+                return bad(format!(
+                    "action {id}: unknown outcome {o:?} (known: {})",
+                    RESULT_OUTCOMES.join(", ")
+                ));
             }
             if action.charging == Charging::OnSuccess && action.billable_outcomes.is_empty() {
                 return bad(format!(

@@ -22,6 +22,13 @@ pub enum EntryKind {
     /// An upgrade (the current month's difference granted) or a downgrade
     /// scheduled for the next renewal.
     PlanChange,
+    /// A reported result: charged if billable, free otherwise.
+    Result,
+    /// A billable result the balance could not pay: kept unpaid, result
+    /// charging paused.
+    ResultHeld,
+    /// Result charging resumed by hand with nothing held.
+    ResultsResumed,
     /// A member added, removed or given another role (with the license
     /// granted or expired, if the plan has licenses).
     Membership,
@@ -110,6 +117,8 @@ pub struct LedgerEntry {
     pub campaign: Option<CampaignId>,
     pub subject: Option<Subject>,
     pub plan: Option<PlanId>,
+    /// What a reported result said (`deliverable`, `not_found`, ...).
+    pub result: Option<String>,
     /// The member a membership entry is about.
     pub member: Option<UserId>,
     pub purchase: Option<PurchaseRecord>,

@@ -116,15 +116,22 @@ impl From<IdempotencyKey> for String {
     }
 }
 
-/// What a subject (e.g. a contact's email) is called in a spend; free text, bounded.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// What a spend or a result is about (a contact's email or id), normalised
+/// so that one piece of information has one name: trimmed, and an email
+/// lower-cased (`Jane@Example.com ` is `jane@example.com`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Subject(String);
 
 impl Subject {
     pub fn parse(s: &str) -> Result<Self, DomainError> {
+        let s = s.trim();
         if !s.is_empty() && s.len() <= 512 && !s.chars().any(char::is_control) {
-            Ok(Self(s.to_string()))
+            Ok(Self(if s.contains('@') {
+                s.to_lowercase()
+            } else {
+                s.to_string()
+            }))
         } else {
             Err(DomainError::InvalidId {
                 what: "subject",
@@ -161,6 +168,17 @@ mod tests {
         assert!(OrgId::parse("").is_err());
         assert!(OrgId::parse("a b").is_err());
         assert!(OrgId::parse(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn subjects_are_normalised_emails_lower_cased() {
+        assert_eq!(
+            Subject::parse(" Jane@Example.COM ").unwrap().as_str(),
+            "jane@example.com"
+        );
+        assert_eq!(Subject::parse("Contact-ABC").unwrap().as_str(), "Contact-ABC");
+        assert!(Subject::parse("  ").is_err());
+        assert!(Subject::parse("a\nb").is_err());
     }
 
     #[test]

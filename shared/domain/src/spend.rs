@@ -125,6 +125,16 @@ impl Account {
         if req.action.charging == Charging::OnSuccess {
             return Err(DomainError::ChargedOnResult(req.action_id.to_string()));
         }
+        self.debit(req, now)
+    }
+
+    /// Charges what the request costs, whatever triggered it (a request, or
+    /// a billable result): all units, as many as covered, or the refusal.
+    pub(crate) fn debit(
+        &mut self,
+        req: &SpendRequest<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<(SpendQuote, LedgerEntry), DomainError> {
         let quote = self.quote(req)?;
         if !quote.sufficient() {
             return Err(DomainError::InsufficientCredits {

@@ -83,7 +83,9 @@ impl ApiError {
                 "Payment reference already recorded",
                 none(),
             ),
-            ApiError::Service(ServiceError::Contention) => (
+            ApiError::Service(
+                ServiceError::Contention | ServiceError::SubjectUnlocked | ServiceError::AlreadySettled,
+            ) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "contention",
                 "Too many concurrent changes; retry",

@@ -97,6 +97,30 @@ pub fn outcome(applied: &Applied) -> Result<(StatusCode, Value), ApiError> {
             }
             (StatusCode::OK, body)
         }
+        Outcome::Result {
+            action,
+            subject,
+            outcome,
+            charge,
+        } => {
+            let charged = match charge {
+                ledger_domain::ResultCharge::Charged(c) => *c,
+                _ => Credits::ZERO,
+            };
+            let mut body = json!({
+                "action": action.to_string(),
+                "subject": subject.as_str(),
+                "outcome": outcome,
+                "charge": charge.as_str(),
+                "charged": charged.to_string(),
+            });
+            if let Some(e) = &applied.entry {
+                body["entry_id"] = json!(e.id);
+                body["buckets"] = json!(lines(&e.lines));
+            }
+            (StatusCode::OK, body)
+        }
+        Outcome::ResultsResumed => (StatusCode::OK, json!({ "resumed": true })),
         Outcome::Refused(refusal) => return Err(refusal.clone().into()),
     })
 }
@@ -126,6 +150,7 @@ pub fn entry(e: &LedgerEntry) -> Value {
     put("subject", json!(e.subject.as_ref().map(|s| s.as_str())));
     put("plan", json!(e.plan.as_ref().map(|p| p.to_string())));
     put("member", json!(e.member.as_ref().map(|m| m.to_string())));
+    put("result", json!(e.result));
     if let Some(p) = &e.purchase {
         put(
             "purchase",
@@ -227,6 +252,9 @@ struct BalanceView {
     /// the service. Left out on plans without licenses.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     licenses: Vec<LicenseView>,
+    /// Success-only charging: paused when a billable result could not be
+    /// paid, and how many results are held unpaid.
+    results: Value,
 }
 
 #[derive(Serialize)]
@@ -312,6 +340,7 @@ pub fn balance(account: &Account, catalog: &Catalog, viewer: &Actor) -> Value {
             .map(|next| scheduled_change(next, account.scheduled_change_at(catalog))),
         meters,
         licenses,
+        results: json!({ "paused": account.results_paused, "held": account.held_results }),
     })
     .expect("serializable")
 }

@@ -17,6 +17,13 @@ pub enum ServiceError {
     AlreadyClaimed,
     #[error("too much contention on the account: retry with the same Idempotency-Key after Retry-After; for bulk work send one spend with `quantity` or `mode: up_to` instead of many")]
     Contention,
+    /// A subject was unlocked by another change meanwhile (internal: the
+    /// operation reads it again and decides again).
+    #[error("the subject was unlocked meanwhile")]
+    SubjectUnlocked,
+    /// A held result was settled by another resume meanwhile.
+    #[error("the held result was settled meanwhile")]
+    AlreadySettled,
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -12,7 +12,8 @@ use chrono::{DateTime, Utc};
 use ledger_domain::entry::Placement;
 use ledger_domain::{Account, Catalog, Clock, DomainError, IdempotencyKey, LedgerEntry, OrgId};
 use ledger_store::{
-    AccountStore, Claim, Commit, CommitError, EntryKey, KeptRequest, Receipt, RequestStore, StoreError, StoredEntry,
+    AccountStore, Claim, Commit, CommitError, EntryKey, KeptRequest, Receipt, RequestStore, SideWrite, StoreError,
+    StoredEntry,
 };
 use tracing::{debug, warn};
 
@@ -134,6 +135,9 @@ pub(crate) enum Created {
 /// The domain's decision for one attempt: the entry to write and the outcome to keep with it.
 pub type Decision = (LedgerEntry, Outcome);
 
+/// A decision that also writes items beside the account and its entry.
+pub type DecisionWithSide = (LedgerEntry, Outcome, Vec<SideWrite>);
+
 impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
     /// The account as of now: read fresh, renewed in memory if its period
     /// has ended (a late schedule never shows last month's allowance).
@@ -163,6 +167,25 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
     where
         F: FnMut(&mut Account, &Catalog, DateTime<Utc>) -> Result<Decision, DomainError>,
     {
+        self.apply_with(org, request, claim, |account, catalog, now| {
+            decide(account, catalog, now).map(|(entry, outcome)| (entry, outcome, Vec::new()))
+        })
+        .await
+    }
+
+    /// [`Ledger::apply`] for a decision that writes side items too (an
+    /// unlocked subject, a held result). A subject unlocked meanwhile is
+    /// [`ServiceError::SubjectUnlocked`]: the caller reads it and decides again.
+    pub(crate) async fn apply_with<F>(
+        &self,
+        org: &OrgId,
+        request: &Idempotency,
+        claim: Option<String>,
+        mut decide: F,
+    ) -> Result<Applied, ServiceError>
+    where
+        F: FnMut(&mut Account, &Catalog, DateTime<Utc>) -> Result<DecisionWithSide, DomainError>,
+    {
         let entry_key = EntryKey::Request(request.key.clone());
         let mut guess = self.cached(org);
         // Whether the state in hand was read together with the key's entry:
@@ -191,16 +214,16 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
             // An account past due renews first, in a change of its own:
             // nothing is decided on last month's allowance.
             let (entry_key, decided) = match next.renew_if_due(&self.catalog, now) {
-                Ok(Some(renewal)) => (EntryKey::Renewal(next.period.start), Ok((renewal, None))),
+                Ok(Some(renewal)) => (EntryKey::Renewal(next.period.start), Ok((renewal, None, Vec::new()))),
                 Ok(None) => (
                     entry_key.clone(),
-                    decide(&mut next, &self.catalog, now).map(|(e, o)| (e, Some(o))),
+                    decide(&mut next, &self.catalog, now).map(|(e, o, side)| (e, Some(o), side)),
                 ),
                 Err(e) => (entry_key.clone(), Err(e)),
             };
-            let (mut entry, outcome) = match decided {
-                Ok((_, Some(outcome))) if outcome.is_partial() && !fresh_with_key => {
-                    debug!(%org, "partial on a cached guess; reading fresh state");
+            let (mut entry, outcome, side) = match decided {
+                Ok((_, Some(outcome), _)) if outcome.needs_fresh_state() && !fresh_with_key => {
+                    debug!(%org, "partial or held on a cached guess; reading fresh state");
                     continue;
                 }
                 Ok(d) => d,
@@ -249,6 +272,7 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
                     receipt: outcome.as_ref().map(|o| request.receipt(o)),
                 },
                 claims,
+                side,
             };
             match self.accounts.commit(commit).await {
                 Ok(()) => match outcome {
@@ -298,6 +322,8 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
                     fresh_with_key = false;
                     tokio::time::sleep(backoff.next()).await;
                 }
+                Err(CommitError::SubjectUnlocked) => return Err(ServiceError::SubjectUnlocked),
+                Err(CommitError::AlreadySettled) => return Err(ServiceError::AlreadySettled),
                 Err(CommitError::Store(e)) => return Err(e.into()),
             }
         }
@@ -338,6 +364,7 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
                     receipt: None,
                 },
                 claims: Vec::new(),
+                side: Vec::new(),
             };
             match self.accounts.commit(commit).await {
                 Ok(()) => {
@@ -348,9 +375,12 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
                 Err(CommitError::Stale(Some(account))) => fresh = Some(*account),
                 Err(CommitError::Stale(None)) => return Err(DomainError::AccountNotFound.into()),
                 Err(CommitError::Conflict) => tokio::time::sleep(backoff.next()).await,
-                Err(CommitError::KeyTaken(_)) | Err(CommitError::Claimed { .. }) => {
-                    return Err(StoreError::Request("unexpected cancellation while renewing".into()).into())
-                }
+                Err(
+                    CommitError::KeyTaken(_)
+                    | CommitError::Claimed { .. }
+                    | CommitError::SubjectUnlocked
+                    | CommitError::AlreadySettled,
+                ) => return Err(StoreError::Request("unexpected cancellation while renewing".into()).into()),
                 Err(CommitError::Store(e)) => return Err(e.into()),
             }
         }
@@ -380,6 +410,7 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
                 receipt: Some(request.receipt(&outcome)),
             },
             claims: Vec::new(),
+            side: Vec::new(),
         };
         match self.accounts.commit(commit).await {
             Ok(()) => {
@@ -393,9 +424,12 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
             Err(CommitError::KeyTaken(existing)) => replay(existing.map(|k| *k), request).map(Created::Applied),
             Err(CommitError::Stale(Some(current))) => Ok(Created::Exists(current)),
             Err(CommitError::Conflict) => Err(ServiceError::Contention),
-            Err(CommitError::Stale(None)) | Err(CommitError::Claimed { .. }) => {
-                Err(StoreError::Request("unexpected cancellation while provisioning".into()).into())
-            }
+            Err(
+                CommitError::Stale(None)
+                | CommitError::Claimed { .. }
+                | CommitError::SubjectUnlocked
+                | CommitError::AlreadySettled,
+            ) => Err(StoreError::Request("unexpected cancellation while provisioning".into()).into()),
             Err(CommitError::Store(e)) => Err(e.into()),
         }
     }

@@ -9,9 +9,11 @@ mod error;
 mod executor;
 mod operations;
 mod outcome;
+mod results;
 
 pub use config::{catalog_from_env, dynamo_ledger, DynamoLedger};
 pub use error::ServiceError;
 pub use executor::{Decision, Idempotency, Ledger, RetryPolicy, MAX_ATTEMPTS, REFUSAL_KEPT_DAYS};
 pub use operations::{SweepLimits, SweepReport};
 pub use outcome::{Applied, Outcome, SubscriptionState};
+pub use results::ResumeReport;

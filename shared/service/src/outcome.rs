@@ -4,8 +4,8 @@
 
 use chrono::NaiveDate;
 use ledger_domain::{
-    Account, Billing, Credits, DomainError, LedgerEntry, MemberRole, MeterId, OrgId, Period, PlanId, Subscription,
-    SubscriptionStatus, UserId,
+    Account, ActionId, Billing, Credits, DomainError, LedgerEntry, MemberRole, MeterId, OrgId, Period, PlanId,
+    ResultCharge, Subject, Subscription, SubscriptionStatus, UserId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +54,15 @@ pub enum Outcome {
     Cancelled(SubscriptionState),
     /// Upgraded now, or a downgrade scheduled for the next renewal.
     PlanChanged(SubscriptionState),
+    /// A reported result, charged or not.
+    Result {
+        action: ActionId,
+        subject: Subject,
+        outcome: String,
+        charge: ResultCharge,
+    },
+    /// Result charging resumed with nothing held.
+    ResultsResumed,
     /// A member added or given a role (`Some`), or removed (`None`).
     Member {
         user: UserId,
@@ -90,6 +99,14 @@ enum Stored {
     Member {
         user: String,
         role: Option<String>,
+    },
+    ResultsResumed,
+    Result {
+        action: String,
+        subject: String,
+        reported: String,
+        charge: String,
+        charged: i64,
     },
     InsufficientCredits {
         meter: String,
@@ -197,6 +214,22 @@ impl Outcome {
                 user: user.to_string(),
                 role: role.map(|r| r.as_str().to_string()),
             },
+            Outcome::ResultsResumed => Stored::ResultsResumed,
+            Outcome::Result {
+                action,
+                subject,
+                outcome,
+                charge,
+            } => Stored::Result {
+                action: action.to_string(),
+                subject: subject.as_str().to_string(),
+                reported: outcome.clone(),
+                charge: charge.as_str().to_string(),
+                charged: match charge {
+                    ResultCharge::Charged(c) => c.thousandths(),
+                    _ => 0,
+                },
+            },
             Outcome::Refused(DomainError::InsufficientCredits {
                 meter,
                 needed,
@@ -238,6 +271,25 @@ impl Outcome {
                     .map(|r| MemberRole::parse(&r).ok_or_else(|| malformed(format!("role {r:?}"))))
                     .transpose()?,
             },
+            Stored::ResultsResumed => Outcome::ResultsResumed,
+            Stored::Result {
+                action,
+                subject,
+                reported,
+                charge,
+                charged,
+            } => Outcome::Result {
+                action: ActionId::parse(&action).map_err(|e| malformed(e.to_string()))?,
+                subject: Subject::parse(&subject).map_err(|e| malformed(e.to_string()))?,
+                outcome: reported,
+                charge: match charge.as_str() {
+                    "charged" => ResultCharge::Charged(Credits::from_thousandths(charged)),
+                    "free" => ResultCharge::Free,
+                    "already_unlocked" => ResultCharge::AlreadyUnlocked,
+                    "held" => ResultCharge::Held,
+                    other => return Err(malformed(format!("result charge {other:?}"))),
+                },
+            },
             Stored::InsufficientCredits {
                 meter: m,
                 needed,
@@ -250,10 +302,17 @@ impl Outcome {
         })
     }
 
-    /// A spend that charged fewer units than asked (`up_to`): final only
-    /// when decided on fresh state.
-    pub fn is_partial(&self) -> bool {
+    /// A spend that charged fewer units than asked (`up_to`), or a result
+    /// held for want of credits: final only when decided on fresh state.
+    pub fn needs_fresh_state(&self) -> bool {
         matches!(self, Outcome::Spent { requested, units, .. } if units < requested)
+            || matches!(
+                self,
+                Outcome::Result {
+                    charge: ResultCharge::Held,
+                    ..
+                }
+            )
     }
 
     /// Refusals decided on the account's state are kept under their key
@@ -312,6 +371,19 @@ mod tests {
             Outcome::Member {
                 user: UserId::parse("bob").unwrap(),
                 role: None,
+            },
+            Outcome::Result {
+                action: ActionId::parse("email_finder").unwrap(),
+                subject: Subject::parse("x@y.com").unwrap(),
+                outcome: "risky".into(),
+                charge: ResultCharge::Charged(Credits::whole(5)),
+            },
+            Outcome::ResultsResumed,
+            Outcome::Result {
+                action: ActionId::parse("email_reveal").unwrap(),
+                subject: Subject::parse("x@y.com").unwrap(),
+                outcome: "found".into(),
+                charge: ResultCharge::AlreadyUnlocked,
             },
             Outcome::Refused(DomainError::InsufficientCredits {
                 meter: MeterId::parse("credits").unwrap(),

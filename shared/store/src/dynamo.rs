@@ -8,24 +8,25 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, CancellationReason, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
-    Update,
+    AttributeValue, CancellationReason, Delete, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use ledger_domain::entry::Placement;
-use ledger_domain::{Account, HistoryScope, IdempotencyKey, LedgerEntry, OrgId};
+use ledger_domain::{Account, ActionId, HistoryScope, IdempotencyKey, LedgerEntry, OrgId, Subject, Unlock};
 
 use crate::items::{
     self, account_from_item, account_item, account_update, claim_from_item, claim_item, entry_from_item, entry_item,
-    entry_sk, entry_sk_of_id, instant, kept_request_from_item, key, org_pk, placement_attrs, refusal_item, request_sk,
-    Item, ACCOUNT_SK, LEDGER_BY_USER_INDEX, LEDGER_INDEX, RENEWALS_INDEX, RENEWAL_SHARDS,
+    entry_sk, entry_sk_of_id, held_from_item, held_item, held_sk, instant, kept_request_from_item, key, org_pk,
+    placement_attrs, refusal_item, request_sk, unlock_from_item, unlock_item, unlock_sk, Item, ACCOUNT_SK,
+    LEDGER_BY_USER_INDEX, LEDGER_INDEX, RENEWALS_INDEX, RENEWAL_SHARDS,
 };
 use crate::port::{
-    AccountStore, Commit, CommitError, DuePage, EntryKey, HistoryPage, HistoryQuery, HistoryStore, KeptRequest,
-    Receipt, RenewalIndex, RequestStore, StoreError,
+    AccountStore, Commit, CommitError, DuePage, EntryKey, HeldResult, HistoryPage, HistoryQuery, HistoryStore,
+    KeptRequest, Receipt, RenewalIndex, RequestStore, ResultStore, SideWrite, StoreError,
 };
 
 #[derive(Clone, Debug)]
@@ -169,6 +170,41 @@ impl AccountStore for DynamoLedgerStore {
             let item = claim_item(&claim.name, org, &claim.claimed_by);
             items.push(conditional_put(&self.table, item, "attribute_not_exists(pk)", None)?);
         }
+        for side in &commit.side {
+            items.push(match side {
+                SideWrite::Unlock {
+                    action,
+                    subject,
+                    until,
+                    now,
+                } => {
+                    let entry_id = commit.entry.key.entry_id();
+                    // Unlocked already, unless its window has run out.
+                    let values = HashMap::from([(":now".to_string(), AttributeValue::S(items::instant(*now)))]);
+                    conditional_put(
+                        &self.table,
+                        unlock_item(org, action, subject, *until, &entry_id),
+                        "attribute_not_exists(pk) OR unlocked_until <= :now",
+                        Some(values),
+                    )?
+                }
+                SideWrite::Hold { seq, report } => conditional_put(
+                    &self.table,
+                    held_item(org, *seq, report),
+                    "attribute_not_exists(pk)",
+                    None,
+                )?,
+                SideWrite::Release { seq } => {
+                    let delete = Delete::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(key(org_pk(org), held_sk(*seq))))
+                        .condition_expression("attribute_exists(pk)")
+                        .build()
+                        .map_err(request_error)?;
+                    TransactWriteItem::builder().delete(delete).build()
+                }
+            });
+        }
 
         let result = self
             .client
@@ -190,6 +226,34 @@ impl AccountStore for DynamoLedgerStore {
             },
             Err(other) => Err(CommitError::Store(request_error(other))),
         }
+    }
+}
+
+impl ResultStore for DynamoLedgerStore {
+    async fn load_unlock(
+        &self,
+        org: &OrgId,
+        action: &ActionId,
+        subject: &Subject,
+    ) -> Result<Option<Unlock>, StoreError> {
+        let item = self.consistent_get(org_pk(org), unlock_sk(action, subject)).await?;
+        item.as_ref().map(unlock_from_item).transpose()
+    }
+
+    async fn held_results(&self, org: &OrgId, limit: u32) -> Result<Vec<HeldResult>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :held)")
+            .expression_attribute_values(":pk", AttributeValue::S(org_pk(org)))
+            .expression_attribute_values(":held", AttributeValue::S("HELD#".into()))
+            .consistent_read(true)
+            .limit(limit as i32)
+            .send()
+            .await
+            .map_err(request_error)?;
+        out.items.unwrap_or_default().iter().map(held_from_item).collect()
     }
 }
 
@@ -395,6 +459,17 @@ fn interpret_cancellation(reasons: &[CancellationReason], commit: &Commit<'_>) -
     if code(1) == "ConditionalCheckFailed" && matches!(commit.entry.key, EntryKey::Request(_)) {
         return Ok(CommitError::KeyTaken(kept_request_from_item(&item(1)?)?.map(Box::new)));
     }
+    let sides = 2 + commit.claims.len();
+    for (n, side) in commit.side.iter().enumerate() {
+        if code(sides + n) == "ConditionalCheckFailed" {
+            return Ok(match side {
+                SideWrite::Unlock { .. } => CommitError::SubjectUnlocked,
+                SideWrite::Release { .. } => CommitError::AlreadySettled,
+                // The entry's key guards the hold: not reached.
+                SideWrite::Hold { .. } => CommitError::Conflict,
+            });
+        }
+    }
     for (n, claim) in commit.claims.iter().enumerate() {
         if code(2 + n) == "ConditionalCheckFailed" {
             let (org, claimed_by) = claim_from_item(&item(2 + n)?)?;
@@ -449,6 +524,7 @@ mod tests {
                 receipt: None,
             },
             claims: Vec::new(),
+            side: Vec::new(),
         }
     }
 

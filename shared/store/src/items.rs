@@ -12,11 +12,12 @@ use base64::Engine;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use ledger_domain::entry::Placement;
 use ledger_domain::{
-    Account, Actor, Billing, Bucket, BucketId, CallerKind, Credits, EntryKind, EntryLine, IdempotencyKey, LedgerEntry,
-    Member, MemberRole, MeterId, OrgId, Period, PurchaseRecord, Subscription, SubscriptionStatus, UserId,
+    Account, ActionId, Actor, Billing, Bucket, BucketId, CallerKind, Credits, EntryKind, EntryLine, IdempotencyKey,
+    LedgerEntry, Member, MemberRole, MeterId, OrgId, Period, PurchaseRecord, Subject, Subscription, SubscriptionStatus,
+    Unlock, UserId,
 };
 
-use crate::port::{EntryKey, KeptRequest, Receipt, StoreError};
+use crate::port::{EntryKey, HeldResult, KeptRequest, Receipt, StoreError};
 
 pub type Item = HashMap<String, AttributeValue>;
 
@@ -250,6 +251,12 @@ pub fn account_item(account: &Account, last_entry: &str) -> Item {
         put(&used_attr(meter), amount(*used));
     }
     put("grants", n(account.grants));
+    if account.results_paused {
+        put("results_paused", AttributeValue::Bool(true));
+    }
+    if account.held_results > 0 {
+        put("held_results", n(account.held_results));
+    }
     put("last_entry", s(last_entry));
     item
 }
@@ -378,6 +385,8 @@ pub fn account_from_item(item: &Item) -> Result<Account, StoreError> {
             })
             .collect::<Result<_, StoreError>>()?,
         grants: a.opt_n("grants")?.unwrap_or(0),
+        results_paused: matches!(item.get("results_paused"), Some(AttributeValue::Bool(true))),
+        held_results: a.opt_n("held_results")?.unwrap_or(0),
         members: item
             .iter()
             .filter_map(|(attr, v)| Some((attr.strip_prefix("member:")?, v)))
@@ -665,6 +674,37 @@ pub fn account_update(before: &Account, after: &Account, last_entry: &str) -> Ac
         let (grants, was) = (u.name("grants"), u.value(n(before.grants)));
         u.conditions.push(format!("{grants} = {was}"));
     }
+    // Holding and settling results: the count moves by its delta; a change
+    // decided on the paused flag is conditioned on it as read (a hold must
+    // not land after a resume, nor a resume after a hold).
+    if after.held_results != before.held_results || after.results_paused != before.results_paused {
+        let paused = u.name("results_paused");
+        if before.results_paused {
+            let t = u.value(AttributeValue::Bool(true));
+            u.conditions.push(format!("{paused} = {t}"));
+        } else {
+            u.conditions.push(format!("attribute_not_exists({paused})"));
+        }
+        if after.results_paused {
+            let t = u.value(AttributeValue::Bool(true));
+            u.sets.push(format!("{paused} = {t}"));
+        } else {
+            u.removes.push(paused);
+        }
+        let held = u.name("held_results");
+        if before.held_results == 0 {
+            u.conditions.push(format!("attribute_not_exists({held})"));
+        } else {
+            let was = u.value(n(before.held_results));
+            u.conditions.push(format!("{held} = {was}"));
+        }
+        if after.held_results == 0 {
+            u.removes.push(held);
+        } else {
+            let v = u.value(n(after.held_results));
+            u.sets.push(format!("{held} = {v}"));
+        }
+    }
     let (seq, count) = (u.name("seq"), u.value(n(after.seq - before.seq)));
     let (last, entry) = (u.name("last_entry"), u.value(s(last_entry)));
     u.sets.push(format!("{seq} = {seq} + {count}"));
@@ -696,6 +736,9 @@ fn kind_name(kind: EntryKind) -> &'static str {
         EntryKind::Cancellation => "cancellation",
         EntryKind::PlanChange => "plan_change",
         EntryKind::Membership => "membership",
+        EntryKind::Result => "result",
+        EntryKind::ResultHeld => "result_held",
+        EntryKind::ResultsResumed => "results_resumed",
     }
 }
 
@@ -708,6 +751,9 @@ fn kind_of(text: &str) -> Option<EntryKind> {
         "cancellation" => EntryKind::Cancellation,
         "plan_change" => EntryKind::PlanChange,
         "membership" => EntryKind::Membership,
+        "result" => EntryKind::Result,
+        "result_held" => EntryKind::ResultHeld,
+        "results_resumed" => EntryKind::ResultsResumed,
         _ => return None,
     })
 }
@@ -762,6 +808,7 @@ pub fn entry_item(org: &OrgId, key: &EntryKey, e: &LedgerEntry, receipt: Option<
     opt("subject", e.subject.as_ref().map(|x| x.as_str().to_string()));
     opt("plan", e.plan.as_ref().map(|x| x.to_string()));
     opt("member", e.member.as_ref().map(|x| x.to_string()));
+    opt("result", e.result.clone());
     if let Some(q) = e.quantity {
         item.insert("quantity".into(), n(q));
     }
@@ -866,6 +913,7 @@ pub fn entry_from_item(item: &Item) -> Result<LedgerEntry, StoreError> {
         subject: a.opt_parsed("subject", |t| ledger_domain::Subject::parse(t).ok())?,
         plan: a.opt_parsed("plan", |t| ledger_domain::PlanId::parse(t).ok())?,
         member: a.opt_parsed("member", |t| UserId::parse(t).ok())?,
+        result: a.opt_s("result")?.map(str::to_string),
         purchase,
         lines,
     })
@@ -900,6 +948,59 @@ pub fn kept_request_from_item(item: &Item) -> Result<Option<KeptRequest>, StoreE
         },
         entry,
     }))
+}
+
+// ---- unlocked subjects and held results ----------------------------------------
+
+pub fn unlock_sk(action: &ActionId, subject: &Subject) -> String {
+    format!("SUBJECT#{action}#{}", subject.as_str())
+}
+
+pub fn held_sk(seq: u64) -> String {
+    // Zero-padded: held results sort in arrival order.
+    format!("HELD#{seq:020}")
+}
+
+pub fn unlock_item(
+    org: &OrgId,
+    action: &ActionId,
+    subject: &Subject,
+    until: Option<DateTime<Utc>>,
+    entry_id: &str,
+) -> Item {
+    let mut item = key(org_pk(org), unlock_sk(action, subject));
+    item.insert("entry".into(), s(entry_id));
+    if let Some(until) = until {
+        item.insert("unlocked_until".into(), s(instant(until)));
+    }
+    item
+}
+
+pub fn unlock_from_item(item: &Item) -> Result<Unlock, StoreError> {
+    let a = Attrs::of(item, "unlocked subject");
+    Ok(Unlock {
+        until: a.opt_parsed("unlocked_until", parse_instant)?,
+        entry_id: a.s("entry")?.to_string(),
+    })
+}
+
+pub fn held_item(org: &OrgId, seq: u64, report: &str) -> Item {
+    let mut item = key(org_pk(org), held_sk(seq));
+    item.insert("report".into(), s(report));
+    item
+}
+
+pub fn held_from_item(item: &Item) -> Result<HeldResult, StoreError> {
+    let a = Attrs::of(item, "held result");
+    let sk = a.s("sk")?;
+    let seq = sk
+        .strip_prefix("HELD#")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| StoreError::Malformed(format!("held result key {sk}")))?;
+    Ok(HeldResult {
+        seq,
+        report: a.s("report")?.to_string(),
+    })
 }
 
 // ---- claims --------------------------------------------------------------------

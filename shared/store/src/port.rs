@@ -5,7 +5,7 @@ use std::future::Future;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use ledger_domain::entry::Placement;
-use ledger_domain::{Account, HistoryScope, IdempotencyKey, LedgerEntry, OrgId};
+use ledger_domain::{Account, ActionId, HistoryScope, IdempotencyKey, LedgerEntry, OrgId, Subject, Unlock};
 
 /// What makes an entry unique, and so idempotent: the client's key, or the
 /// period a renewal opens (renewing twice writes once).
@@ -55,8 +55,36 @@ pub struct Claim {
     pub claimed_by: IdempotencyKey,
 }
 
+/// An item a change writes besides the account and its entry, in the same
+/// transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SideWrite {
+    /// Unlocks a subject for the organization until `until` (`None`:
+    /// forever), unless it is unlocked already (an unlock that has not run
+    /// out at `now`): then the whole change is refused.
+    /// The unlock names the change's entry.
+    Unlock {
+        action: ActionId,
+        subject: Subject,
+        until: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    },
+    /// Keeps a billable result unpaid, under the entry number that held it
+    /// (so held results list in arrival order).
+    Hold { seq: u64, report: String },
+    /// A held result is settled: its item goes.
+    Release { seq: u64 },
+}
+
+/// A held result as stored: its place in arrival order and the report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldResult {
+    pub seq: u64,
+    pub report: String,
+}
+
 /// One atomic write: the account's change from the state it was decided on,
-/// the entry that explains it, and any claims. All or nothing.
+/// the entry that explains it, any claims and side writes. All or nothing.
 #[derive(Debug)]
 pub struct Commit<'a> {
     /// The state the change was decided on; `None`: the account must not
@@ -65,6 +93,7 @@ pub struct Commit<'a> {
     pub account: &'a Account,
     pub entry: StoredEntry,
     pub claims: Vec<Claim>,
+    pub side: Vec<SideWrite>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +111,13 @@ pub enum CommitError {
         org: OrgId,
         claimed_by: IdempotencyKey,
     },
+    /// A subject the change would unlock was unlocked meanwhile: read it
+    /// again and decide again.
+    #[error("the subject was unlocked meanwhile")]
+    SubjectUnlocked,
+    /// A held result the change settles is gone: settled already.
+    #[error("the held result was settled already")]
+    AlreadySettled,
     /// A competing transaction or throttling: safe to retry after a pause.
     #[error("transient conflict")]
     Conflict,
@@ -187,4 +223,19 @@ pub trait RenewalIndex: Send + Sync {
         limit: u32,
         after: Option<&str>,
     ) -> impl Future<Output = Result<DuePage, StoreError>> + Send;
+}
+
+/// Per-subject unlocks and held results: what success-only charging reads.
+pub trait ResultStore: Send + Sync {
+    /// A subject's unlock for an action, read strongly consistent.
+    fn load_unlock(
+        &self,
+        org: &OrgId,
+        action: &ActionId,
+        subject: &Subject,
+    ) -> impl Future<Output = Result<Option<Unlock>, StoreError>> + Send;
+
+    /// The oldest held results, in arrival order.
+    fn held_results(&self, org: &OrgId, limit: u32)
+        -> impl Future<Output = Result<Vec<HeldResult>, StoreError>> + Send;
 }

@@ -48,6 +48,20 @@ async fn main() -> Result<()> {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     });
+    // The results queue into the results function, as Lambda's event
+    // source mapping would deliver it.
+    if let Some((_, url)) = queues.iter().find(|(id, _)| id == "ResultsQueue") {
+        let consumer = ledger_local::results_queue::QueuePoller::new(&config, url.clone());
+        let charger = dynamo_ledger(dynamo.clone(), "LedgerTable", catalog.clone(), Arc::new(SystemClock));
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = consumer.drain(&charger).await {
+                    tracing::warn!(error = %e, "results delivery failed; retrying");
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        });
+    }
     // The scheduled renewal, every minute (`make sweep` runs it at once).
     let resetter = dynamo_ledger(dynamo, "LedgerTable", catalog, Arc::new(SystemClock));
     tokio::spawn(async move {

@@ -1,0 +1,206 @@
+//! Success-only charging: results reported by producers (through the
+//! results queue), held results, and resuming after a top-up.
+
+use chrono::{DateTime, Utc};
+use ledger_domain::{
+    ActionId, Actor, CampaignId, DomainError, IdempotencyKey, OrgId, ResultCharge, ResultReport, Subject, UserId,
+};
+use ledger_store::{AccountStore, RequestStore, ResultStore, SideWrite};
+use serde::{Deserialize, Serialize};
+
+use crate::executor::{Idempotency, Ledger};
+use crate::outcome::{Applied, Outcome};
+use crate::ServiceError;
+
+/// A report as a held result keeps it. Field names are the stored schema.
+#[derive(Serialize, Deserialize)]
+struct StoredReport {
+    request_id: String,
+    action: String,
+    subject: String,
+    outcome: String,
+    user: Option<String>,
+    campaign: Option<String>,
+    occurred_at: DateTime<Utc>,
+}
+
+impl StoredReport {
+    fn of(r: &ResultReport) -> String {
+        let stored = StoredReport {
+            request_id: r.request_id.clone(),
+            action: r.action.to_string(),
+            subject: r.subject.as_str().to_string(),
+            outcome: r.outcome.clone(),
+            user: r.user.as_ref().map(|u| u.to_string()),
+            campaign: r.campaign.as_ref().map(|c| c.to_string()),
+            occurred_at: r.occurred_at,
+        };
+        serde_json::to_string(&stored).expect("reports serialize")
+    }
+
+    fn read(text: &str) -> Result<ResultReport, ServiceError> {
+        let malformed =
+            |why: String| ServiceError::Store(ledger_store::StoreError::Malformed(format!("held result: {why}")));
+        let s: StoredReport = serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?;
+        Ok(ResultReport {
+            request_id: s.request_id,
+            action: ActionId::parse(&s.action)?,
+            subject: Subject::parse(&s.subject)?,
+            outcome: s.outcome,
+            user: s.user.as_deref().map(UserId::parse).transpose()?,
+            campaign: s.campaign.as_deref().map(CampaignId::parse).transpose()?,
+            occurred_at: s.occurred_at,
+        })
+    }
+}
+
+/// What a resume did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResumeReport {
+    /// Held results settled: charged, or free because unlocked meanwhile.
+    pub settled: usize,
+    /// Still held (credits ran out again).
+    pub still_held: u64,
+    pub paused: bool,
+}
+
+/// Held results read per page by a resume.
+const HELD_PAGE: u32 = 25;
+/// How often a result is decided again when its subject is unlocked by
+/// someone else meanwhile (each retry reads the unlock and finds it).
+const UNLOCK_RETRIES: usize = 4;
+
+impl<A: AccountStore + ResultStore, R: RequestStore, H> Ledger<A, R, H> {
+    /// Charges one reported result, once per producer request id however
+    /// often it is delivered: billable outcomes are charged (or, for an
+    /// action charged once per subject, free when the organization has the
+    /// subject unlocked), the rest recorded free; a billable result the
+    /// balance cannot pay is held and pauses result charging.
+    pub async fn charge_result(&self, org: &OrgId, report: &ResultReport) -> Result<Applied, ServiceError> {
+        let key = IdempotencyKey::parse(&format!("result:{}", report.request_id))?;
+        self.settle(org, report, key, None).await
+    }
+
+    /// Charges the held results in arrival order until none is left
+    /// (result charging resumes) or the balance runs out again (it stays
+    /// paused). Without held results it only lifts the pause.
+    pub async fn resume_results(&self, org: &OrgId, actor: Actor) -> Result<ResumeReport, ServiceError> {
+        let mut report = ResumeReport::default();
+        loop {
+            let held = self.accounts.held_results(org, HELD_PAGE).await?;
+            if held.is_empty() {
+                let account = self.current_account(org).await?;
+                if account.results_paused && account.held_results == 0 {
+                    let request = Idempotency {
+                        key: attempt_key("resume", account.seq)?,
+                        fingerprint: "resume".into(),
+                    };
+                    self.apply(org, &request, None, |account, _, now| {
+                        let entry = account.resume_results(actor.clone(), now)?;
+                        Ok((entry, Outcome::ResultsResumed))
+                    })
+                    .await?;
+                }
+                let account = self.current_account(org).await?;
+                report.still_held = account.held_results;
+                report.paused = account.results_paused;
+                return Ok(report);
+            }
+            for h in held {
+                let result = StoredReport::read(&h.report)?;
+                // A fresh key per attempt: a refusal (credits ran out) is
+                // kept under it and must not answer the next resume. The
+                // held item's removal, in the same transaction as the
+                // charge, is what settles it once.
+                let key = attempt_key("held", h.seq)?;
+                match self.settle(org, &result, key, Some(h.seq)).await {
+                    Ok(Applied {
+                        outcome: Outcome::Refused(_),
+                        ..
+                    }) => {
+                        let account = self.current_account(org).await?;
+                        report.still_held = account.held_results;
+                        report.paused = account.results_paused;
+                        return Ok(report);
+                    }
+                    Ok(_) => report.settled += 1,
+                    // Another resume settled it.
+                    Err(ServiceError::AlreadySettled) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+
+    async fn settle(
+        &self,
+        org: &OrgId,
+        report: &ResultReport,
+        key: IdempotencyKey,
+        held: Option<u64>,
+    ) -> Result<Applied, ServiceError> {
+        let (action_id, action, billable) = report.resolve(&self.catalog)?;
+        let request = Idempotency {
+            key,
+            fingerprint: fingerprint(report),
+        };
+        for _ in 0..UNLOCK_RETRIES {
+            let unlocked = match billable && action.once_per_subject {
+                true => self.accounts.load_unlock(org, action_id, &report.subject).await?,
+                false => None,
+            };
+            let applied = self
+                .apply_with(org, &request, None, |account, catalog, now| {
+                    let d = account.charge_result(catalog, report, unlocked.as_ref(), held.is_some(), now)?;
+                    let mut side = Vec::new();
+                    if let Some(until) = d.unlocks_until {
+                        side.push(SideWrite::Unlock {
+                            action: action_id.clone(),
+                            subject: report.subject.clone(),
+                            until,
+                            now,
+                        });
+                    }
+                    match (d.charge, held) {
+                        (ResultCharge::Held, _) => side.push(SideWrite::Hold {
+                            seq: account.seq,
+                            report: StoredReport::of(report),
+                        }),
+                        (_, Some(seq)) => side.push(SideWrite::Release { seq }),
+                        (_, None) => {}
+                    }
+                    let outcome = Outcome::Result {
+                        action: action_id.clone(),
+                        subject: report.subject.clone(),
+                        outcome: report.outcome.clone(),
+                        charge: d.charge,
+                    };
+                    Ok((d.entry, outcome, side))
+                })
+                .await;
+            match applied {
+                Err(ServiceError::SubjectUnlocked) => continue,
+                other => return other,
+            }
+        }
+        Err(ServiceError::Contention)
+    }
+}
+
+/// What a result says, for recognising a redelivery (same request id and
+/// same result) from a different result under a reused id.
+fn fingerprint(r: &ResultReport) -> String {
+    format!(
+        "result\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}",
+        r.action,
+        r.subject.as_str(),
+        r.outcome,
+        r.user.as_ref().map(|u| u.as_str()).unwrap_or_default(),
+        r.campaign.as_ref().map(|c| c.as_str()).unwrap_or_default(),
+        r.occurred_at.timestamp_micros()
+    )
+}
+
+fn attempt_key(what: &str, n: u64) -> Result<IdempotencyKey, DomainError> {
+    IdempotencyKey::parse(&format!("{what}:{n}:{:016x}", fastrand::u64(..)))
+}

@@ -1,0 +1,314 @@
+//! Success-only charging end to end: result messages on moto's SQS, the
+//! results function as Lambda's event source mapping would call it, the
+//! charges on DynamoDB Local.
+
+mod common;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use chrono::Duration;
+use common::*;
+use ledger_domain::{ActionId, ResultReport, Subject, UserId};
+use ledger_local::results_queue::QueuePoller;
+use serde_json::{json, Value};
+
+struct Queues {
+    sqs: aws_sdk_sqs::Client,
+    results: String,
+    dead_letters: String,
+}
+
+async fn queues(stack: &Stack) -> Queues {
+    let sqs = aws_sdk_sqs::Client::new(&stack.config);
+    let prefix = format!("{}-", stack.table);
+    let created = stack.template.create_queues(&sqs, &prefix).await.unwrap();
+    let url = |id: &str| created.iter().find(|(q, _)| q == id).unwrap().1.clone();
+    Queues {
+        results: url("ResultsQueue"),
+        dead_letters: url("ResultsDeadLetterQueue"),
+        sqs,
+    }
+}
+
+fn message(request_id: &str, action: &str, subject: &str, outcome: &str) -> String {
+    json!({
+        "org": ORG, "user": "bob", "action": action, "subject": subject, "outcome": outcome,
+        "campaign": "spring", "request_id": request_id, "occurred_at": "2026-01-31T10:00:00Z",
+    })
+    .to_string()
+}
+
+async fn send(q: &Queues, bodies: &[String]) {
+    for body in bodies {
+        q.sqs
+            .send_message()
+            .queue_url(&q.results)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+async fn dead_letter_count(q: &Queues) -> u64 {
+    let attrs = q
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&q.dead_letters)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap();
+    attrs[&QueueAttributeName::ApproximateNumberOfMessages].parse().unwrap()
+}
+
+async fn results(stack: &Stack) -> Vec<Value> {
+    stack.settle().await;
+    let mut entries = ledger(&stack.gateway(), &stack.admin(), 100).await;
+    entries.retain(|e| e["kind"] == "result" || e["kind"] == "result_held");
+    entries.reverse();
+    entries
+}
+
+#[tokio::test]
+async fn each_result_is_charged_once_however_delivered_and_poison_goes_to_the_dead_letter_queue() {
+    let stack = Stack::with_account("starter").await;
+    let q = queues(&stack).await;
+    let finder = [
+        ("r1", "a@x.com", "deliverable"),
+        ("r2", "b@x.com", "risky"),
+        ("r3", "c@x.com", "invalid"),
+        ("r4", "d@x.com", "not_found"),
+    ];
+    let once: Vec<String> = finder
+        .iter()
+        .map(|(id, s, o)| message(id, "email_finder", s, o))
+        .collect();
+    send(&q, &once).await;
+    // A poison message and a result for an organization with no account.
+    send(&q, &["{\"org\": \"acme\", \"oops\": true}".to_string()]).await;
+    let stranger = message("r9", "email_finder", "z@x.com", "deliverable").replace("\"acme\"", "\"nobody\"");
+    send(&q, &[stranger]).await;
+    let poller = QueuePoller::new(&stack.config, &q.results);
+    let first = poller.drain(&stack.ledger()).await.unwrap();
+    assert_eq!(first.messages - first.failed, 4, "{first:?}");
+    // Everything again, in another order, in other batches.
+    let mut again = once.clone();
+    again.reverse();
+    send(&q, &again).await;
+    let second = poller.drain(&stack.ledger()).await.unwrap();
+    assert_eq!((second.messages, second.failed), (4, 0), "{second:?}");
+
+    assert_eq!(dead_letter_count(&q).await, 2, "the poison message and the stranger's");
+    assert_eq!(
+        available(&stack.gateway(), &stack.member(), "credits").await,
+        "490",
+        "5 + 5"
+    );
+    let charged: Vec<(String, String, String)> = results(&stack)
+        .await
+        .iter()
+        .map(|e| {
+            let amount = e["lines"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["amount"].as_str().unwrap().to_string())
+                .next();
+            (
+                e["subject"].as_str().unwrap().into(),
+                e["result"].as_str().unwrap().into(),
+                amount.unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        charged,
+        vec![
+            ("a@x.com".into(), "deliverable".into(), "-5".into()),
+            ("b@x.com".into(), "risky".into(), "-5".into()),
+            ("c@x.com".into(), "invalid".into(), String::new()),
+            ("d@x.com".into(), "not_found".into(), String::new()),
+        ]
+    );
+}
+
+/// A result for `action` as the service operation takes it.
+fn report(id: &str, action: &str, subject: &str, outcome: &str, user: &str) -> ResultReport {
+    ResultReport {
+        request_id: id.into(),
+        action: ActionId::parse(action).unwrap(),
+        subject: Subject::parse(subject).unwrap(),
+        outcome: outcome.into(),
+        user: Some(UserId::parse(user).unwrap()),
+        campaign: None,
+        occurred_at: start_time(),
+    }
+}
+
+#[tokio::test]
+async fn a_revealed_subject_is_never_charged_twice_and_a_dedup_window_runs_out() {
+    let stack = Stack::with_account("starter").await;
+    let ledger = stack.ledger();
+    let org = ledger_domain::OrgId::parse(ORG).unwrap();
+    let charge = |r: ResultReport| {
+        let ledger = &ledger;
+        let org = &org;
+        async move {
+            match ledger.charge_result(org, &r).await.unwrap().outcome {
+                ledger_service::Outcome::Result { charge, .. } => charge.as_str(),
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    // Bob reveals three emails; one is not found.
+    assert_eq!(
+        charge(report("b1", "email_reveal", "Ann@x.com", "found", "bob")).await,
+        "charged"
+    );
+    assert_eq!(
+        charge(report("b2", "email_reveal", "ben@x.com", "found", "bob")).await,
+        "charged"
+    );
+    assert_eq!(
+        charge(report("b3", "email_reveal", "cy@x.com", "not_found", "bob")).await,
+        "free"
+    );
+    // Alice, later, asks for the same people: what bob unlocked is free.
+    assert_eq!(
+        charge(report("a1", "email_reveal", "ann@x.com ", "found", "alice")).await,
+        "already_unlocked"
+    );
+    assert_eq!(
+        charge(report("a2", "email_reveal", "ben@x.com", "found", "alice")).await,
+        "already_unlocked"
+    );
+    assert_eq!(
+        charge(report("a3", "email_reveal", "cy@x.com", "found", "alice")).await,
+        "charged"
+    );
+    assert_eq!(available(&stack.gateway(), &stack.member(), "credits").await, "497");
+
+    // Phone numbers: once per 90 days.
+    assert_eq!(
+        charge(report("p1", "phone_lookup", "+15550100", "found", "bob")).await,
+        "charged"
+    );
+    stack.clock.advance(Duration::days(89));
+    assert_eq!(
+        charge(report("p2", "phone_lookup", "+15550100", "found", "bob")).await,
+        "already_unlocked"
+    );
+    stack.clock.advance(Duration::days(2));
+    assert_eq!(
+        charge(report("p3", "phone_lookup", "+15550100", "found", "bob")).await,
+        "charged"
+    );
+    // Racing colleagues unlock a subject once.
+    let racing = futures::future::join_all((0..8).map(|i| {
+        charge(report(
+            &format!("race-{i}"),
+            "email_reveal",
+            "dee@x.com",
+            "found",
+            "bob",
+        ))
+    }))
+    .await;
+    assert_eq!(racing.iter().filter(|c| **c == "charged").count(), 1, "{racing:?}");
+    assert_eq!(racing.iter().filter(|c| **c == "already_unlocked").count(), 7);
+}
+
+#[tokio::test]
+async fn results_the_balance_cannot_pay_are_held_until_a_top_up_and_a_resume() {
+    let stack = Stack::with_account("starter").await;
+    let gw = stack.gateway();
+    let r = spend(&gw, &stack.member(), "most", "ai_email_generation", 490).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let q = queues(&stack).await;
+    let bodies: Vec<String> = (1..=5)
+        .map(|i| message(&format!("f{i}"), "email_finder", &format!("p{i}@x.com"), "deliverable"))
+        .collect();
+    send(&q, &bodies).await;
+    let delivered = QueuePoller::new(&stack.config, &q.results)
+        .drain(&stack.ledger())
+        .await
+        .unwrap();
+    assert_eq!(delivered.failed, 0, "{delivered:?}");
+    // 10 credits pay two results; three are held and charging pauses.
+    let b = balance(&gw, &stack.admin()).await;
+    assert_eq!(
+        (b["meters"]["credits"]["available"].as_str(), &b["results"]),
+        (Some("0"), &json!({"paused": true, "held": 3}))
+    );
+
+    let resume = || async {
+        call(
+            &gw,
+            "POST",
+            &format!("/v1/orgs/{ORG}/results/resume"),
+            Some(&stack.admin()),
+            None,
+            None,
+        )
+        .await
+    };
+    assert_eq!(
+        call(
+            &gw,
+            "POST",
+            &format!("/v1/orgs/{ORG}/results/resume"),
+            Some(&stack.member()),
+            None,
+            None
+        )
+        .await
+        .status,
+        403
+    );
+    let r = purchase(
+        &gw,
+        &stack.service(),
+        "top-up-1",
+        r#"{"credits":"12","payment_reference":"t1"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    // Paused: a result arriving after the top-up waits behind the held ones.
+    send(&q, &[message("f6", "email_finder", "p6@x.com", "deliverable")]).await;
+    QueuePoller::new(&stack.config, &q.results)
+        .drain(&stack.ledger())
+        .await
+        .unwrap();
+    let r = resume().await;
+    assert_eq!(
+        r.body,
+        json!({"settled": 2, "held": 2, "paused": true}),
+        "12 credits pay two of four"
+    );
+    let r = purchase(
+        &gw,
+        &stack.service(),
+        "top-up-2",
+        r#"{"credits":"10","payment_reference":"t2"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = resume().await;
+    assert_eq!(r.body, json!({"settled": 2, "held": 0, "paused": false}));
+    assert_eq!(available(&gw, &stack.member(), "credits").await, "2");
+    // Charged in arrival order.
+    let charged: Vec<String> = results(&stack)
+        .await
+        .iter()
+        .filter(|e| e["kind"] == "result")
+        .map(|e| e["subject"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        charged,
+        vec!["p1@x.com", "p2@x.com", "p3@x.com", "p4@x.com", "p5@x.com", "p6@x.com"]
+    );
+    let entries = ledger(&gw, &stack.admin(), 100).await;
+    assert_eq!(ledger_total(&entries, "credits"), 2_000, "entries sum to the balance");
+}
