@@ -312,3 +312,242 @@ async fn results_the_balance_cannot_pay_are_held_until_a_top_up_and_a_resume() {
     let entries = ledger(&gw, &stack.admin(), 100).await;
     assert_eq!(ledger_total(&entries, "credits"), 2_000, "entries sum to the balance");
 }
+
+fn outcomes(body: &Value) -> Vec<String> {
+    body["subjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| format!("{}={}", s["subject"].as_str().unwrap(), s["outcome"].as_str().unwrap()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_bulk_reveal_charges_only_new_found_subjects_and_a_repeat_charges_nothing() {
+    let stack = Stack::with_account("starter").await;
+    let gw = stack.gateway();
+    let service = stack.service();
+    let reveal = |key: &str, subjects: Value, dry_run: bool| {
+        let body =
+            json!({ "action": "email_reveal", "subjects": subjects, "user": "bob", "dry_run": dry_run }).to_string();
+        let gw = &gw;
+        let service = &service;
+        let key = key.to_string();
+        async move {
+            let key = (!dry_run).then_some(key);
+            call(
+                gw,
+                "POST",
+                &format!("/v1/orgs/{ORG}/spend"),
+                Some(service),
+                key.as_deref(),
+                Some(&body),
+            )
+            .await
+        }
+    };
+    let found = |s: &str| json!({ "subject": s, "outcome": "found" });
+    // A colleague revealed two of them last week.
+    let r = reveal("alice", json!([found("ann@x.com"), found("ben@x.com")]), false).await;
+    assert_eq!((r.status, r.body["charged"].as_str()), (200, Some("2")), "{}", r.body);
+
+    let list = json!([
+        found("Ann@X.com"),
+        found("ben@x.com"),
+        { "subject": "cy@x.com", "outcome": "not_found" },
+        found("dee@x.com"),
+        found("eve@x.com"),
+        found("dee@x.com"),
+    ]);
+    let quote = reveal("-", list.clone(), true).await;
+    let r = reveal("bob", list.clone(), false).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let expected = vec![
+        "ann@x.com=already_unlocked",
+        "ben@x.com=already_unlocked",
+        "cy@x.com=not_billable",
+        "dee@x.com=charged",
+        "eve@x.com=charged",
+        "dee@x.com=duplicate",
+    ];
+    assert_eq!(outcomes(&r.body), expected);
+    assert_eq!(
+        (r.body["quantity"].as_u64(), r.body["charged"].as_str()),
+        (Some(2), Some("2"))
+    );
+    assert_eq!(outcomes(&quote.body), expected, "the dry run said the same");
+    // The same list again, under a new key: nothing is new.
+    let again = reveal("bob-again", list, false).await;
+    assert_eq!(
+        (again.body["quantity"].as_u64(), again.body["charged"].as_str()),
+        (Some(0), Some("0")),
+        "{}",
+        again.body
+    );
+    assert_eq!(available(&gw, &stack.member(), "credits").await, "496");
+    // A result for an unlocked subject arriving by the queue is free too.
+    let org = ledger_domain::OrgId::parse(ORG).unwrap();
+    let applied = stack
+        .ledger()
+        .charge_result(&org, &report("q1", "email_reveal", "eve@x.com", "found", "carl"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        applied.outcome,
+        ledger_service::Outcome::Result {
+            charge: ledger_domain::ResultCharge::AlreadyUnlocked,
+            ..
+        }
+    ));
+
+    // Outcomes are the service's to report; lists are bounded.
+    let body = json!({ "action": "email_reveal", "subjects": [found("x@x.com")] }).to_string();
+    let r = call(
+        &gw,
+        "POST",
+        &format!("/v1/orgs/{ORG}/spend"),
+        Some(&stack.member()),
+        Some("m1"),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let many: Vec<Value> = (0..51).map(|i| found(&format!("p{i}@x.com"))).collect();
+    let r = reveal("many", json!(many), false).await;
+    assert_eq!(
+        (r.status, r.body["type"].as_str().unwrap().ends_with("invalid-quantity")),
+        (400, true),
+        "{}",
+        r.body
+    );
+    stack.settle().await;
+    let entries = ledger(&gw, &stack.admin(), 100).await;
+    assert_eq!(ledger_total(&entries, "credits"), 496_000);
+}
+
+#[tokio::test]
+async fn a_bounce_in_time_refunds_once_into_the_bucket_that_paid_and_a_late_one_says_why() {
+    let stack = Stack::with_account("starter").await;
+    let gw = stack.gateway();
+    let service = stack.ledger();
+    let org = ledger_domain::OrgId::parse(ORG).unwrap();
+    let charge = |r: ResultReport| {
+        let service = &service;
+        let org = &org;
+        async move { service.charge_result(org, &r).await.unwrap() }
+    };
+    let revealed = charge(report("r1", "email_reveal", "ann@x.com", "found", "bob")).await;
+    let charged_entry = revealed.entry.unwrap().id;
+    charge(report("r2", "email_reveal", "ben@x.com", "found", "bob")).await;
+    assert_eq!(available(&gw, &stack.member(), "credits").await, "498");
+    // Ann's email bounces ten days later (the window is 14): refunded into
+    // this month's plan bucket, once.
+    stack.clock.advance(Duration::days(10));
+    let bounce = charge(report("b1", "email_reveal", "ann@x.com", "bounced", "bob")).await;
+    match &bounce.outcome {
+        ledger_service::Outcome::Reversed {
+            original,
+            returned,
+            stayed_expired,
+            ..
+        } => {
+            assert_eq!(
+                (original, returned.to_string(), stayed_expired.to_string()),
+                (&charged_entry, "1".into(), "0".into())
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let line = &bounce.entry.as_ref().unwrap().lines[0];
+    assert_eq!(
+        (line.bucket.to_string(), line.amount.to_string()),
+        ("plan:credits:2026-01-31".into(), "1".into())
+    );
+    let twice = charge(report("b2", "email_reveal", "ann@x.com", "bounced", "bob")).await;
+    assert!(matches!(
+        twice.outcome,
+        ledger_service::Outcome::Result {
+            charge: ledger_domain::ResultCharge::BounceNotRefunded,
+            ..
+        }
+    ));
+    // The same bounce message delivered again replays its refund.
+    let replay = charge(report("b1", "email_reveal", "ann@x.com", "bounced", "bob")).await;
+    assert!(replay.replayed);
+    assert_eq!(available(&gw, &stack.member(), "credits").await, "499");
+    // Ben's bounces after the window: nothing back, and it says so.
+    stack.clock.advance(Duration::days(5));
+    let late = charge(report("b3", "email_reveal", "ben@x.com", "bounced", "bob")).await;
+    assert!(matches!(
+        late.outcome,
+        ledger_service::Outcome::Result {
+            charge: ledger_domain::ResultCharge::BounceNotRefunded,
+            ..
+        }
+    ));
+
+    // A credit-back the operator grants after the month renewed: the plan
+    // credit stays expired, and the reversal says so.
+    let r = spend(&gw, &stack.member(), "s1", "ai_email_generation", 3).await;
+    let spend_entry = r.body["entry_id"].as_str().unwrap().to_string();
+    stack.clock.advance(Duration::days(20));
+    let reverse = |key: &str, token: &str| {
+        // The same reversal under another key replays it; another is refused.
+        let note = if key == "rev-2" {
+            "second thoughts"
+        } else {
+            "vendor outage"
+        };
+        let body = json!({ "entry_id": spend_entry, "reason": "invalid_result", "note": note }).to_string();
+        let gw = &gw;
+        let (key, token) = (key.to_string(), token.to_string());
+        async move {
+            call(
+                gw,
+                "POST",
+                &format!("/v1/orgs/{ORG}/reversals"),
+                Some(&token),
+                Some(&key),
+                Some(&body),
+            )
+            .await
+        }
+    };
+    assert_eq!(reverse("rev-0", &stack.admin()).await.status, 403, "the service's");
+    let r = reverse("rev-1", &stack.service()).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(
+        (r.body["returned"].as_str(), r.body["stayed_expired"].as_str()),
+        (Some("0"), Some("3")),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.body["entry"]["reverses"], spend_entry.as_str());
+    let again = reverse("rev-1", &stack.service()).await;
+    assert_eq!((again.status, again.replayed), (201, true));
+    let other_key = reverse("rev-2", &stack.service()).await;
+    assert_eq!(
+        (
+            other_key.status,
+            other_key.body["type"].as_str().unwrap().ends_with("already-reversed")
+        ),
+        (409, true),
+        "{}",
+        other_key.body
+    );
+    let body = json!({ "entry_id": "ent_nope", "reason": "correction" }).to_string();
+    let r = call(
+        &gw,
+        "POST",
+        &format!("/v1/orgs/{ORG}/reversals"),
+        Some(&stack.service()),
+        Some("rev-3"),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    stack.settle().await;
+    let entries = ledger(&gw, &stack.admin(), 100).await;
+    let held = thousandths(&available(&gw, &stack.service(), "credits").await);
+    assert_eq!(ledger_total(&entries, "credits"), held, "entries sum to the balance");
+}

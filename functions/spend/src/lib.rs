@@ -1,9 +1,11 @@
 //! `POST /v1/orgs/{org}/spend`: debit credits for an action: all units or
 //! as many as the balance covers, or a dry-run quote that charges nothing.
+//! With `subjects` (a list of contacts) only the new ones are charged: see
+//! [`ledger_domain::bulk`].
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use ledger_domain::{CampaignId, SpendMode, SpendRequest, Subject};
+use ledger_domain::{BulkSpend, CampaignId, ListedSubject, SpendMode, SpendRequest, Subject};
 use ledger_http::{
     applied_response, json_body, json_response, path_param, respond, views, ApiError, Caller, DynamoLedger,
 };
@@ -19,6 +21,10 @@ struct SpendBody {
     campaign: Option<String>,
     #[serde(default)]
     subject: Option<String>,
+    /// Contacts: strings, or `{"subject", "outcome"}` for an action charged
+    /// on its result (the service's: it knows the results).
+    #[serde(default)]
+    subjects: Option<Vec<SubjectInput>>,
     #[serde(default)]
     mode: SpendMode,
     #[serde(default)]
@@ -26,6 +32,20 @@ struct SpendBody {
     /// Service calls only: the user the spend is for.
     #[serde(default)]
     user: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SubjectInput {
+    Plain(String),
+    WithOutcome(SubjectWithOutcome),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubjectWithOutcome {
+    subject: String,
+    outcome: String,
 }
 
 pub async fn handle(ledger: &DynamoLedger, req: Request) -> Response<Body> {
@@ -39,13 +59,48 @@ async fn spend(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, A
     let b = &body.value;
     let actor = caller.actor(b.user.as_deref())?;
     let (action_id, action) = ledger.catalog().action(&b.action)?;
+    let campaign = b.campaign.as_deref().map(CampaignId::parse).transpose()?;
+    // A listed subject, or one subject of an action charged once per
+    // subject, goes the bulk way: it is charged only if new.
+    if b.subjects.is_some() && (b.quantity.is_some() || b.subject.is_some()) {
+        return Err(ApiError::BadRequest(
+            "`subjects` replaces `quantity` and `subject`".into(),
+        ));
+    }
+    let listed = match (&b.subjects, &b.subject) {
+        (Some(list), _) => Some(list_subjects(list, &caller)?),
+        (None, Some(one)) if action.once_per_subject && b.quantity.is_none_or(|q| q == 1) => {
+            Some(list_subjects(&[SubjectInput::Plain(one.clone())], &caller)?)
+        }
+        _ => None,
+    };
+    if let Some(subjects) = listed {
+        let bulk = BulkSpend {
+            action_id,
+            action,
+            subjects,
+            mode: b.mode,
+            actor,
+            campaign,
+        };
+        if b.dry_run {
+            let quote = ledger.quote_subjects(&org, &bulk).await?;
+            return Ok(json_response(
+                StatusCode::OK,
+                &views::bulk_quote(action_id.as_str(), &quote),
+            ));
+        }
+        let idempotency = body.idempotency(req, &caller)?;
+        let applied = ledger.spend_subjects(&org, &bulk, &idempotency).await?;
+        return Ok(applied_response(&applied));
+    }
     let request = SpendRequest {
         action_id,
         action,
         quantity: b.quantity.unwrap_or(1),
         mode: b.mode,
         actor,
-        campaign: b.campaign.as_deref().map(CampaignId::parse).transpose()?,
+        campaign,
         subject: b.subject.as_deref().map(Subject::parse).transpose()?,
     };
     if b.dry_run {
@@ -58,4 +113,24 @@ async fn spend(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, A
     let idempotency = body.idempotency(req, &caller)?;
     let applied = ledger.spend(&org, &request, &idempotency).await?;
     Ok(applied_response(&applied))
+}
+
+/// The listed subjects, normalised. Outcomes decide what is billable, so
+/// only the service (which ran the action) may report them.
+fn list_subjects(list: &[SubjectInput], caller: &Caller) -> Result<Vec<ListedSubject>, ApiError> {
+    list.iter()
+        .map(|item| match item {
+            SubjectInput::Plain(s) => Ok(ListedSubject {
+                subject: Subject::parse(s)?,
+                outcome: None,
+            }),
+            SubjectInput::WithOutcome(w) => {
+                caller.require_service()?;
+                Ok(ListedSubject {
+                    subject: Subject::parse(&w.subject)?,
+                    outcome: Some(w.outcome.clone()),
+                })
+            }
+        })
+        .collect()
 }

@@ -298,9 +298,12 @@ impl Account {
             requested: None,
             campaign: None,
             subject: None,
+            subjects: Vec::new(),
             plan: None,
             member: None,
             result: None,
+            reverses: None,
+            note: None,
             purchase: None,
             lines,
         };

@@ -13,7 +13,9 @@ static CREDITS: std::sync::LazyLock<MeterId> = std::sync::LazyLock::new(crate::c
 include!(concat!(env!("OUT_DIR"), "/shipped_catalogs.rs"));
 
 /// The outcomes a result may report.
-pub const RESULT_OUTCOMES: [&str; 5] = ["deliverable", "risky", "invalid", "not_found", "found"];
+pub const RESULT_OUTCOMES: [&str; 6] = ["deliverable", "risky", "invalid", "not_found", "found", BOUNCED];
+/// A subject charged earlier turned out wrong (an email bounced).
+pub const BOUNCED: &str = "bounced";
 
 /// The catalog a deployment runs unless it names another.
 pub const DEFAULT_CATALOG: &str = "default";
@@ -69,6 +71,10 @@ pub struct Action {
     /// `"forever"` (the default), `"billing_period"` or `{"days": N}`.
     #[serde(default, skip_serializing_if = "DedupWindow::is_forever")]
     pub dedup_window: DedupWindow,
+    /// A subject charged once that bounces (a result `bounced`) within this
+    /// many days of its charge is refunded into the buckets that paid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bounce_refund_days: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,6 +220,14 @@ impl Catalog {
             }
             if !action.once_per_subject && !action.dedup_window.is_forever() {
                 return bad(format!("action {id} has a dedup window but is not once_per_subject"));
+            }
+            if action.bounce_refund_days.is_some() && !action.once_per_subject {
+                return bad(format!(
+                    "action {id}: a bounce refund needs once_per_subject (the unlock names the charge)"
+                ));
+            }
+            if action.billable_outcomes.iter().any(|o| o == BOUNCED) {
+                return bad(format!("action {id}: `bounced` is never billable"));
             }
             if action.dedup_window == DedupWindow::Days(0) {
                 return bad(format!("action {id}: a dedup window of 0 days"));

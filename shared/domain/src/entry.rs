@@ -29,6 +29,8 @@ pub enum EntryKind {
     ResultHeld,
     /// Result charging resumed by hand with nothing held.
     ResultsResumed,
+    /// A charge reversed: its credits back where they came from.
+    Reversal,
     /// A member added, removed or given another role (with the license
     /// granted or expired, if the plan has licenses).
     Membership,
@@ -116,9 +118,15 @@ pub struct LedgerEntry {
     pub requested: Option<u64>,
     pub campaign: Option<CampaignId>,
     pub subject: Option<Subject>,
+    /// A bulk spend's subjects that it charged.
+    pub subjects: Vec<Subject>,
     pub plan: Option<PlanId>,
     /// What a reported result said (`deliverable`, `not_found`, ...).
     pub result: Option<String>,
+    /// The entry a reversal reverses.
+    pub reverses: Option<String>,
+    /// An operator's note (a correction's reason).
+    pub note: Option<String>,
     /// The member a membership entry is about.
     pub member: Option<UserId>,
     pub purchase: Option<PurchaseRecord>,

@@ -36,6 +36,10 @@ pub enum DomainError {
     AlreadyCancelled,
     #[error("no member {0:?} in this organization")]
     MemberNotFound(String),
+    #[error("no entry {0:?} in this organization's ledger")]
+    EntryNotFound(String),
+    #[error("this entry cannot be reversed: {0}")]
+    NotReversible(String),
     #[error("no account for this organization; subscribe first")]
     AccountNotFound,
     #[error("invalid catalog: {0}")]

@@ -9,6 +9,7 @@
 
 pub mod account;
 pub mod bucket;
+pub mod bulk;
 pub mod catalog;
 pub mod clock;
 pub mod credits;
@@ -21,12 +22,14 @@ pub mod period;
 pub mod purchase;
 pub mod renewal;
 pub mod results;
+pub mod reversal;
 pub mod spend;
 pub mod subscription;
 pub mod team;
 
 pub use account::{credits_meter, Account};
 pub use bucket::{allocate, Bucket, BucketId, BucketSource, Draw};
+pub use bulk::{BulkQuote, BulkSpend, ListedSubject, SubjectOutcome, MAX_SUBJECTS};
 pub use catalog::{Action, Catalog, Charging};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use credits::Credits;
@@ -36,6 +39,7 @@ pub use ids::{ActionId, CampaignId, IdempotencyKey, MeterId, OrgId, PackageId, P
 pub use period::Period;
 pub use purchase::PurchaseGrant;
 pub use results::{ResultCharge, ResultDecision, ResultReport, Unlock};
+pub use reversal::{Reversal, ReversalReason};
 pub use spend::{SpendMode, SpendQuote, SpendRequest, MAX_QUANTITY};
 pub use subscription::{Billing, Resubscription, Subscription, SubscriptionStatus, MAX_SEATS};
 pub use team::{LicenseGauge, Member, MemberRole, MAX_MEMBERS};

@@ -89,6 +89,9 @@ pub enum ResultCharge {
     AlreadyUnlocked,
     /// Billable, not paid: kept unpaid, result charging paused.
     Held,
+    /// A bounce that refunds nothing: reported after the action's refund
+    /// window, for a subject never charged, or refunded already.
+    BounceNotRefunded,
 }
 
 impl ResultCharge {
@@ -98,6 +101,7 @@ impl ResultCharge {
             ResultCharge::Free => "free",
             ResultCharge::AlreadyUnlocked => "already_unlocked",
             ResultCharge::Held => "held",
+            ResultCharge::BounceNotRefunded => "bounce_not_refunded",
         }
     }
 }
@@ -145,7 +149,15 @@ impl Account {
             }
         };
         if !billable {
-            return Ok(free(self, ResultCharge::Free));
+            let late_bounce = report.outcome == crate::catalog::BOUNCED && action.bounce_refund_days.is_some();
+            let charge = if late_bounce {
+                // The service refunds a bounce in time as a reversal; one
+                // that reaches here came too late, or has nothing to refund.
+                ResultCharge::BounceNotRefunded
+            } else {
+                ResultCharge::Free
+            };
+            return Ok(free(self, charge));
         }
         if action.once_per_subject && unlocked.is_some_and(|u| u.holds_at(now)) {
             if from_hold {

@@ -77,6 +77,12 @@ impl ApiError {
                 "Idempotency-Key reused",
                 none(),
             ),
+            ApiError::Service(ServiceError::AlreadyReversed) => (
+                StatusCode::CONFLICT,
+                "already-reversed",
+                "Entry reversed already",
+                none(),
+            ),
             ApiError::Service(ServiceError::PaymentReferenceReused | ServiceError::AlreadyClaimed) => (
                 StatusCode::CONFLICT,
                 "payment-reference-reused",
@@ -150,6 +156,8 @@ impl ApiError {
                     none(),
                 ),
                 D::AccountNotFound => (StatusCode::NOT_FOUND, "account-not-found", "No account", none()),
+                D::EntryNotFound(_) => (StatusCode::NOT_FOUND, "entry-not-found", "No such entry", none()),
+                D::NotReversible(_) => (StatusCode::CONFLICT, "not-reversible", "Entry not reversible", none()),
                 D::MemberNotFound(_) => (StatusCode::NOT_FOUND, "member-not-found", "No such member", none()),
                 D::InvalidCatalog(_) | D::InvariantViolated(_) => {
                     (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", none())

@@ -61,20 +61,7 @@ pub fn outcome(applied: &Applied) -> Result<(StatusCode, Value), ApiError> {
             requested,
             units,
             charged,
-        } => {
-            let e = entry()?;
-            let body = json!({
-                "entry_id": e.id,
-                "action": e.action.as_ref().map(|a| a.to_string()),
-                "meter": meter.to_string(),
-                "requested": requested,
-                "quantity": units,
-                "charged": charged.to_string(),
-                "buckets": lines(&e.lines),
-                "dry_run": false,
-            });
-            (StatusCode::OK, body)
-        }
+        } => (StatusCode::OK, spent(entry()?, meter, *requested, *units, *charged)),
         Outcome::Purchased => {
             let view = self::entry(entry()?);
             (StatusCode::CREATED, json!({ "entry": view }))
@@ -121,6 +108,34 @@ pub fn outcome(applied: &Applied) -> Result<(StatusCode, Value), ApiError> {
             (StatusCode::OK, body)
         }
         Outcome::ResultsResumed => (StatusCode::OK, json!({ "resumed": true })),
+        Outcome::Reversed {
+            original,
+            reason,
+            returned,
+            stayed_expired,
+        } => {
+            let e = entry()?;
+            let body = json!({
+                "entry": self::entry(e),
+                "reverses": original,
+                "reason": reason.as_str(),
+                "returned": returned.to_string(),
+                // Plan credits of a month that has renewed since the charge.
+                "stayed_expired": stayed_expired.to_string(),
+            });
+            (StatusCode::CREATED, body)
+        }
+        Outcome::SpentSubjects {
+            meter,
+            requested,
+            units,
+            charged,
+            subjects,
+        } => {
+            let mut body = spent(entry()?, meter, *requested, *units, *charged);
+            body["subjects"] = subject_outcomes(subjects);
+            (StatusCode::OK, body)
+        }
         Outcome::Refused(refusal) => return Err(refusal.clone().into()),
     })
 }
@@ -151,6 +166,14 @@ pub fn entry(e: &LedgerEntry) -> Value {
     put("plan", json!(e.plan.as_ref().map(|p| p.to_string())));
     put("member", json!(e.member.as_ref().map(|m| m.to_string())));
     put("result", json!(e.result));
+    put("reverses", json!(e.reverses));
+    put("note", json!(e.note));
+    if !e.subjects.is_empty() {
+        put(
+            "subjects",
+            json!(e.subjects.iter().map(|s| s.as_str()).collect::<Vec<_>>()),
+        );
+    }
     if let Some(p) = &e.purchase {
         put(
             "purchase",
@@ -182,6 +205,48 @@ pub fn spend_quote(action: &str, quote: &SpendQuote) -> Value {
         "buckets": lines(&quote.draws.iter().map(|d| d.debit_line()).collect::<Vec<_>>()),
         "dry_run": true,
     })
+}
+
+/// A spend's answer: what it charged and which buckets paid.
+fn spent(e: &LedgerEntry, meter: &ledger_domain::MeterId, requested: u64, units: u64, charged: Credits) -> Value {
+    json!({
+        "entry_id": e.id,
+        "action": e.action.as_ref().map(|a| a.to_string()),
+        "meter": meter.to_string(),
+        "requested": requested,
+        "quantity": units,
+        "charged": charged.to_string(),
+        "buckets": lines(&e.lines),
+        "dry_run": false,
+    })
+}
+
+fn subject_outcomes(subjects: &[(ledger_domain::Subject, ledger_domain::SubjectOutcome)]) -> Value {
+    subjects
+        .iter()
+        .map(|(s, o)| json!({ "subject": s.as_str(), "outcome": o.as_str() }))
+        .collect()
+}
+
+/// A bulk dry run: what each subject would get and what it would cost.
+pub fn bulk_quote(action: &str, quote: &ledger_domain::BulkQuote) -> Value {
+    let charged = quote.charged();
+    let mut v = json!({
+        "action": action,
+        "requested": quote.outcomes.len(),
+        "quantity": quote.units(),
+        "charged": charged.to_string(),
+        "subjects": subject_outcomes(&quote.outcomes),
+        "dry_run": true,
+    });
+    if let Some(q) = &quote.quote {
+        v["meter"] = json!(q.meter.to_string());
+        v["unit_cost"] = json!(q.unit_cost.to_string());
+        v["cost"] = json!(q.cost().to_string());
+        v["available"] = json!(q.available.to_string());
+        v["sufficient"] = json!(q.sufficient());
+    }
+    v
 }
 
 /// A downgrade waiting for the renewal that applies it.

@@ -21,6 +21,9 @@ pub enum ServiceError {
     /// operation reads it again and decides again).
     #[error("the subject was unlocked meanwhile")]
     SubjectUnlocked,
+    /// The entry was reversed already (by another request).
+    #[error("this entry was reversed already")]
+    AlreadyReversed,
     /// A held result was settled by another resume meanwhile.
     #[error("the held result was settled meanwhile")]
     AlreadySettled,

@@ -5,7 +5,7 @@
 use chrono::NaiveDate;
 use ledger_domain::{
     Account, ActionId, Billing, Credits, DomainError, LedgerEntry, MemberRole, MeterId, OrgId, Period, PlanId,
-    ResultCharge, Subject, Subscription, SubscriptionStatus, UserId,
+    ResultCharge, ReversalReason, Subject, SubjectOutcome, Subscription, SubscriptionStatus, UserId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +54,21 @@ pub enum Outcome {
     Cancelled(SubscriptionState),
     /// Upgraded now, or a downgrade scheduled for the next renewal.
     PlanChanged(SubscriptionState),
+    /// A bulk spend: what became of each listed subject, and the charge.
+    SpentSubjects {
+        meter: MeterId,
+        requested: u64,
+        units: u64,
+        charged: Credits,
+        subjects: Vec<(Subject, SubjectOutcome)>,
+    },
+    /// A charge reversed: what went back, and what stayed expired.
+    Reversed {
+        original: String,
+        reason: ReversalReason,
+        returned: Credits,
+        stayed_expired: Credits,
+    },
     /// A reported result, charged or not.
     Result {
         action: ActionId,
@@ -101,6 +116,20 @@ enum Stored {
         role: Option<String>,
     },
     ResultsResumed,
+    Reversed {
+        original: String,
+        reason: String,
+        returned: i64,
+        stayed_expired: i64,
+    },
+    SpentSubjects {
+        meter: String,
+        requested: u64,
+        units: u64,
+        charged: i64,
+        /// `[subject, outcome]` pairs in list order.
+        subjects: Vec<(String, String)>,
+    },
     Result {
         action: String,
         subject: String,
@@ -215,6 +244,33 @@ impl Outcome {
                 role: role.map(|r| r.as_str().to_string()),
             },
             Outcome::ResultsResumed => Stored::ResultsResumed,
+            Outcome::Reversed {
+                original,
+                reason,
+                returned,
+                stayed_expired,
+            } => Stored::Reversed {
+                original: original.clone(),
+                reason: reason.as_str().to_string(),
+                returned: returned.thousandths(),
+                stayed_expired: stayed_expired.thousandths(),
+            },
+            Outcome::SpentSubjects {
+                meter,
+                requested,
+                units,
+                charged,
+                subjects,
+            } => Stored::SpentSubjects {
+                meter: meter.to_string(),
+                requested: *requested,
+                units: *units,
+                charged: charged.thousandths(),
+                subjects: subjects
+                    .iter()
+                    .map(|(s, o)| (s.as_str().to_string(), o.as_str().to_string()))
+                    .collect(),
+            },
             Outcome::Result {
                 action,
                 subject,
@@ -272,6 +328,38 @@ impl Outcome {
                     .transpose()?,
             },
             Stored::ResultsResumed => Outcome::ResultsResumed,
+            Stored::Reversed {
+                original,
+                reason,
+                returned,
+                stayed_expired,
+            } => Outcome::Reversed {
+                original,
+                reason: ReversalReason::parse(&reason).ok_or_else(|| malformed(format!("reason {reason:?}")))?,
+                returned: Credits::from_thousandths(returned),
+                stayed_expired: Credits::from_thousandths(stayed_expired),
+            },
+            Stored::SpentSubjects {
+                meter: m,
+                requested,
+                units,
+                charged,
+                subjects,
+            } => Outcome::SpentSubjects {
+                meter: meter(&m)?,
+                requested,
+                units,
+                charged: Credits::from_thousandths(charged),
+                subjects: subjects
+                    .into_iter()
+                    .map(|(s, o)| {
+                        let subject = Subject::parse(&s).map_err(|e| malformed(e.to_string()))?;
+                        let outcome =
+                            SubjectOutcome::parse(&o).ok_or_else(|| malformed(format!("subject outcome {o:?}")))?;
+                        Ok((subject, outcome))
+                    })
+                    .collect::<Result<_, ServiceError>>()?,
+            },
             Stored::Result {
                 action,
                 subject,
@@ -287,6 +375,7 @@ impl Outcome {
                     "free" => ResultCharge::Free,
                     "already_unlocked" => ResultCharge::AlreadyUnlocked,
                     "held" => ResultCharge::Held,
+                    "bounce_not_refunded" => ResultCharge::BounceNotRefunded,
                     other => return Err(malformed(format!("result charge {other:?}"))),
                 },
             },
@@ -379,6 +468,22 @@ mod tests {
                 charge: ResultCharge::Charged(Credits::whole(5)),
             },
             Outcome::ResultsResumed,
+            Outcome::Reversed {
+                original: "ent_x".into(),
+                reason: ReversalReason::Bounced,
+                returned: Credits::whole(1),
+                stayed_expired: Credits::ZERO,
+            },
+            Outcome::SpentSubjects {
+                meter: MeterId::parse("credits").unwrap(),
+                requested: 3,
+                units: 1,
+                charged: Credits::whole(1),
+                subjects: vec![
+                    (Subject::parse("a@x.com").unwrap(), SubjectOutcome::Charged),
+                    (Subject::parse("b@x.com").unwrap(), SubjectOutcome::AlreadyUnlocked),
+                ],
+            },
             Outcome::Result {
                 action: ActionId::parse("email_reveal").unwrap(),
                 subject: Subject::parse("x@y.com").unwrap(),

@@ -1,11 +1,15 @@
 //! Success-only charging: results reported by producers (through the
 //! results queue), held results, and resuming after a top-up.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
+use ledger_domain::catalog::BOUNCED;
 use ledger_domain::{
-    ActionId, Actor, CampaignId, DomainError, IdempotencyKey, OrgId, ResultCharge, ResultReport, Subject, UserId,
+    ActionId, Actor, BulkQuote, BulkSpend, CampaignId, DomainError, IdempotencyKey, OrgId, ResultCharge, ResultReport,
+    ReversalReason, Subject, Unlock, UserId,
 };
-use ledger_store::{AccountStore, RequestStore, ResultStore, SideWrite};
+use ledger_store::{AccountStore, HistoryStore, RequestStore, ResultStore, SideWrite};
 use serde::{Deserialize, Serialize};
 
 use crate::executor::{Idempotency, Ledger};
@@ -70,7 +74,44 @@ const HELD_PAGE: u32 = 25;
 /// someone else meanwhile (each retry reads the unlock and finds it).
 const UNLOCK_RETRIES: usize = 4;
 
-impl<A: AccountStore + ResultStore, R: RequestStore, H> Ledger<A, R, H> {
+impl<A: AccountStore, R: RequestStore, H: HistoryStore> Ledger<A, R, H> {
+    /// Reverses one charge: its credits back into the buckets that paid
+    /// (a renewed month's plan credits stay expired), once per entry
+    /// whatever the key: the original is claimed in the same transaction.
+    pub async fn reverse(
+        &self,
+        org: &OrgId,
+        entry_id: &str,
+        reason: ReversalReason,
+        note: Option<String>,
+        actor: Actor,
+        request: &Idempotency,
+    ) -> Result<Applied, ServiceError> {
+        let original = self
+            .history
+            .entry(org, entry_id)
+            .await?
+            .ok_or_else(|| DomainError::EntryNotFound(entry_id.chars().take(128).collect()))?;
+        let claim = format!("reversal:{org}:{}", original.id);
+        self.apply(org, request, Some(claim), |account, _, now| {
+            let (reversal, entry) = account.reverse(&original, reason, note.clone(), actor.clone(), now)?;
+            let outcome = Outcome::Reversed {
+                original: original.id.clone(),
+                reason,
+                returned: reversal.returned,
+                stayed_expired: reversal.stayed_expired,
+            };
+            Ok((entry, outcome))
+        })
+        .await
+        .map_err(|e| match e {
+            ServiceError::AlreadyClaimed => ServiceError::AlreadyReversed,
+            other => other,
+        })
+    }
+}
+
+impl<A: AccountStore + ResultStore, R: RequestStore, H: HistoryStore> Ledger<A, R, H> {
     /// Charges one reported result, once per producer request id however
     /// often it is delivered: billable outcomes are charged (or, for an
     /// action charged once per subject, free when the organization has the
@@ -78,7 +119,54 @@ impl<A: AccountStore + ResultStore, R: RequestStore, H> Ledger<A, R, H> {
     /// balance cannot pay is held and pauses result charging.
     pub async fn charge_result(&self, org: &OrgId, report: &ResultReport) -> Result<Applied, ServiceError> {
         let key = IdempotencyKey::parse(&format!("result:{}", report.request_id))?;
+        if report.outcome == BOUNCED {
+            if let Some(refund) = self.refund_bounce(org, report, &key).await? {
+                return Ok(refund);
+            }
+        }
         self.settle(org, report, key, None).await
+    }
+
+    /// A bounce within the action's refund window reverses the charge that
+    /// unlocked the subject; `None` when there is nothing to refund in time
+    /// (then the bounce is recorded free, saying so).
+    async fn refund_bounce(
+        &self,
+        org: &OrgId,
+        report: &ResultReport,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Applied>, ServiceError> {
+        let (action_id, action) = self.catalog.action(report.action.as_str())?;
+        let Some(days) = action.bounce_refund_days else {
+            return Ok(None);
+        };
+        let Some(unlock) = self.accounts.load_unlock(org, action_id, &report.subject).await? else {
+            return Ok(None);
+        };
+        let Some(charge) = self.history.entry(org, &unlock.entry_id).await? else {
+            return Ok(None);
+        };
+        let charged = charge.lines.iter().any(|l| l.amount.is_negative());
+        if !charged || self.clock.now() > charge.at + chrono::Duration::days(i64::from(days)) {
+            return Ok(None);
+        }
+        let request = Idempotency {
+            key: key.clone(),
+            fingerprint: fingerprint(report),
+        };
+        let actor = Actor {
+            user: report.user.clone(),
+            caller: ledger_domain::CallerKind::Service,
+        };
+        match self
+            .reverse(org, &charge.id, ReversalReason::Bounced, None, actor, &request)
+            .await
+        {
+            // Refunded once already (another bounce report for it): this
+            // one is recorded free.
+            Err(ServiceError::AlreadyReversed) => Ok(None),
+            other => other.map(Some),
+        }
     }
 
     /// Charges the held results in arrival order until none is left
@@ -130,6 +218,69 @@ impl<A: AccountStore + ResultStore, R: RequestStore, H> Ledger<A, R, H> {
                 }
             }
         }
+    }
+
+    /// Charges a bulk spend: only the listed subjects that are new (and,
+    /// for an action charged on its result, billable), unlocking them in
+    /// the same write; a colleague unlocking one meanwhile makes it decide again.
+    pub async fn spend_subjects(
+        &self,
+        org: &OrgId,
+        spend: &BulkSpend<'_>,
+        request: &Idempotency,
+    ) -> Result<Applied, ServiceError> {
+        spend.check()?;
+        for _ in 0..UNLOCK_RETRIES {
+            let unlocked = self.unlocks(org, spend).await?;
+            let applied = self
+                .apply_with(org, request, None, |account, _, now| {
+                    let until = spend.unlock_until(account, now);
+                    let (plan, entry) = account.spend_subjects(spend, &unlocked, now)?;
+                    let side = match until {
+                        Some(until) => entry
+                            .subjects
+                            .iter()
+                            .map(|subject| SideWrite::Unlock {
+                                action: spend.action_id.clone(),
+                                subject: subject.clone(),
+                                until,
+                                now,
+                            })
+                            .collect(),
+                        None => Vec::new(),
+                    };
+                    let outcome = Outcome::SpentSubjects {
+                        meter: spend.action.meter.clone(),
+                        requested: spend.subjects.len() as u64,
+                        units: plan.units(),
+                        charged: plan.charged(),
+                        subjects: plan.outcomes,
+                    };
+                    Ok((entry, outcome, side))
+                })
+                .await;
+            match applied {
+                Err(ServiceError::SubjectUnlocked) => continue,
+                other => return other,
+            }
+        }
+        Err(ServiceError::Contention)
+    }
+
+    /// What a bulk spend would charge now, subject by subject; writes nothing.
+    pub async fn quote_subjects(&self, org: &OrgId, spend: &BulkSpend<'_>) -> Result<BulkQuote, ServiceError> {
+        spend.check()?;
+        let unlocked = self.unlocks(org, spend).await?;
+        let account = self.current_account(org).await?;
+        Ok(account.quote_subjects(spend, &unlocked, self.clock.now())?)
+    }
+
+    async fn unlocks(&self, org: &OrgId, spend: &BulkSpend<'_>) -> Result<BTreeMap<Subject, Unlock>, ServiceError> {
+        if !spend.action.once_per_subject {
+            return Ok(BTreeMap::new());
+        }
+        let subjects: Vec<Subject> = spend.subjects.iter().map(|s| s.subject.clone()).collect();
+        Ok(self.accounts.load_unlocks(org, spend.action_id, &subjects).await?)
     }
 
     async fn settle(
@@ -191,7 +342,8 @@ impl<A: AccountStore + ResultStore, R: RequestStore, H> Ledger<A, R, H> {
 /// same result) from a different result under a reused id.
 fn fingerprint(r: &ResultReport) -> String {
     format!(
-        "result\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}",
+        "result\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}",
+        r.request_id,
         r.action,
         r.subject.as_str(),
         r.outcome,

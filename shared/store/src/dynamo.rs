@@ -68,6 +68,33 @@ fn conditional_put(
 }
 
 impl DynamoLedgerStore {
+    /// Up to 100 items by key in one BatchGetItem, asking again for keys
+    /// it leaves unprocessed under load.
+    async fn batch_get(&self, keys: KeysAndAttributes) -> Result<Vec<Item>, StoreError> {
+        let mut request = HashMap::from([(self.table.clone(), keys)]);
+        let mut items = Vec::new();
+        for _ in 0..5 {
+            let out = self
+                .client
+                .batch_get_item()
+                .set_request_items(Some(request))
+                .send()
+                .await
+                .map_err(request_error)?;
+            items.extend(
+                out.responses
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .unwrap_or_default(),
+            );
+            match out.unprocessed_keys {
+                Some(left) if !left.is_empty() => request = left,
+                _ => return Ok(items),
+            }
+        }
+        Err(StoreError::Request("batch read left keys unprocessed".into()))
+    }
+
     /// One item, read strongly consistent.
     async fn consistent_get(&self, pk: String, sk: String) -> Result<Option<Item>, StoreError> {
         let out = self
@@ -103,36 +130,16 @@ impl AccountStore for DynamoLedgerStore {
             .consistent_read(true)
             .build()
             .map_err(request_error)?;
-        let mut request = HashMap::from([(self.table.clone(), keys)]);
         let (mut account, mut kept) = (None, None);
-        // BatchGetItem may leave keys unprocessed under load; ask again for those.
-        for _ in 0..5 {
-            let out = self
-                .client
-                .batch_get_item()
-                .set_request_items(Some(request))
-                .send()
-                .await
-                .map_err(request_error)?;
-            for item in out
-                .responses
-                .unwrap_or_default()
-                .remove(&self.table)
-                .unwrap_or_default()
-            {
-                let is_account = matches!(item.get("sk"), Some(AttributeValue::S(s)) if s == ACCOUNT_SK);
-                if is_account {
-                    account = Some(account_from_item(&item)?);
-                } else {
-                    kept = kept_request_from_item(&item)?;
-                }
-            }
-            match out.unprocessed_keys {
-                Some(left) if !left.is_empty() => request = left,
-                _ => return Ok((account, kept)),
+        for item in self.batch_get(keys).await? {
+            let is_account = matches!(item.get("sk"), Some(AttributeValue::S(s)) if s == ACCOUNT_SK);
+            if is_account {
+                account = Some(account_from_item(&item)?);
+            } else {
+                kept = kept_request_from_item(&item)?;
             }
         }
-        Err(StoreError::Request("batch read left keys unprocessed".into()))
+        Ok((account, kept))
     }
 
     async fn commit(&self, commit: Commit<'_>) -> Result<(), CommitError> {
@@ -238,6 +245,32 @@ impl ResultStore for DynamoLedgerStore {
     ) -> Result<Option<Unlock>, StoreError> {
         let item = self.consistent_get(org_pk(org), unlock_sk(action, subject)).await?;
         item.as_ref().map(unlock_from_item).transpose()
+    }
+
+    async fn load_unlocks(
+        &self,
+        org: &OrgId,
+        action: &ActionId,
+        subjects: &[Subject],
+    ) -> Result<std::collections::BTreeMap<Subject, Unlock>, StoreError> {
+        let mut found = std::collections::BTreeMap::new();
+        let mut wanted: Vec<&Subject> = subjects.iter().collect();
+        wanted.sort();
+        wanted.dedup();
+        // BatchGetItem reads at most 100 keys a call.
+        for chunk in wanted.chunks(100) {
+            let mut keys = KeysAndAttributes::builder().consistent_read(true);
+            for subject in chunk {
+                keys = keys.keys(key(org_pk(org), unlock_sk(action, subject)));
+            }
+            for item in self.batch_get(keys.build().map_err(request_error)?).await? {
+                let sk = items::Attrs::of(&item, "unlocked subject").s("sk")?.to_string();
+                if let Some(subject) = chunk.iter().find(|s| unlock_sk(action, s) == sk) {
+                    found.insert((*subject).clone(), unlock_from_item(&item)?);
+                }
+            }
+        }
+        Ok(found)
     }
 
     async fn held_results(&self, org: &OrgId, limit: u32) -> Result<Vec<HeldResult>, StoreError> {

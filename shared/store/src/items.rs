@@ -737,6 +737,7 @@ fn kind_name(kind: EntryKind) -> &'static str {
         EntryKind::PlanChange => "plan_change",
         EntryKind::Membership => "membership",
         EntryKind::Result => "result",
+        EntryKind::Reversal => "reversal",
         EntryKind::ResultHeld => "result_held",
         EntryKind::ResultsResumed => "results_resumed",
     }
@@ -752,6 +753,7 @@ fn kind_of(text: &str) -> Option<EntryKind> {
         "plan_change" => EntryKind::PlanChange,
         "membership" => EntryKind::Membership,
         "result" => EntryKind::Result,
+        "reversal" => EntryKind::Reversal,
         "result_held" => EntryKind::ResultHeld,
         "results_resumed" => EntryKind::ResultsResumed,
         _ => return None,
@@ -809,6 +811,12 @@ pub fn entry_item(org: &OrgId, key: &EntryKey, e: &LedgerEntry, receipt: Option<
     opt("plan", e.plan.as_ref().map(|x| x.to_string()));
     opt("member", e.member.as_ref().map(|x| x.to_string()));
     opt("result", e.result.clone());
+    opt("reverses", e.reverses.clone());
+    opt("note", e.note.clone());
+    if !e.subjects.is_empty() {
+        let list = e.subjects.iter().map(|x| s(x.as_str())).collect();
+        item.insert("subjects".into(), AttributeValue::L(list));
+    }
     if let Some(q) = e.quantity {
         item.insert("quantity".into(), n(q));
     }
@@ -914,6 +922,16 @@ pub fn entry_from_item(item: &Item) -> Result<LedgerEntry, StoreError> {
         plan: a.opt_parsed("plan", |t| ledger_domain::PlanId::parse(t).ok())?,
         member: a.opt_parsed("member", |t| UserId::parse(t).ok())?,
         result: a.opt_s("result")?.map(str::to_string),
+        reverses: a.opt_s("reverses")?.map(str::to_string),
+        note: a.opt_s("note")?.map(str::to_string),
+        subjects: a
+            .list("subjects")?
+            .iter()
+            .map(|v| match v {
+                AttributeValue::S(t) => Subject::parse(t).map_err(|e| StoreError::Malformed(e.to_string())),
+                _ => Err(StoreError::Malformed("entry subjects: not strings".into())),
+            })
+            .collect::<Result<_, _>>()?,
         purchase,
         lines,
     })

@@ -235,6 +235,14 @@ pub trait ResultStore: Send + Sync {
         subject: &Subject,
     ) -> impl Future<Output = Result<Option<Unlock>, StoreError>> + Send;
 
+    /// The unlocks of several subjects of one action (those that have one).
+    fn load_unlocks(
+        &self,
+        org: &OrgId,
+        action: &ActionId,
+        subjects: &[Subject],
+    ) -> impl Future<Output = Result<std::collections::BTreeMap<Subject, Unlock>, StoreError>> + Send;
+
     /// The oldest held results, in arrival order.
     fn held_results(&self, org: &OrgId, limit: u32)
         -> impl Future<Output = Result<Vec<HeldResult>, StoreError>> + Send;
