@@ -551,3 +551,59 @@ async fn a_bounce_in_time_refunds_once_into_the_bucket_that_paid_and_a_late_one_
     let held = thousandths(&available(&gw, &stack.service(), "credits").await);
     assert_eq!(ledger_total(&entries, "credits"), held, "entries sum to the balance");
 }
+
+#[tokio::test]
+async fn ten_results_of_one_organization_in_a_batch_cost_two_requests_and_are_placed_in_order() {
+    let stack = Stack::with_account("starter").await;
+    let q = queues(&stack).await;
+    let outcomes = ["deliverable", "risky", "invalid", "not_found"];
+    let bodies: Vec<String> = (0..10)
+        .map(|i| {
+            message(
+                &format!("t{i}"),
+                "email_finder",
+                &format!("c{i}@x.com"),
+                outcomes[i % 4],
+            )
+        })
+        .collect();
+    send(&q, &bodies).await;
+    let ledger = stack.ledger();
+    let before = stack.dynamodb_requests();
+    let delivered = QueuePoller::new(&stack.config, &q.results)
+        .drain(&ledger)
+        .await
+        .unwrap();
+    let requests = stack.dynamodb_requests() - before;
+    assert_eq!((delivered.batches, delivered.messages, delivered.failed), (1, 10, 0));
+    // One BatchGetItem (the account and the ten keys), one TransactWriteItems.
+    assert_eq!(requests, 2, "a batch of ten for one organization");
+    // 3 deliverable + 3 risky, 5 credits each.
+    assert_eq!(available(&stack.gateway(), &stack.member(), "credits").await, "470");
+    let entries = results(&stack).await;
+    let placed: Vec<(u64, String)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["seq"].as_u64().unwrap(),
+                e["balance_after"]["credits"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected: Vec<(u64, String)> = (0..10)
+        .scan(500, |left, i| {
+            if i % 4 < 2 {
+                *left -= 5;
+            }
+            Some((2 + i as u64, left.to_string()))
+        })
+        .collect();
+    assert_eq!(placed, expected, "each entry placed with its own balance after");
+    // Delivered again (a retry of the whole batch): one by one, all replays.
+    send(&q, &bodies).await;
+    QueuePoller::new(&stack.config, &q.results)
+        .drain(&ledger)
+        .await
+        .unwrap();
+    assert_eq!(available(&stack.gateway(), &stack.member(), "credits").await, "470");
+}

@@ -7,7 +7,8 @@
 //! batch response): a malformed message, or one for an organization that
 //! has no account, fails alone and reaches the dead-letter queue after the
 //! queue's redrive count; the others are charged. Results of one
-//! organization are charged in arrival order, organizations side by side.
+//! organization are charged in arrival order, as one transaction where they
+//! can be, organizations side by side.
 
 use std::collections::BTreeMap;
 
@@ -72,9 +73,11 @@ pub async fn handle(ledger: &DynamoLedger, event: SqsEvent) -> SqsBatchResponse 
     }
     let per_org: Vec<Vec<String>> = stream::iter(by_org)
         .map(|(org, results)| async move {
+            let reports: Vec<ResultReport> = results.iter().map(|(_, r)| r.clone()).collect();
+            let answers = ledger.charge_results(&org, &reports).await;
             let mut failed = Vec::new();
-            for (id, report) in results {
-                if let Err(e) = ledger.charge_result(&org, &report).await {
+            for ((id, report), answer) in results.into_iter().zip(answers) {
+                if let Err(e) = answer {
                     error!(message = %id, %org, request_id = %report.request_id, error = %e, "result not charged; retried");
                     failed.push(id);
                 }

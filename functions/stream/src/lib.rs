@@ -48,6 +48,9 @@ async fn process(ledger: &DynamoLedger, record: &EventRecord) -> Result<(), Serv
     if !is_account || !matches!(record.event_name.as_str(), "INSERT" | "MODIFY") {
         return Ok(());
     }
-    let (org, entry_sk, placement) = placement_of_account_image(&new)?;
-    ledger.place(&org, &entry_sk, &placement).await
+    let (org, placements) = placement_of_account_image(&new)?;
+    for (entry_sk, placement) in placements {
+        ledger.place(&org, &entry_sk, &placement).await?;
+    }
+    Ok(())
 }

@@ -54,7 +54,7 @@ pub struct Idempotency {
 }
 
 impl Idempotency {
-    fn receipt(&self, outcome: &Outcome) -> Receipt {
+    pub(crate) fn receipt(&self, outcome: &Outcome) -> Receipt {
         Receipt {
             fingerprint: self.fingerprint.clone(),
             outcome: outcome.encode(),
@@ -111,7 +111,7 @@ impl<A, R, H> Ledger<A, R, H> {
         self.cache.lock().expect("cache lock").get(org).cloned()
     }
 
-    fn remember(&self, account: Account) {
+    pub(crate) fn remember(&self, account: Account) {
         let mut cache = self.cache.lock().expect("cache lock");
         if cache.len() >= CACHE_CAPACITY && !cache.contains_key(&account.org) {
             cache.clear();
@@ -271,6 +271,7 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
                     entry: entry.clone(),
                     receipt: outcome.as_ref().map(|o| request.receipt(o)),
                 },
+                earlier: Vec::new(),
                 claims,
                 side,
             };
@@ -324,6 +325,7 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
                 }
                 Err(CommitError::SubjectUnlocked) => return Err(ServiceError::SubjectUnlocked),
                 Err(CommitError::AlreadySettled) => return Err(ServiceError::AlreadySettled),
+                Err(CommitError::BatchKeyTaken) => return Err(ServiceError::Contention),
                 Err(CommitError::Store(e)) => return Err(e.into()),
             }
         }
@@ -363,6 +365,7 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
                     entry: entry.clone(),
                     receipt: None,
                 },
+                earlier: Vec::new(),
                 claims: Vec::new(),
                 side: Vec::new(),
             };
@@ -379,7 +382,8 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
                     CommitError::KeyTaken(_)
                     | CommitError::Claimed { .. }
                     | CommitError::SubjectUnlocked
-                    | CommitError::AlreadySettled,
+                    | CommitError::AlreadySettled
+                    | CommitError::BatchKeyTaken,
                 ) => return Err(StoreError::Request("unexpected cancellation while renewing".into()).into()),
                 Err(CommitError::Store(e)) => return Err(e.into()),
             }
@@ -409,6 +413,7 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
                 entry: entry.clone(),
                 receipt: Some(request.receipt(&outcome)),
             },
+            earlier: Vec::new(),
             claims: Vec::new(),
             side: Vec::new(),
         };
@@ -428,7 +433,8 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
                 CommitError::Stale(None)
                 | CommitError::Claimed { .. }
                 | CommitError::SubjectUnlocked
-                | CommitError::AlreadySettled,
+                | CommitError::AlreadySettled
+                | CommitError::BatchKeyTaken,
             ) => Err(StoreError::Request("unexpected cancellation while provisioning".into()).into()),
             Err(CommitError::Store(e)) => Err(e.into()),
         }

@@ -9,7 +9,9 @@ use ledger_domain::{
     ActionId, Actor, BulkQuote, BulkSpend, CampaignId, DomainError, IdempotencyKey, OrgId, ResultCharge, ResultReport,
     ReversalReason, Subject, Unlock, UserId,
 };
-use ledger_store::{AccountStore, HistoryStore, RequestStore, ResultStore, SideWrite};
+use ledger_store::{
+    AccountStore, Commit, EarlierEntry, EntryKey, HistoryStore, RequestStore, ResultStore, SideWrite, StoredEntry,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::executor::{Idempotency, Ledger};
@@ -67,6 +69,10 @@ pub struct ResumeReport {
     pub still_held: u64,
     pub paused: bool,
 }
+
+/// The most results of one organization charged as one transaction: each
+/// writes an entry and at most one unlock or hold, within DynamoDB's 100 items.
+const MAX_BATCH: usize = 25;
 
 /// Held results read per page by a resume.
 const HELD_PAGE: u32 = 25;
@@ -166,6 +172,158 @@ impl<A: AccountStore + ResultStore, R: RequestStore, H: HistoryStore> Ledger<A, 
             // one is recorded free.
             Err(ServiceError::AlreadyReversed) => Ok(None),
             other => other.map(Some),
+        }
+    }
+
+    /// Charges the results of one organization that arrived together, in
+    /// their order: as one transaction when it can (one read of the account
+    /// and the results' keys, one of the subjects' unlocks, one write of
+    /// every entry), else one by one. Each answer is the result's own, as
+    /// [`Ledger::charge_result`] would give it.
+    pub async fn charge_results(&self, org: &OrgId, reports: &[ResultReport]) -> Vec<Result<Applied, ServiceError>> {
+        if reports.len() > 1 {
+            match self.charge_batch(org, reports).await {
+                Ok(Some(applied)) => return applied.into_iter().map(Ok).collect(),
+                Ok(None) => {}
+                Err(e) => tracing::debug!(%org, error = %e, "batch not charged at once; one by one"),
+            }
+        }
+        let mut answers = Vec::with_capacity(reports.len());
+        for report in reports {
+            answers.push(self.charge_result(org, report).await);
+        }
+        answers
+    }
+
+    /// The batch as one change, or `None` when it must go one by one: a
+    /// redelivery among them (a key taken), a bounce, a result id twice, an
+    /// account due for renewal, or a race lost.
+    async fn charge_batch(&self, org: &OrgId, reports: &[ResultReport]) -> Result<Option<Vec<Applied>>, ServiceError> {
+        let mut requests = Vec::with_capacity(reports.len());
+        for r in reports {
+            requests.push(Idempotency {
+                key: IdempotencyKey::parse(&format!("result:{}", r.request_id))?,
+                fingerprint: fingerprint(r),
+            });
+        }
+        let mut ids: Vec<&str> = reports.iter().map(|r| r.request_id.as_str()).collect();
+        ids.sort();
+        ids.dedup();
+        let simple =
+            reports.len() <= MAX_BATCH && ids.len() == reports.len() && reports.iter().all(|r| r.outcome != BOUNCED);
+        if !simple {
+            return Ok(None);
+        }
+        let keys: Vec<IdempotencyKey> = requests.iter().map(|r| r.key.clone()).collect();
+        let (account, taken) = self.accounts.load_account_and_keys(org, &keys).await?;
+        let before = account.ok_or(DomainError::AccountNotFound)?;
+        if taken > 0 {
+            return Ok(None);
+        }
+        // The unlocks of every subject an action charges once, per action.
+        let mut unlocked: BTreeMap<(ActionId, Subject), Unlock> = BTreeMap::new();
+        let mut by_action: BTreeMap<ActionId, Vec<Subject>> = BTreeMap::new();
+        for r in reports {
+            let (action_id, action, billable) = r.resolve(&self.catalog)?;
+            if billable && action.once_per_subject {
+                by_action.entry(action_id.clone()).or_default().push(r.subject.clone());
+            }
+        }
+        for (action, subjects) in &by_action {
+            for (subject, unlock) in self.accounts.load_unlocks(org, action, subjects).await? {
+                unlocked.insert((action.clone(), subject), unlock);
+            }
+        }
+        let now = self.clock.now();
+        let mut next = before.clone();
+        if next.renew_if_due(&self.catalog, now)?.is_some() {
+            return Ok(None);
+        }
+        let mut decided: Vec<(StoredEntry, Applied)> = Vec::with_capacity(reports.len());
+        let mut side = Vec::new();
+        for (r, request) in reports.iter().zip(&requests) {
+            let action_id = r.resolve(&self.catalog)?.0.clone();
+            let key = (action_id.clone(), r.subject.clone());
+            let d = next.charge_result(&self.catalog, r, unlocked.get(&key), false, now)?;
+            if let Some(until) = d.unlocks_until {
+                side.push(SideWrite::Unlock {
+                    action: action_id.clone(),
+                    subject: r.subject.clone(),
+                    until,
+                    now,
+                });
+                // A later result of the batch for the same subject finds it unlocked.
+                let entry_key = EntryKey::Request(request.key.clone());
+                unlocked.insert(
+                    key,
+                    Unlock {
+                        until,
+                        entry_id: entry_key.entry_id(),
+                    },
+                );
+            }
+            if d.charge == ResultCharge::Held {
+                side.push(SideWrite::Hold {
+                    seq: next.seq,
+                    report: StoredReport::of(r),
+                });
+            }
+            let outcome = Outcome::Result {
+                action: action_id,
+                subject: r.subject.clone(),
+                outcome: r.outcome.clone(),
+                charge: d.charge,
+            };
+            let key = EntryKey::Request(request.key.clone());
+            let mut entry = d.entry;
+            entry.id = key.entry_id();
+            let stored = StoredEntry {
+                key,
+                entry: entry.clone(),
+                receipt: Some(request.receipt(&outcome)),
+            };
+            decided.push((
+                stored,
+                Applied {
+                    outcome,
+                    entry: Some(entry),
+                    replayed: false,
+                },
+            ));
+        }
+        // What the entries after each one add, for the sequencer.
+        let mut earlier = Vec::with_capacity(decided.len() - 1);
+        for (i, (stored, _)) in decided[..decided.len() - 1].iter().enumerate() {
+            let mut later: BTreeMap<ledger_domain::MeterId, ledger_domain::Credits> = BTreeMap::new();
+            for (after, _) in &decided[i + 1..] {
+                for line in &after.entry.lines {
+                    let sum = later.entry(line.meter().clone()).or_default();
+                    *sum = sum.checked_add(line.amount).expect("credits within range");
+                }
+            }
+            earlier.push(EarlierEntry {
+                stored: stored.clone(),
+                later,
+            });
+        }
+        let last = decided.last().expect("a batch of two or more").0.clone();
+        let commit = Commit {
+            before: Some(&before),
+            account: &next,
+            entry: last,
+            earlier,
+            claims: Vec::new(),
+            side,
+        };
+        match self.accounts.commit(commit).await {
+            Ok(()) => {
+                self.remember(next);
+                Ok(Some(decided.into_iter().map(|(_, applied)| applied).collect()))
+            }
+            Err(e) => {
+                tracing::debug!(%org, error = %e, "batch lost a race; one by one");
+                Ok(None)
+            }
         }
     }
 

@@ -19,9 +19,9 @@ use ledger_domain::entry::Placement;
 use ledger_domain::{Account, ActionId, HistoryScope, IdempotencyKey, LedgerEntry, OrgId, Subject, Unlock};
 
 use crate::items::{
-    self, account_from_item, account_item, account_update, claim_from_item, claim_item, entry_from_item, entry_item,
-    entry_sk, entry_sk_of_id, held_from_item, held_item, held_sk, instant, kept_request_from_item, key, org_pk,
-    placement_attrs, refusal_item, request_sk, unlock_from_item, unlock_item, unlock_sk, Item, ACCOUNT_SK,
+    self, account_from_item, account_item, account_update_with, claim_from_item, claim_item, entry_from_item,
+    entry_item, entry_sk, entry_sk_of_id, held_from_item, held_item, held_sk, instant, kept_request_from_item, key,
+    org_pk, placement_attrs, refusal_item, request_sk, unlock_from_item, unlock_item, unlock_sk, Item, ACCOUNT_SK,
     LEDGER_BY_USER_INDEX, LEDGER_INDEX, RENEWALS_INDEX, RENEWAL_SHARDS,
 };
 use crate::port::{
@@ -150,7 +150,12 @@ impl AccountStore for DynamoLedgerStore {
             // The change as an update conditioned only on what it relied on
             // (see `account_update`): concurrent spends commute.
             Some(before) => {
-                let change = account_update(before, commit.account, &last_entry);
+                let earlier: Vec<(String, std::collections::BTreeMap<_, _>)> = commit
+                    .earlier
+                    .iter()
+                    .map(|e| (entry_sk(&e.stored.key), e.later.clone()))
+                    .collect();
+                let change = account_update_with(before, commit.account, &last_entry, &earlier);
                 let update = Update::builder()
                     .table_name(&self.table)
                     .set_key(Some(key(org_pk(org), ACCOUNT_SK.into())))
@@ -173,6 +178,10 @@ impl AccountStore for DynamoLedgerStore {
         let stored = &commit.entry;
         let item = entry_item(org, &stored.key, &stored.entry, stored.receipt.as_ref());
         items.push(conditional_put(&self.table, item, "attribute_not_exists(pk)", None)?);
+        for e in &commit.earlier {
+            let item = entry_item(org, &e.stored.key, &e.stored.entry, e.stored.receipt.as_ref());
+            items.push(conditional_put(&self.table, item, "attribute_not_exists(pk)", None)?);
+        }
         for claim in &commit.claims {
             let item = claim_item(&claim.name, org, &claim.claimed_by);
             items.push(conditional_put(&self.table, item, "attribute_not_exists(pk)", None)?);
@@ -271,6 +280,27 @@ impl ResultStore for DynamoLedgerStore {
             }
         }
         Ok(found)
+    }
+
+    async fn load_account_and_keys(
+        &self,
+        org: &OrgId,
+        keys: &[IdempotencyKey],
+    ) -> Result<(Option<Account>, usize), StoreError> {
+        let mut wanted = KeysAndAttributes::builder()
+            .keys(key(org_pk(org), ACCOUNT_SK.into()))
+            .consistent_read(true);
+        for k in keys {
+            wanted = wanted.keys(key(org_pk(org), request_sk(k)));
+        }
+        let (mut account, mut taken) = (None, 0);
+        for item in self.batch_get(wanted.build().map_err(request_error)?).await? {
+            match item.get("sk") {
+                Some(AttributeValue::S(sk)) if sk == ACCOUNT_SK => account = Some(account_from_item(&item)?),
+                _ => taken += 1,
+            }
+        }
+        Ok((account, taken))
     }
 
     async fn held_results(&self, org: &OrgId, limit: u32) -> Result<Vec<HeldResult>, StoreError> {
@@ -489,10 +519,15 @@ fn interpret_cancellation(reasons: &[CancellationReason], commit: &Commit<'_>) -
             .cloned()
             .ok_or_else(|| StoreError::Malformed("cancellation without the item".into()))
     };
+    let batch = 1 + commit.earlier.len();
+    if !commit.earlier.is_empty() && (1..=batch).any(|i| code(i) == "ConditionalCheckFailed") {
+        return Ok(CommitError::BatchKeyTaken);
+    }
     if code(1) == "ConditionalCheckFailed" && matches!(commit.entry.key, EntryKey::Request(_)) {
         return Ok(CommitError::KeyTaken(kept_request_from_item(&item(1)?)?.map(Box::new)));
     }
-    let sides = 2 + commit.claims.len();
+    let claims_at = 1 + batch;
+    let sides = claims_at + commit.claims.len();
     for (n, side) in commit.side.iter().enumerate() {
         if code(sides + n) == "ConditionalCheckFailed" {
             return Ok(match side {
@@ -504,8 +539,8 @@ fn interpret_cancellation(reasons: &[CancellationReason], commit: &Commit<'_>) -
         }
     }
     for (n, claim) in commit.claims.iter().enumerate() {
-        if code(2 + n) == "ConditionalCheckFailed" {
-            let (org, claimed_by) = claim_from_item(&item(2 + n)?)?;
+        if code(claims_at + n) == "ConditionalCheckFailed" {
+            let (org, claimed_by) = claim_from_item(&item(claims_at + n)?)?;
             return Ok(CommitError::Claimed {
                 name: claim.name.clone(),
                 org,
@@ -557,6 +592,7 @@ mod tests {
                 receipt: None,
             },
             claims: Vec::new(),
+            earlier: Vec::new(),
             side: Vec::new(),
         }
     }

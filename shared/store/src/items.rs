@@ -461,6 +461,18 @@ impl AccountUpdate {
 /// a change replaces (a renewal's period, an expiring bucket's remainder, the
 /// subscription) is conditioned on its value as read.
 pub fn account_update(before: &Account, after: &Account, last_entry: &str) -> AccountUpdate {
+    account_update_with(before, after, last_entry, &[])
+}
+
+/// [`account_update`] for a change that writes several entries: `earlier`
+/// names those before `last_entry` with what the entries after each add per
+/// meter, for the sequencer. A change of one entry removes any such list.
+pub fn account_update_with(
+    before: &Account,
+    after: &Account,
+    last_entry: &str,
+    earlier: &[(String, BTreeMap<MeterId, Credits>)],
+) -> AccountUpdate {
     let mut u = AccountUpdate::default();
     let pk = u.name("pk");
     u.conditions.push(format!("attribute_exists({pk})"));
@@ -709,20 +721,68 @@ pub fn account_update(before: &Account, after: &Account, last_entry: &str) -> Ac
     let (last, entry) = (u.name("last_entry"), u.value(s(last_entry)));
     u.sets.push(format!("{seq} = {seq} + {count}"));
     u.sets.push(format!("{last} = {entry}"));
+    let batch = u.name("batch_entries");
+    if earlier.is_empty() {
+        u.removes.push(batch);
+    } else {
+        let list = earlier
+            .iter()
+            .map(|(sk, later)| {
+                let mut m = HashMap::from([("sk".to_string(), s(sk.as_str()))]);
+                // No empty map: DynamoDB Local's stream cannot carry one.
+                if !later.is_empty() {
+                    m.insert("later".to_string(), meter_amounts(later));
+                }
+                AttributeValue::M(m)
+            })
+            .collect();
+        let v = u.value(AttributeValue::L(list));
+        u.sets.push(format!("{batch} = {v}"));
+    }
     u
 }
 
-/// The placement an account's stream image gives the entry its change
-/// wrote: the account's count of entries is that entry's number, and its
-/// buckets the balances right after it.
-pub fn placement_of_account_image(image: &Item) -> Result<(OrgId, String, Placement), StoreError> {
+/// The placements an account's stream image gives the entries its change
+/// wrote: the account's count of entries is the last one's number, and its
+/// buckets the balances right after it; a batch's earlier entries come
+/// before it, each with the balances less what the entries after it added.
+pub fn placement_of_account_image(image: &Item) -> Result<(OrgId, Vec<(String, Placement)>), StoreError> {
     let account = account_from_item(image)?;
-    let last_entry = Attrs::of(image, "account").s("last_entry")?.to_string();
-    let placement = Placement {
-        seq: account.seq,
-        balance_after: account.balances(),
-    };
-    Ok((account.org, last_entry, placement))
+    let a = Attrs::of(image, "account");
+    let last_entry = a.s("last_entry")?.to_string();
+    let balances = account.balances();
+    let earlier: Vec<(String, BTreeMap<MeterId, Credits>)> = maps(a.list("batch_entries")?, "batch entry")
+        .map(|m| {
+            let m = m?;
+            Ok((m.s("sk")?.to_string(), m.meter_amounts("later")?))
+        })
+        .collect::<Result<_, StoreError>>()?;
+    let n = earlier.len() as u64;
+    let mut placed = Vec::with_capacity(earlier.len() + 1);
+    for (i, (sk, later)) in earlier.into_iter().enumerate() {
+        let balance_after = balances
+            .iter()
+            .map(|(m, b)| {
+                let less = later.get(m).copied().unwrap_or_default();
+                (m.clone(), b.checked_sub(less).unwrap_or_default())
+            })
+            .collect();
+        placed.push((
+            sk,
+            Placement {
+                seq: account.seq - (n - i as u64),
+                balance_after,
+            },
+        ));
+    }
+    placed.push((
+        last_entry,
+        Placement {
+            seq: account.seq,
+            balance_after: balances,
+        },
+    ));
+    Ok((account.org, placed))
 }
 
 // ---- ledger entries --------------------------------------------------------
@@ -1194,7 +1254,7 @@ mod tests {
         assert_eq!(
             values(&names(&u.update_expression())),
             format!(
-                "SET used:credits = if_not_exists(used:credits, 0) + 2000, {plan}.remaining = {plan}.remaining + -2000, seq = seq + 1, last_entry = REQ#s"
+                "SET used:credits = if_not_exists(used:credits, 0) + 2000, {plan}.remaining = {plan}.remaining + -2000, seq = seq + 1, last_entry = REQ#s REMOVE batch_entries"
             )
         );
     }
@@ -1202,8 +1262,46 @@ mod tests {
     #[test]
     fn the_sequencer_reads_an_entrys_place_from_the_account_image() {
         let (_, account, _) = account();
-        let (org, last, placement) = placement_of_account_image(&account_item(&account, "REQ#k3")).unwrap();
-        assert_eq!((org, last.as_str(), placement.seq), (account.org.clone(), "REQ#k3", 3));
+        let (org, placed) = placement_of_account_image(&account_item(&account, "REQ#k3")).unwrap();
+        let (last, placement) = &placed[0];
+        assert_eq!(
+            (org, placed.len(), last.as_str(), placement.seq),
+            (account.org.clone(), 1, "REQ#k3", 3)
+        );
         assert_eq!(placement.balance_after, account.balances());
+    }
+
+    #[test]
+    fn a_batchs_earlier_entries_are_placed_before_its_last_with_their_own_balances() {
+        let (_, account, _) = account();
+        let mut item = account_item(&account, "REQ#c");
+        let credits = ledger_domain::credits_meter();
+        let u = account_update_with(
+            &account,
+            &account,
+            "REQ#c",
+            &[
+                ("REQ#a".into(), BTreeMap::from([(credits.clone(), Credits::whole(-10))])),
+                ("REQ#b".into(), BTreeMap::from([(credits.clone(), Credits::whole(-5))])),
+            ],
+        );
+        let (placeholder, _) = u.names.iter().find(|(_, n)| *n == "batch_entries").unwrap();
+        let value = u
+            .update_expression()
+            .split(", ")
+            .find_map(|part| part.strip_prefix(&format!("{placeholder} = ")).map(str::to_string))
+            .unwrap();
+        item.insert("batch_entries".into(), u.values[value.trim()].clone());
+        let (_, placed) = placement_of_account_image(&item).unwrap();
+        let seen: Vec<(&str, u64, Credits)> = placed
+            .iter()
+            .map(|(sk, p)| (sk.as_str(), p.seq, p.balance_after[&credits]))
+            .collect();
+        let now = account.available(&credits);
+        let plus = |c: i64| now.checked_add(Credits::whole(c)).unwrap();
+        assert_eq!(
+            seen,
+            vec![("REQ#a", 1, plus(10)), ("REQ#b", 2, plus(5)), ("REQ#c", 3, now)]
+        );
     }
 }

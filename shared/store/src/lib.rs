@@ -8,6 +8,6 @@ pub mod port;
 
 pub use dynamo::DynamoLedgerStore;
 pub use port::{
-    AccountStore, Claim, Commit, CommitError, DuePage, EntryKey, HeldResult, HistoryPage, HistoryQuery, HistoryStore,
-    KeptRequest, Receipt, RenewalIndex, RequestStore, ResultStore, SideWrite, StoreError, StoredEntry,
+    AccountStore, Claim, Commit, CommitError, DuePage, EarlierEntry, EntryKey, HeldResult, HistoryPage, HistoryQuery,
+    HistoryStore, KeptRequest, Receipt, RenewalIndex, RequestStore, ResultStore, SideWrite, StoreError, StoredEntry,
 };

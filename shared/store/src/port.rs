@@ -83,8 +83,18 @@ pub struct HeldResult {
     pub report: String,
 }
 
+/// An entry a batched change writes before its last one, with what the
+/// entries after it add to each meter (so the sequencer can place it:
+/// its balance after is the account's minus `later`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EarlierEntry {
+    pub stored: StoredEntry,
+    pub later: std::collections::BTreeMap<ledger_domain::MeterId, ledger_domain::Credits>,
+}
+
 /// One atomic write: the account's change from the state it was decided on,
-/// the entry that explains it, any claims and side writes. All or nothing.
+/// the entry that explains it (after any earlier entries of a batch), any
+/// claims and side writes. All or nothing.
 #[derive(Debug)]
 pub struct Commit<'a> {
     /// The state the change was decided on; `None`: the account must not
@@ -92,6 +102,8 @@ pub struct Commit<'a> {
     pub before: Option<&'a Account>,
     pub account: &'a Account,
     pub entry: StoredEntry,
+    /// A batch's entries before `entry`, in order (usually none).
+    pub earlier: Vec<EarlierEntry>,
     pub claims: Vec<Claim>,
     pub side: Vec<SideWrite>,
 }
@@ -115,6 +127,10 @@ pub enum CommitError {
     /// again and decide again.
     #[error("the subject was unlocked meanwhile")]
     SubjectUnlocked,
+    /// One of a batch's keys is taken (a redelivery raced it): apply the
+    /// batch's requests one by one instead.
+    #[error("a key of the batch is taken")]
+    BatchKeyTaken,
     /// A held result the change settles is gone: settled already.
     #[error("the held result was settled already")]
     AlreadySettled,
@@ -242,6 +258,14 @@ pub trait ResultStore: Send + Sync {
         action: &ActionId,
         subjects: &[Subject],
     ) -> impl Future<Output = Result<std::collections::BTreeMap<Subject, Unlock>, StoreError>> + Send;
+
+    /// The account and whether each of several request keys is taken, in
+    /// one consistent read (a batch of results decides on it).
+    fn load_account_and_keys(
+        &self,
+        org: &OrgId,
+        keys: &[IdempotencyKey],
+    ) -> impl Future<Output = Result<(Option<Account>, usize), StoreError>> + Send;
 
     /// The oldest held results, in arrival order.
     fn held_results(&self, org: &OrgId, limit: u32)
