@@ -223,3 +223,133 @@ async fn rollover_and_a_second_monthly_meter_renew_on_the_anchor_and_a_year_up_f
         r.body
     );
 }
+
+#[tokio::test]
+async fn exhausted_email_sends_refuse_sends_until_the_renewal_while_credit_actions_go_on() {
+    let stack = Stack::new().await;
+    let gw = stack.gateway();
+    let r = put_subscription(&gw, &stack.service(), ORG, "sub", r#"{"plan":"growth"}"#).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let member = stack.member();
+    // First emails, follow-ups and replies: one send each, 6,000 a month.
+    let r = spend(&gw, &member, "sends-1", "sequence_email", 6_000).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = spend(&gw, &member, "sends-2", "sequence_email", 1).await;
+    assert_eq!(
+        (r.status, r.body["meter"].as_str(), r.body["available"].as_str()),
+        (402, Some("email_sends"), Some("0")),
+        "{}",
+        r.body
+    );
+    // Other meters are untouched: AI actions on credits, free actions.
+    assert_eq!(spend(&gw, &member, "ai-1", "ai_email_generation", 3).await.status, 200);
+    assert_eq!(spend(&gw, &member, "li-1", "linkedin_message", 3).await.status, 200);
+    // The renewal restores the month's sends.
+    stack.clock.advance(Duration::days(28) + Duration::hours(15));
+    let r = spend(&gw, &member, "sends-3", "sequence_email", 1).await;
+    assert_eq!(r.status, 200, "renewed on Feb 28: {}", r.body);
+    assert_eq!(available(&gw, &member, "email_sends").await, "5999");
+    assert_ledger_sums_to_balance(&stack, &["credits", "email_sends"]).await;
+}
+
+async fn contacts(stack: &Stack, path: &str, key: &str, contacts: &[String], campaign: Option<&str>) -> HttpReply {
+    let mut body = serde_json::json!({ "contacts": contacts });
+    if let Some(c) = campaign {
+        body["campaign"] = c.into();
+    }
+    let path = format!("/v1/orgs/{ORG}/{path}");
+    call(
+        &stack.gateway(),
+        "POST",
+        &path,
+        Some(&stack.member()),
+        Some(key),
+        Some(&body.to_string()),
+    )
+    .await
+}
+
+fn counted(body: &Value, outcome: &str) -> usize {
+    body["contacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["outcome"] == outcome)
+        .count()
+}
+
+#[tokio::test]
+async fn unique_contacts_take_one_lead_slot_across_campaigns_and_deleting_frees_them() {
+    // starter: 400 lead slots.
+    let stack = Stack::with_account("starter").await;
+    // 500 uploads: 380 contacts, 120 of them uploaded again to a second campaign.
+    let first: Vec<String> = (0..380).map(|i| format!("Lead{i}@X.com")).collect();
+    let again: Vec<String> = (0..120).map(|i| format!("lead{}@x.com ", i * 3)).collect();
+    let mut held = 0;
+    for (n, chunk) in first.chunks(50).enumerate() {
+        let r = contacts(&stack, "contacts", &format!("up-a-{n}"), chunk, Some("spring")).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        held += counted(&r.body, "held");
+    }
+    for (n, chunk) in again.chunks(50).enumerate() {
+        let r = contacts(&stack, "contacts", &format!("up-b-{n}"), chunk, Some("summer")).await;
+        assert_eq!(counted(&r.body, "already_held"), chunk.len(), "{}", r.body);
+    }
+    let b = balance(&stack.gateway(), &stack.member()).await;
+    assert_eq!(
+        (
+            held,
+            &b["meters"]["lead_slots"]["used_this_period"],
+            &b["meters"]["lead_slots"]["available"]
+        ),
+        (380, &serde_json::json!("380"), &serde_json::json!("20"))
+    );
+    // Deleting 50 frees 50; deleting them again frees nothing.
+    let gone: Vec<String> = first[..50].to_vec();
+    let r = contacts(&stack, "contacts/removals", "rm-1", &gone, None).await;
+    assert_eq!(
+        (counted(&r.body, "freed"), r.body["used"].as_u64()),
+        (50, Some(330)),
+        "{}",
+        r.body
+    );
+    let r = contacts(&stack, "contacts/removals", "rm-2", &gone, None).await;
+    assert_eq!(counted(&r.body, "not_held"), 50);
+    // Beyond the capacity: as many as fit, the rest reported.
+    let more: Vec<String> = (0..100).map(|i| format!("new{i}@x.com")).collect();
+    let (mut fit, mut over) = (0, 0);
+    for (n, chunk) in more.chunks(50).enumerate() {
+        let r = contacts(&stack, "contacts", &format!("up-c-{n}"), chunk, None).await;
+        fit += counted(&r.body, "held");
+        over += counted(&r.body, "over_capacity");
+    }
+    assert_eq!((fit, over), (70, 30));
+    // Racing uploads of overlapping contacts never pass the capacity.
+    let r = contacts(&stack, "contacts/removals", "rm-3", &first[50..100], None).await;
+    assert_eq!(counted(&r.body, "freed"), 50);
+    let racing: Vec<Vec<String>> = (0..6)
+        .map(|k| (0..30).map(|i| format!("race{}@x.com", i + k * 5)).collect())
+        .collect();
+    let replies = futures::future::join_all(racing.iter().enumerate().map(|(k, list)| {
+        let stack = &stack;
+        async move { call_retrying_contacts(stack, &format!("race-{k}"), list).await }
+    }))
+    .await;
+    let taken: usize = replies.iter().map(|r| counted(&r.body, "held")).sum();
+    let b = balance(&stack.gateway(), &stack.member()).await;
+    assert_eq!(taken, 50, "55 unique contacts race for 50 slots");
+    assert_eq!(b["meters"]["lead_slots"]["used_this_period"], "400");
+    assert_eq!(b["meters"]["lead_slots"]["available"], "0");
+}
+
+/// An upload retried after a 503, as a client following the contract would.
+async fn call_retrying_contacts(stack: &Stack, key: &str, list: &[String]) -> HttpReply {
+    loop {
+        let r = contacts(stack, "contacts", key, list, None).await;
+        if r.status != 503 {
+            assert_eq!(r.status, 200, "{}", r.body);
+            return r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -5,9 +5,9 @@
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use ledger_domain::{BulkSpend, CampaignId, ListedSubject, SpendMode, SpendRequest, Subject};
+use ledger_domain::{BulkSpend, CampaignId, ListedSubject, MeterId, SpendMode, SpendRequest, Subject};
 use ledger_http::{
-    applied_response, json_body, json_response, path_param, respond, views, ApiError, Caller, DynamoLedger,
+    applied_response, json_body, json_response, path_param, respond, route_key, views, ApiError, Caller, DynamoLedger,
 };
 use serde::Deserialize;
 
@@ -48,8 +48,56 @@ struct SubjectWithOutcome {
     outcome: String,
 }
 
+/// Contacts uploaded to (or deleted from) the organization: lead slots.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContactsBody {
+    contacts: Vec<String>,
+    #[serde(default)]
+    campaign: Option<String>,
+    /// The capacity meter (`lead_slots` unless named).
+    #[serde(default)]
+    meter: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+}
+
 pub async fn handle(ledger: &DynamoLedger, req: Request) -> Response<Body> {
-    respond(spend(ledger, &req).await)
+    respond(match route_key(&req).as_str() {
+        "POST /v1/orgs/{org}/contacts" => contacts(ledger, &req, true).await,
+        "POST /v1/orgs/{org}/contacts/removals" => contacts(ledger, &req, false).await,
+        _ => spend(ledger, &req).await,
+    })
+}
+
+/// Uploads (`hold`) or deletes contacts: each unique contact holds one slot.
+async fn contacts(ledger: &DynamoLedger, req: &Request, hold: bool) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(req)?;
+    let org = caller.organization(&path_param(req, "org")?)?;
+    let body = json_body::<ContactsBody>(req)?;
+    let b = &body.value;
+    let actor = caller.actor(b.user.as_deref())?;
+    let meter = MeterId::parse(b.meter.as_deref().unwrap_or("lead_slots"))?;
+    let contacts = b
+        .contacts
+        .iter()
+        .map(|c| Subject::parse(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let idempotency = body.idempotency(req, &caller)?;
+    let applied = if hold {
+        let campaign = b.campaign.as_deref().map(CampaignId::parse).transpose()?;
+        ledger
+            .hold_slots(&org, &meter, &contacts, campaign, actor, &idempotency)
+            .await?
+    } else {
+        if b.campaign.is_some() {
+            return Err(ApiError::BadRequest(
+                "a deleted contact frees its slot in every campaign: no `campaign`".into(),
+            ));
+        }
+        ledger.free_slots(&org, &meter, &contacts, actor, &idempotency).await?
+    };
+    Ok(applied_response(&applied))
 }
 
 async fn spend(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, ApiError> {

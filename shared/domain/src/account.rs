@@ -49,6 +49,8 @@ pub struct Account {
     pub period: Period,
     pub buckets: Vec<Bucket>,
     pub used_this_period: BTreeMap<MeterId, Credits>,
+    /// Slots in use per capacity meter (`lead_slots`): never renewed.
+    pub slots_used: BTreeMap<MeterId, u64>,
     /// The team (see [`crate::team`]): licenses follow it.
     pub members: BTreeMap<UserId, Member>,
     /// How many grants have raised a bucket spent before the purchased pool
@@ -86,6 +88,7 @@ impl Account {
             period: Period::containing(anchor, anchor),
             buckets: Vec::new(),
             used_this_period: BTreeMap::new(),
+            slots_used: BTreeMap::new(),
             members: BTreeMap::new(),
             grants: 0,
             results_paused: false,

@@ -128,6 +128,9 @@ pub struct Plan {
     /// Enterprise: the monthly credits are agreed per contract and given on subscribe.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub custom: bool,
+    /// Capacity meters' capacity (`{"lead_slots": 2000}`): slots held at once.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub capacity: BTreeMap<MeterId, u64>,
     /// How annual billing grants: monthly (the default) or the year up front.
     #[serde(default, skip_serializing_if = "AnnualGrant::is_monthly")]
     pub annual_grant: AnnualGrant,
@@ -257,6 +260,11 @@ impl Catalog {
         for (id, plan) in &self.plans {
             if plan.trial.iter().any(|a| a.per == AllowanceBasis::User) {
                 return bad(format!("plan {id}: a trial is the organization's, not per user"));
+            }
+            for m in plan.capacity.keys() {
+                if self.meters.get(m).is_none_or(|d| d.kind != MeterKind::Capacity) {
+                    return bad(format!("plan {id}: capacity for {m}, which is not a capacity meter"));
+                }
             }
             if plan.trial.iter().any(|a| a.rollover_cap.is_some()) {
                 return bad(format!("plan {id}: a trial never expires, so never rolls over"));

@@ -29,6 +29,10 @@ pub enum EntryKind {
     ResultHeld,
     /// Result charging resumed by hand with nothing held.
     ResultsResumed,
+    /// Contacts uploaded: lead slots taken.
+    SlotsHeld,
+    /// Contacts deleted: lead slots freed.
+    SlotsFreed,
     /// A charge reversed: its credits back where they came from.
     Reversal,
     /// A member added, removed or given another role (with the license

@@ -10,6 +10,7 @@
 pub mod account;
 pub mod bucket;
 pub mod bulk;
+pub mod capacity;
 pub mod catalog;
 pub mod clock;
 pub mod credits;
@@ -30,6 +31,7 @@ pub mod team;
 pub use account::{credits_meter, Account};
 pub use bucket::{allocate, Bucket, BucketId, BucketSource, Draw};
 pub use bulk::{BulkQuote, BulkSpend, ListedSubject, SubjectOutcome, MAX_SUBJECTS};
+pub use capacity::{SlotOutcome, MAX_CONTACTS};
 pub use catalog::{Action, Catalog, Charging};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use credits::Credits;

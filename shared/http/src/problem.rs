@@ -90,7 +90,7 @@ impl ApiError {
                 none(),
             ),
             ApiError::Service(
-                ServiceError::Contention | ServiceError::SubjectUnlocked | ServiceError::AlreadySettled,
+                ServiceError::Contention | ServiceError::SubjectChanged | ServiceError::AlreadySettled,
             ) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "contention",

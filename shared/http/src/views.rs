@@ -108,6 +108,29 @@ pub fn outcome(applied: &Applied) -> Result<(StatusCode, Value), ApiError> {
             (StatusCode::OK, body)
         }
         Outcome::ResultsResumed => (StatusCode::OK, json!({ "resumed": true })),
+        Outcome::Slots {
+            meter,
+            capacity,
+            used,
+            contacts,
+        } => {
+            let e = entry()?;
+            let contacts: Vec<Value> = contacts
+                .iter()
+                .map(|(c, o)| json!({ "contact": c.as_str(), "outcome": o.as_str() }))
+                .collect();
+            let body = json!({
+                "entry_id": e.id,
+                "meter": meter.to_string(),
+                "changed": e.quantity,
+                "requested": e.requested,
+                "capacity": capacity,
+                "used": used,
+                "available": capacity.saturating_sub(*used),
+                "contacts": contacts,
+            });
+            (StatusCode::OK, body)
+        }
         Outcome::Reversed {
             original,
             reason,
@@ -300,6 +323,10 @@ struct MeterView {
     reserved: String,
     used_this_period: String,
     buckets: Vec<BucketView>,
+    /// Capacity meters: slots the plan allows (`used_this_period` is then
+    /// the slots in use, which never renew).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capacity: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -374,6 +401,27 @@ pub fn balance(account: &Account, catalog: &Catalog, viewer: &Actor) -> Value {
                     .unwrap_or_default()
                     .to_string(),
                 buckets,
+                capacity: None,
+            },
+        );
+    }
+    for (meter, _) in catalog
+        .meters
+        .iter()
+        .filter(|(_, m)| m.kind == ledger_domain::catalog::MeterKind::Capacity)
+    {
+        let (capacity, used) = (account.capacity(catalog, meter), account.slots_used(meter));
+        if capacity == 0 && used == 0 {
+            continue;
+        }
+        meters.insert(
+            meter.to_string(),
+            MeterView {
+                available: capacity.saturating_sub(used).to_string(),
+                reserved: "0".into(),
+                used_this_period: used.to_string(),
+                buckets: Vec::new(),
+                capacity: Some(capacity),
             },
         );
     }

@@ -17,10 +17,10 @@ pub enum ServiceError {
     AlreadyClaimed,
     #[error("too much contention on the account: retry with the same Idempotency-Key after Retry-After; for bulk work send one spend with `quantity` or `mode: up_to` instead of many")]
     Contention,
-    /// A subject was unlocked by another change meanwhile (internal: the
+    /// A subject's unlock or slot changed meanwhile (internal: the
     /// operation reads it again and decides again).
-    #[error("the subject was unlocked meanwhile")]
-    SubjectUnlocked,
+    #[error("a subject's unlock or slot changed meanwhile")]
+    SubjectChanged,
     /// The entry was reversed already (by another request).
     #[error("this entry was reversed already")]
     AlreadyReversed,

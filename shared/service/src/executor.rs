@@ -175,7 +175,7 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
 
     /// [`Ledger::apply`] for a decision that writes side items too (an
     /// unlocked subject, a held result). A subject unlocked meanwhile is
-    /// [`ServiceError::SubjectUnlocked`]: the caller reads it and decides again.
+    /// [`ServiceError::SubjectChanged`]: the caller reads it and decides again.
     pub(crate) async fn apply_with<F>(
         &self,
         org: &OrgId,
@@ -323,7 +323,7 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
                     fresh_with_key = false;
                     tokio::time::sleep(backoff.next()).await;
                 }
-                Err(CommitError::SubjectUnlocked) => return Err(ServiceError::SubjectUnlocked),
+                Err(CommitError::SubjectChanged) => return Err(ServiceError::SubjectChanged),
                 Err(CommitError::AlreadySettled) => return Err(ServiceError::AlreadySettled),
                 Err(CommitError::BatchKeyTaken) => return Err(ServiceError::Contention),
                 Err(CommitError::Store(e)) => return Err(e.into()),
@@ -381,7 +381,7 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
                 Err(
                     CommitError::KeyTaken(_)
                     | CommitError::Claimed { .. }
-                    | CommitError::SubjectUnlocked
+                    | CommitError::SubjectChanged
                     | CommitError::AlreadySettled
                     | CommitError::BatchKeyTaken,
                 ) => return Err(StoreError::Request("unexpected cancellation while renewing".into()).into()),
@@ -432,7 +432,7 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
             Err(
                 CommitError::Stale(None)
                 | CommitError::Claimed { .. }
-                | CommitError::SubjectUnlocked
+                | CommitError::SubjectChanged
                 | CommitError::AlreadySettled
                 | CommitError::BatchKeyTaken,
             ) => Err(StoreError::Request("unexpected cancellation while provisioning".into()).into()),

@@ -4,6 +4,7 @@
 //! No HTTP here: each trigger parses, calls one operation, and renders its
 //! [`Outcome`] its own way.
 
+mod capacity;
 pub mod config;
 mod error;
 mod executor;

@@ -5,7 +5,7 @@
 use chrono::NaiveDate;
 use ledger_domain::{
     Account, ActionId, Billing, Credits, DomainError, LedgerEntry, MemberRole, MeterId, OrgId, Period, PlanId,
-    ResultCharge, ReversalReason, Subject, SubjectOutcome, Subscription, SubscriptionStatus, UserId,
+    ResultCharge, ReversalReason, SlotOutcome, Subject, SubjectOutcome, Subscription, SubscriptionStatus, UserId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -69,6 +69,14 @@ pub enum Outcome {
         returned: Credits,
         stayed_expired: Credits,
     },
+    /// Contacts uploaded or deleted: what became of each, and the slots
+    /// in use after.
+    Slots {
+        meter: MeterId,
+        capacity: u64,
+        used: u64,
+        contacts: Vec<(Subject, SlotOutcome)>,
+    },
     /// A reported result, charged or not.
     Result {
         action: ActionId,
@@ -116,6 +124,12 @@ enum Stored {
         role: Option<String>,
     },
     ResultsResumed,
+    Slots {
+        meter: String,
+        capacity: u64,
+        used: u64,
+        contacts: Vec<(String, String)>,
+    },
     Reversed {
         original: String,
         reason: String,
@@ -244,6 +258,20 @@ impl Outcome {
                 role: role.map(|r| r.as_str().to_string()),
             },
             Outcome::ResultsResumed => Stored::ResultsResumed,
+            Outcome::Slots {
+                meter,
+                capacity,
+                used,
+                contacts,
+            } => Stored::Slots {
+                meter: meter.to_string(),
+                capacity: *capacity,
+                used: *used,
+                contacts: contacts
+                    .iter()
+                    .map(|(c, o)| (c.as_str().to_string(), o.as_str().to_string()))
+                    .collect(),
+            },
             Outcome::Reversed {
                 original,
                 reason,
@@ -328,6 +356,24 @@ impl Outcome {
                     .transpose()?,
             },
             Stored::ResultsResumed => Outcome::ResultsResumed,
+            Stored::Slots {
+                meter: m,
+                capacity,
+                used,
+                contacts,
+            } => Outcome::Slots {
+                meter: meter(&m)?,
+                capacity,
+                used,
+                contacts: contacts
+                    .into_iter()
+                    .map(|(c, o)| {
+                        let contact = Subject::parse(&c).map_err(|e| malformed(e.to_string()))?;
+                        let outcome = SlotOutcome::parse(&o).ok_or_else(|| malformed(format!("slot outcome {o:?}")))?;
+                        Ok((contact, outcome))
+                    })
+                    .collect::<Result<_, ServiceError>>()?,
+            },
             Stored::Reversed {
                 original,
                 reason,
@@ -468,6 +514,12 @@ mod tests {
                 charge: ResultCharge::Charged(Credits::whole(5)),
             },
             Outcome::ResultsResumed,
+            Outcome::Slots {
+                meter: MeterId::parse("lead_slots").unwrap(),
+                capacity: 400,
+                used: 12,
+                contacts: vec![(Subject::parse("a@x.com").unwrap(), SlotOutcome::OverCapacity)],
+            },
             Outcome::Reversed {
                 original: "ent_x".into(),
                 reason: ReversalReason::Bounced,

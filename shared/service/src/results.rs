@@ -418,7 +418,7 @@ impl<A: AccountStore + ResultStore, R: RequestStore, H: HistoryStore> Ledger<A, 
                 })
                 .await;
             match applied {
-                Err(ServiceError::SubjectUnlocked) => continue,
+                Err(ServiceError::SubjectChanged) => continue,
                 other => return other,
             }
         }
@@ -488,7 +488,7 @@ impl<A: AccountStore + ResultStore, R: RequestStore, H: HistoryStore> Ledger<A, 
                 })
                 .await;
             match applied {
-                Err(ServiceError::SubjectUnlocked) => continue,
+                Err(ServiceError::SubjectChanged) => continue,
                 other => return other,
             }
         }

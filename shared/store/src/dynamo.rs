@@ -16,13 +16,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use ledger_domain::entry::Placement;
-use ledger_domain::{Account, ActionId, HistoryScope, IdempotencyKey, LedgerEntry, OrgId, Subject, Unlock};
+use ledger_domain::{Account, ActionId, HistoryScope, IdempotencyKey, LedgerEntry, MeterId, OrgId, Subject, Unlock};
 
 use crate::items::{
     self, account_from_item, account_item, account_update_with, claim_from_item, claim_item, entry_from_item,
     entry_item, entry_sk, entry_sk_of_id, held_from_item, held_item, held_sk, instant, kept_request_from_item, key,
-    org_pk, placement_attrs, refusal_item, request_sk, unlock_from_item, unlock_item, unlock_sk, Item, ACCOUNT_SK,
-    LEDGER_BY_USER_INDEX, LEDGER_INDEX, RENEWALS_INDEX, RENEWAL_SHARDS,
+    org_pk, placement_attrs, refusal_item, request_sk, slot_sk, unlock_from_item, unlock_item, unlock_sk, Item,
+    ACCOUNT_SK, LEDGER_BY_USER_INDEX, LEDGER_INDEX, RENEWALS_INDEX, RENEWAL_SHARDS,
 };
 use crate::port::{
     AccountStore, Commit, CommitError, DuePage, EntryKey, HeldResult, HistoryPage, HistoryQuery, HistoryStore,
@@ -210,6 +210,27 @@ impl AccountStore for DynamoLedgerStore {
                     "attribute_not_exists(pk)",
                     None,
                 )?,
+                SideWrite::TakeSlot {
+                    meter,
+                    contact,
+                    campaign,
+                } => {
+                    let mut item = key(org_pk(org), slot_sk(meter, contact));
+                    item.insert("entry".into(), AttributeValue::S(commit.entry.key.entry_id()));
+                    if let Some(c) = campaign {
+                        item.insert("campaign".into(), AttributeValue::S(c.clone()));
+                    }
+                    conditional_put(&self.table, item, "attribute_not_exists(pk)", None)?
+                }
+                SideWrite::FreeSlot { meter, contact } => {
+                    let delete = Delete::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(key(org_pk(org), slot_sk(meter, contact))))
+                        .condition_expression("attribute_exists(pk)")
+                        .build()
+                        .map_err(request_error)?;
+                    TransactWriteItem::builder().delete(delete).build()
+                }
                 SideWrite::Release { seq } => {
                     let delete = Delete::builder()
                         .table_name(&self.table)
@@ -280,6 +301,31 @@ impl ResultStore for DynamoLedgerStore {
             }
         }
         Ok(found)
+    }
+
+    async fn held_slots(
+        &self,
+        org: &OrgId,
+        meter: &MeterId,
+        contacts: &[Subject],
+    ) -> Result<std::collections::BTreeSet<Subject>, StoreError> {
+        let mut held = std::collections::BTreeSet::new();
+        let mut wanted: Vec<&Subject> = contacts.iter().collect();
+        wanted.sort();
+        wanted.dedup();
+        for chunk in wanted.chunks(100) {
+            let mut keys = KeysAndAttributes::builder().consistent_read(true);
+            for contact in chunk {
+                keys = keys.keys(key(org_pk(org), slot_sk(meter, contact)));
+            }
+            for item in self.batch_get(keys.build().map_err(request_error)?).await? {
+                let sk = items::Attrs::of(&item, "lead slot").s("sk")?.to_string();
+                if let Some(contact) = chunk.iter().find(|c| slot_sk(meter, c) == sk) {
+                    held.insert((*contact).clone());
+                }
+            }
+        }
+        Ok(held)
     }
 
     async fn load_account_and_keys(
@@ -531,7 +577,9 @@ fn interpret_cancellation(reasons: &[CancellationReason], commit: &Commit<'_>) -
     for (n, side) in commit.side.iter().enumerate() {
         if code(sides + n) == "ConditionalCheckFailed" {
             return Ok(match side {
-                SideWrite::Unlock { .. } => CommitError::SubjectUnlocked,
+                SideWrite::Unlock { .. } | SideWrite::TakeSlot { .. } | SideWrite::FreeSlot { .. } => {
+                    CommitError::SubjectChanged
+                }
                 SideWrite::Release { .. } => CommitError::AlreadySettled,
                 // The entry's key guards the hold: not reached.
                 SideWrite::Hold { .. } => CommitError::Conflict,

@@ -250,6 +250,9 @@ pub fn account_item(account: &Account, last_entry: &str) -> Item {
     for (meter, used) in &account.used_this_period {
         put(&used_attr(meter), amount(*used));
     }
+    for (meter, slots) in &account.slots_used {
+        put(&slots_attr(meter), n(*slots));
+    }
     put("grants", n(account.grants));
     if account.results_paused {
         put("results_paused", AttributeValue::Bool(true));
@@ -299,6 +302,11 @@ fn member_value(m: &Member) -> AttributeValue {
         ("joined_at".to_string(), s(instant(m.joined_at))),
         ("joined_by".to_string(), n(m.joined_by)),
     ]))
+}
+
+/// Slots in use on a capacity meter, a top-level number.
+fn slots_attr(meter: &MeterId) -> String {
+    format!("slots:{meter}")
 }
 
 /// Each meter's usage this period, a top-level number.
@@ -385,6 +393,20 @@ pub fn account_from_item(item: &Item) -> Result<Account, StoreError> {
             })
             .collect::<Result<_, StoreError>>()?,
         grants: a.opt_n("grants")?.unwrap_or(0),
+        slots_used: item
+            .iter()
+            .filter_map(|(attr, v)| Some((attr.strip_prefix("slots:")?, v)))
+            .map(|(meter, v)| {
+                let meter = MeterId::parse(meter).map_err(|e| StoreError::Malformed(e.to_string()))?;
+                match v {
+                    AttributeValue::N(t) => t
+                        .parse()
+                        .map(|t| (meter, t))
+                        .map_err(|_| StoreError::Malformed("slots: not a number".into())),
+                    _ => Err(StoreError::Malformed("slots: not a number".into())),
+                }
+            })
+            .collect::<Result<_, StoreError>>()?,
         results_paused: matches!(item.get("results_paused"), Some(AttributeValue::Bool(true))),
         held_results: a.opt_n("held_results")?.unwrap_or(0),
         members: item
@@ -669,6 +691,32 @@ pub fn account_update_with(
             (None, None) => {}
         }
     }
+    // Slots move by their delta: taking them is conditioned on room for
+    // them (so concurrent uploads never exceed the capacity the decision
+    // saw), freeing them on their being there.
+    let mut meters: Vec<&MeterId> = before.slots_used.keys().chain(after.slots_used.keys()).collect();
+    meters.sort();
+    meters.dedup();
+    for meter in meters {
+        let (was, now) = (before.slots_used(meter), after.slots_used(meter));
+        if was == now {
+            continue;
+        }
+        let slots = u.name(&slots_attr(meter));
+        let zero = u.value(n(0));
+        if now > was {
+            // At most as many in use as the decision saw: adding keeps the
+            // total within the capacity it checked.
+            let (seen, d) = (u.value(n(was)), u.value(n(now - was)));
+            u.conditions
+                .push(format!("(attribute_not_exists({slots}) OR {slots} <= {seen})"));
+            u.sets.push(format!("{slots} = if_not_exists({slots}, {zero}) + {d}"));
+        } else {
+            let d = u.value(n(was - now));
+            u.conditions.push(format!("{slots} >= {d}"));
+            u.sets.push(format!("{slots} = if_not_exists({slots}, {zero}) - {d}"));
+        }
+    }
     // A change that draws from buckets relied on the grants it saw: a grant
     // it missed would change which bucket pays first.
     let draws = before.buckets.iter().any(|b| {
@@ -798,6 +846,8 @@ fn kind_name(kind: EntryKind) -> &'static str {
         EntryKind::Membership => "membership",
         EntryKind::Result => "result",
         EntryKind::Reversal => "reversal",
+        EntryKind::SlotsHeld => "slots_held",
+        EntryKind::SlotsFreed => "slots_freed",
         EntryKind::ResultHeld => "result_held",
         EntryKind::ResultsResumed => "results_resumed",
     }
@@ -814,6 +864,8 @@ fn kind_of(text: &str) -> Option<EntryKind> {
         "membership" => EntryKind::Membership,
         "result" => EntryKind::Result,
         "reversal" => EntryKind::Reversal,
+        "slots_held" => EntryKind::SlotsHeld,
+        "slots_freed" => EntryKind::SlotsFreed,
         "result_held" => EntryKind::ResultHeld,
         "results_resumed" => EntryKind::ResultsResumed,
         _ => return None,
@@ -1032,6 +1084,10 @@ pub fn kept_request_from_item(item: &Item) -> Result<Option<KeptRequest>, StoreE
 
 pub fn unlock_sk(action: &ActionId, subject: &Subject) -> String {
     format!("SUBJECT#{action}#{}", subject.as_str())
+}
+
+pub fn slot_sk(meter: &MeterId, contact: &Subject) -> String {
+    format!("SLOT#{meter}#{}", contact.as_str())
 }
 
 pub fn held_sk(seq: u64) -> String {

@@ -5,7 +5,7 @@ use std::future::Future;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use ledger_domain::entry::Placement;
-use ledger_domain::{Account, ActionId, HistoryScope, IdempotencyKey, LedgerEntry, OrgId, Subject, Unlock};
+use ledger_domain::{Account, ActionId, HistoryScope, IdempotencyKey, LedgerEntry, MeterId, OrgId, Subject, Unlock};
 
 /// What makes an entry unique, and so idempotent: the client's key, or the
 /// period a renewal opens (renewing twice writes once).
@@ -69,6 +69,14 @@ pub enum SideWrite {
         until: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     },
+    /// Takes a lead slot for a contact (refused if the contact holds one).
+    TakeSlot {
+        meter: MeterId,
+        contact: Subject,
+        campaign: Option<String>,
+    },
+    /// Frees a contact's slot (refused if it holds none).
+    FreeSlot { meter: MeterId, contact: Subject },
     /// Keeps a billable result unpaid, under the entry number that held it
     /// (so held results list in arrival order).
     Hold { seq: u64, report: String },
@@ -123,10 +131,10 @@ pub enum CommitError {
         org: OrgId,
         claimed_by: IdempotencyKey,
     },
-    /// A subject the change would unlock was unlocked meanwhile: read it
-    /// again and decide again.
-    #[error("the subject was unlocked meanwhile")]
-    SubjectUnlocked,
+    /// A subject's item (its unlock, its lead slot) changed meanwhile:
+    /// read it again and decide again.
+    #[error("a subject's unlock or slot changed meanwhile")]
+    SubjectChanged,
     /// One of a batch's keys is taken (a redelivery raced it): apply the
     /// batch's requests one by one instead.
     #[error("a key of the batch is taken")]
@@ -266,6 +274,14 @@ pub trait ResultStore: Send + Sync {
         org: &OrgId,
         keys: &[IdempotencyKey],
     ) -> impl Future<Output = Result<(Option<Account>, usize), StoreError>> + Send;
+
+    /// Which of these contacts hold a slot of a capacity meter.
+    fn held_slots(
+        &self,
+        org: &OrgId,
+        meter: &MeterId,
+        contacts: &[Subject],
+    ) -> impl Future<Output = Result<std::collections::BTreeSet<Subject>, StoreError>> + Send;
 
     /// The oldest held results, in arrival order.
     fn held_results(&self, org: &OrgId, limit: u32)
