@@ -5,10 +5,13 @@
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use ledger_domain::{BulkSpend, CampaignId, ListedSubject, MeterId, SpendMode, SpendRequest, Subject};
+use ledger_domain::{
+    BulkSpend, CampaignId, ListedSubject, MeterId, ReserveRequest, SpendMode, SpendRequest, Subject, Transition,
+};
 use ledger_http::{
     applied_response, json_body, json_response, path_param, respond, route_key, views, ApiError, Caller, DynamoLedger,
 };
+use ledger_service::Outcome;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -66,8 +69,102 @@ pub async fn handle(ledger: &DynamoLedger, req: Request) -> Response<Body> {
     respond(match route_key(&req).as_str() {
         "POST /v1/orgs/{org}/contacts" => contacts(ledger, &req, true).await,
         "POST /v1/orgs/{org}/contacts/removals" => contacts(ledger, &req, false).await,
+        "POST /v1/orgs/{org}/reservations" => reserve(ledger, &req).await,
+        "POST /v1/orgs/{org}/reservations/{transition}" => settle_units(ledger, &req).await,
         _ => spend(ledger, &req).await,
     })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReservationBody {
+    #[serde(default)]
+    action: Option<String>,
+    campaign: String,
+    contacts: Vec<String>,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    user: Option<String>,
+}
+
+impl ReservationBody {
+    /// The campaign and its contacts, parsed and normalised.
+    fn units(&self) -> Result<(CampaignId, Vec<Subject>), ApiError> {
+        let contacts = self
+            .contacts
+            .iter()
+            .map(|c| Subject::parse(c))
+            .collect::<Result<_, _>>()?;
+        Ok((CampaignId::parse(&self.campaign)?, contacts))
+    }
+}
+
+/// Reserves one unit per new contact of a campaign, as many as covered.
+async fn reserve(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(req)?;
+    let org = caller.organization(&path_param(req, "org")?)?;
+    let body = json_body::<ReservationBody>(req)?;
+    let b = &body.value;
+    let action = b
+        .action
+        .as_deref()
+        .ok_or_else(|| ApiError::BadRequest("a reservation names its `action`".into()))?;
+    let (action_id, action) = ledger.catalog().action(action)?;
+    let (campaign, contacts) = b.units()?;
+    let request = ReserveRequest {
+        action_id,
+        action,
+        campaign: &campaign,
+        contacts: &contacts,
+        actor: caller.actor(b.user.as_deref())?,
+    };
+    if b.dry_run {
+        if let Outcome::Reserved {
+            meter,
+            requested,
+            reserved,
+            already,
+            short,
+            held,
+        } = ledger.quote_reservation(&org, &request).await?
+        {
+            let mut v = views::reservation(&meter, requested, &reserved, &already, &short, held);
+            v["dry_run"] = true.into();
+            return Ok(json_response(StatusCode::OK, &v));
+        }
+    }
+    let idempotency = body.idempotency(req, &caller)?;
+    let applied = ledger.reserve(&org, &request, &idempotency).await?;
+    Ok(applied_response(&applied))
+}
+
+/// Commits (sent), releases (removed before sending) or refunds (first
+/// email bounced; the service's) units.
+async fn settle_units(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(req)?;
+    let org = caller.organization(&path_param(req, "org")?)?;
+    let transition = match path_param(req, "transition")?.as_str() {
+        "commit" => Transition::Commit,
+        "release" => Transition::Release,
+        "refund" => {
+            caller.require_service()?;
+            Transition::Refund
+        }
+        _ => return Err(ApiError::NotFound),
+    };
+    let body = json_body::<ReservationBody>(req)?;
+    let b = &body.value;
+    if b.action.is_some() || b.dry_run {
+        return Err(ApiError::BadRequest("`action` and `dry_run` are for reserving".into()));
+    }
+    let (campaign, contacts) = b.units()?;
+    let actor = caller.actor(b.user.as_deref())?;
+    let idempotency = body.idempotency(req, &caller)?;
+    let applied = ledger
+        .settle_units(&org, transition, &campaign, &contacts, actor, &idempotency)
+        .await?;
+    Ok(applied_response(&applied))
 }
 
 /// Uploads (`hold`) or deletes contacts: each unique contact holds one slot.

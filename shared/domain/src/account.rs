@@ -49,6 +49,9 @@ pub struct Account {
     pub period: Period,
     pub buckets: Vec<Bucket>,
     pub used_this_period: BTreeMap<MeterId, Credits>,
+    /// Credits held by reservations, per meter (out of the buckets, not
+    /// yet spent).
+    pub reserved: BTreeMap<MeterId, Credits>,
     /// Slots in use per capacity meter (`lead_slots`): never renewed.
     pub slots_used: BTreeMap<MeterId, u64>,
     /// The team (see [`crate::team`]): licenses follow it.
@@ -89,6 +92,7 @@ impl Account {
             buckets: Vec::new(),
             used_this_period: BTreeMap::new(),
             slots_used: BTreeMap::new(),
+            reserved: BTreeMap::new(),
             members: BTreeMap::new(),
             grants: 0,
             results_paused: false,

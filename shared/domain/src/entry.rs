@@ -29,6 +29,9 @@ pub enum EntryKind {
     ResultHeld,
     /// Result charging resumed by hand with nothing held.
     ResultsResumed,
+    /// Units of a campaign reserved, committed, released or refunded
+    /// (`result` says which).
+    Reservation,
     /// Contacts uploaded: lead slots taken.
     SlotsHeld,
     /// Contacts deleted: lead slots freed.

@@ -36,6 +36,12 @@ pub enum DomainError {
     AlreadyCancelled,
     #[error("no member {0:?} in this organization")]
     MemberNotFound(String),
+    #[error("cannot {transition} the unit of {contact:?}: it is {state}")]
+    UnitState {
+        contact: String,
+        state: &'static str,
+        transition: &'static str,
+    },
     #[error("no entry {0:?} in this organization's ledger")]
     EntryNotFound(String),
     #[error("this entry cannot be reversed: {0}")]

@@ -156,6 +156,7 @@ impl ApiError {
                     none(),
                 ),
                 D::AccountNotFound => (StatusCode::NOT_FOUND, "account-not-found", "No account", none()),
+                D::UnitState { .. } => (StatusCode::CONFLICT, "unit-state", "Unit not in that state", none()),
                 D::EntryNotFound(_) => (StatusCode::NOT_FOUND, "entry-not-found", "No such entry", none()),
                 D::NotReversible(_) => (StatusCode::CONFLICT, "not-reversible", "Entry not reversible", none()),
                 D::MemberNotFound(_) => (StatusCode::NOT_FOUND, "member-not-found", "No such member", none()),

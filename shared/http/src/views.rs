@@ -108,6 +108,37 @@ pub fn outcome(applied: &Applied) -> Result<(StatusCode, Value), ApiError> {
             (StatusCode::OK, body)
         }
         Outcome::ResultsResumed => (StatusCode::OK, json!({ "resumed": true })),
+        Outcome::Reserved {
+            meter,
+            requested,
+            reserved,
+            already,
+            short,
+            held,
+        } => {
+            let mut body = reservation(meter, *requested, reserved, already, short, *held);
+            body["entry_id"] = json!(entry()?.id);
+            body["buckets"] = json!(lines(&entry()?.lines));
+            (StatusCode::OK, body)
+        }
+        Outcome::UnitsMoved {
+            transition,
+            contacts,
+            returned,
+            stayed_expired,
+        } => {
+            let e = entry()?;
+            let body = json!({
+                "entry_id": e.id,
+                "transition": transition.as_str(),
+                "contacts": contacts.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+                "returned": returned.to_string(),
+                // Plan credits of a month that has renewed since the reservation.
+                "stayed_expired": stayed_expired.to_string(),
+                "buckets": lines(&e.lines),
+            });
+            (StatusCode::OK, body)
+        }
         Outcome::Slots {
             meter,
             capacity,
@@ -249,6 +280,27 @@ fn subject_outcomes(subjects: &[(ledger_domain::Subject, ledger_domain::SubjectO
         .iter()
         .map(|(s, o)| json!({ "subject": s.as_str(), "outcome": o.as_str() }))
         .collect()
+}
+
+/// A reservation's answer (or its dry run): reserved N of M, and who was not.
+pub fn reservation(
+    meter: &ledger_domain::MeterId,
+    requested: u64,
+    reserved: &[ledger_domain::Subject],
+    already: &[ledger_domain::Subject],
+    short: &[ledger_domain::Subject],
+    held: Credits,
+) -> Value {
+    let names = |list: &[ledger_domain::Subject]| -> Value { list.iter().map(|s| json!(s.as_str())).collect() };
+    json!({
+        "meter": meter.to_string(),
+        "requested": requested,
+        "reserved": reserved.len(),
+        "contacts": names(reserved),
+        "already_reserved": names(already),
+        "not_covered": names(short),
+        "meter_reserved": held.to_string(),
+    })
 }
 
 /// A bulk dry run: what each subject would get and what it would cost.
@@ -393,7 +445,7 @@ pub fn balance(account: &Account, catalog: &Catalog, viewer: &Actor) -> Value {
             meter.to_string(),
             MeterView {
                 available: account.spendable(&meter, user).to_string(),
-                reserved: Credits::ZERO.to_string(),
+                reserved: account.reserved(&meter).to_string(),
                 used_this_period: account
                     .used_this_period
                     .get(&meter)

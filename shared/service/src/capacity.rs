@@ -4,13 +4,9 @@ use ledger_domain::capacity::Contacts;
 use ledger_domain::{Actor, CampaignId, MeterId, OrgId, SlotOutcome, Subject};
 use ledger_store::{AccountStore, RequestStore, ResultStore, SideWrite};
 
-use crate::executor::{Idempotency, Ledger};
+use crate::executor::{retry_on_subject_change, Idempotency, Ledger};
 use crate::outcome::{Applied, Outcome};
 use crate::ServiceError;
-
-/// How often an upload decides again when another took or freed one of
-/// its contacts' slots meanwhile.
-const SLOT_RETRIES: usize = 4;
 
 impl<A: AccountStore + ResultStore, R: RequestStore, H> Ledger<A, R, H> {
     /// Uploads contacts: the new ones take a slot while the plan's capacity
@@ -71,41 +67,36 @@ impl<A: AccountStore + ResultStore, R: RequestStore, H> Ledger<A, R, H> {
             chrono::DateTime<chrono::Utc>,
         ) -> Result<ledger_domain::capacity::SlotChange, ledger_domain::DomainError>,
     {
-        for _ in 0..SLOT_RETRIES {
+        retry_on_subject_change(|| async {
             let held = self.accounts.held_slots(org, meter, contacts).await?;
-            let applied = self
-                .apply_with(org, request, None, |account, catalog, now| {
-                    let (outcomes, entry) = change(account, catalog, &held, now)?;
-                    let campaign = entry.campaign.as_ref().map(|c| c.to_string());
-                    let side = outcomes
-                        .iter()
-                        .filter_map(|(contact, o)| match o {
-                            SlotOutcome::Held => Some(SideWrite::TakeSlot {
-                                meter: meter.clone(),
-                                contact: contact.clone(),
-                                campaign: campaign.clone(),
-                            }),
-                            SlotOutcome::Freed => Some(SideWrite::FreeSlot {
-                                meter: meter.clone(),
-                                contact: contact.clone(),
-                            }),
-                            _ => None,
-                        })
-                        .collect();
-                    let outcome = Outcome::Slots {
-                        meter: meter.clone(),
-                        capacity: account.capacity(catalog, meter),
-                        used: account.slots_used(meter),
-                        contacts: outcomes,
-                    };
-                    Ok((entry, outcome, side))
-                })
-                .await;
-            match applied {
-                Err(ServiceError::SubjectChanged) => continue,
-                other => return other,
-            }
-        }
-        Err(ServiceError::Contention)
+            self.apply_with(org, request, None, |account, catalog, now| {
+                let (outcomes, entry) = change(account, catalog, &held, now)?;
+                let campaign = entry.campaign.as_ref().map(|c| c.to_string());
+                let side = outcomes
+                    .iter()
+                    .filter_map(|(contact, o)| match o {
+                        SlotOutcome::Held => Some(SideWrite::TakeSlot {
+                            meter: meter.clone(),
+                            contact: contact.clone(),
+                            campaign: campaign.clone(),
+                        }),
+                        SlotOutcome::Freed => Some(SideWrite::FreeSlot {
+                            meter: meter.clone(),
+                            contact: contact.clone(),
+                        }),
+                        _ => None,
+                    })
+                    .collect();
+                let outcome = Outcome::Slots {
+                    meter: meter.clone(),
+                    capacity: account.capacity(catalog, meter),
+                    used: account.slots_used(meter),
+                    contacts: outcomes,
+                };
+                Ok((entry, outcome, side))
+            })
+            .await
+        })
+        .await
     }
 }

@@ -459,6 +459,26 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
     }
 }
 
+/// How often an operation decides again when a subject's item (an
+/// unlock, a lead slot, a reservation unit) changed under it.
+const SUBJECT_RETRIES: usize = 4;
+
+/// Runs `attempt` (which reads the subjects' items afresh and applies the
+/// change) again while a subject's item changed under it.
+pub(crate) async fn retry_on_subject_change<T, F, Fut>(mut attempt: F) -> Result<T, ServiceError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ServiceError>>,
+{
+    for _ in 0..SUBJECT_RETRIES {
+        match attempt().await {
+            Err(ServiceError::SubjectChanged) => continue,
+            other => return other,
+        }
+    }
+    Err(ServiceError::Contention)
+}
+
 /// What a taken key answers: the original outcome if the request is the
 /// same, a refusal if the key was used for something else.
 fn replay(existing: Option<KeptRequest>, request: &Idempotency) -> Result<Applied, ServiceError> {

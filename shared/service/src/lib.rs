@@ -10,6 +10,7 @@ mod error;
 mod executor;
 mod operations;
 mod outcome;
+mod reservations;
 mod results;
 
 pub use config::{catalog_from_env, dynamo_ledger, DynamoLedger};

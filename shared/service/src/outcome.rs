@@ -5,7 +5,8 @@
 use chrono::NaiveDate;
 use ledger_domain::{
     Account, ActionId, Billing, Credits, DomainError, LedgerEntry, MemberRole, MeterId, OrgId, Period, PlanId,
-    ResultCharge, ReversalReason, SlotOutcome, Subject, SubjectOutcome, Subscription, SubscriptionStatus, UserId,
+    ResultCharge, ReversalReason, SlotOutcome, Subject, SubjectOutcome, Subscription, SubscriptionStatus, Transition,
+    UserId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -69,6 +70,23 @@ pub enum Outcome {
         returned: Credits,
         stayed_expired: Credits,
     },
+    /// Units reserved: which contacts, which were reserved already, which
+    /// the balance did not cover, and what the meter holds reserved after.
+    Reserved {
+        meter: MeterId,
+        requested: u64,
+        reserved: Vec<Subject>,
+        already: Vec<Subject>,
+        short: Vec<Subject>,
+        held: Credits,
+    },
+    /// Units committed, released or refunded.
+    UnitsMoved {
+        transition: Transition,
+        contacts: Vec<Subject>,
+        returned: Credits,
+        stayed_expired: Credits,
+    },
     /// Contacts uploaded or deleted: what became of each, and the slots
     /// in use after.
     Slots {
@@ -124,6 +142,20 @@ enum Stored {
         role: Option<String>,
     },
     ResultsResumed,
+    Reserved {
+        meter: String,
+        requested: u64,
+        reserved: Vec<String>,
+        already: Vec<String>,
+        short: Vec<String>,
+        held: i64,
+    },
+    UnitsMoved {
+        transition: String,
+        contacts: Vec<String>,
+        returned: i64,
+        stayed_expired: i64,
+    },
     Slots {
         meter: String,
         capacity: u64,
@@ -232,6 +264,17 @@ impl StoredState {
     }
 }
 
+fn texts(subjects: &[Subject]) -> Vec<String> {
+    subjects.iter().map(|s| s.as_str().to_string()).collect()
+}
+
+fn subjects(texts: Vec<String>) -> Result<Vec<Subject>, String> {
+    texts
+        .iter()
+        .map(|t| Subject::parse(t).map_err(|e| e.to_string()))
+        .collect()
+}
+
 impl Outcome {
     /// The outcome as the store keeps it. Only what is written is encoded:
     /// `AlreadySubscribed` writes nothing, and the only refusal kept is
@@ -258,6 +301,32 @@ impl Outcome {
                 role: role.map(|r| r.as_str().to_string()),
             },
             Outcome::ResultsResumed => Stored::ResultsResumed,
+            Outcome::Reserved {
+                meter,
+                requested,
+                reserved,
+                already,
+                short,
+                held,
+            } => Stored::Reserved {
+                meter: meter.to_string(),
+                requested: *requested,
+                reserved: texts(reserved),
+                already: texts(already),
+                short: texts(short),
+                held: held.thousandths(),
+            },
+            Outcome::UnitsMoved {
+                transition,
+                contacts,
+                returned,
+                stayed_expired,
+            } => Stored::UnitsMoved {
+                transition: transition.as_str().to_string(),
+                contacts: texts(contacts),
+                returned: returned.thousandths(),
+                stayed_expired: stayed_expired.thousandths(),
+            },
             Outcome::Slots {
                 meter,
                 capacity,
@@ -356,6 +425,35 @@ impl Outcome {
                     .transpose()?,
             },
             Stored::ResultsResumed => Outcome::ResultsResumed,
+            Stored::Reserved {
+                meter: m,
+                requested,
+                reserved,
+                already,
+                short,
+                held,
+            } => Outcome::Reserved {
+                meter: meter(&m)?,
+                requested,
+                reserved: subjects(reserved).map_err(malformed)?,
+                already: subjects(already).map_err(malformed)?,
+                short: subjects(short).map_err(malformed)?,
+                held: Credits::from_thousandths(held),
+            },
+            Stored::UnitsMoved {
+                transition,
+                contacts,
+                returned,
+                stayed_expired,
+            } => Outcome::UnitsMoved {
+                transition: [Transition::Commit, Transition::Release, Transition::Refund]
+                    .into_iter()
+                    .find(|t| t.as_str() == transition)
+                    .ok_or_else(|| malformed(format!("transition {transition:?}")))?,
+                contacts: subjects(contacts).map_err(malformed)?,
+                returned: Credits::from_thousandths(returned),
+                stayed_expired: Credits::from_thousandths(stayed_expired),
+            },
             Stored::Slots {
                 meter: m,
                 capacity,
@@ -514,6 +612,20 @@ mod tests {
                 charge: ResultCharge::Charged(Credits::whole(5)),
             },
             Outcome::ResultsResumed,
+            Outcome::Reserved {
+                meter: MeterId::parse("credits").unwrap(),
+                requested: 3,
+                reserved: vec![Subject::parse("a@x.com").unwrap()],
+                already: vec![Subject::parse("b@x.com").unwrap()],
+                short: vec![Subject::parse("c@x.com").unwrap()],
+                held: Credits::whole(1),
+            },
+            Outcome::UnitsMoved {
+                transition: Transition::Release,
+                contacts: vec![Subject::parse("a@x.com").unwrap()],
+                returned: Credits::whole(1),
+                stayed_expired: Credits::ZERO,
+            },
             Outcome::Slots {
                 meter: MeterId::parse("lead_slots").unwrap(),
                 capacity: 400,

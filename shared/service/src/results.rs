@@ -14,7 +14,7 @@ use ledger_store::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::executor::{Idempotency, Ledger};
+use crate::executor::{retry_on_subject_change, Idempotency, Ledger};
 use crate::outcome::{Applied, Outcome};
 use crate::ServiceError;
 
@@ -76,9 +76,6 @@ const MAX_BATCH: usize = 25;
 
 /// Held results read per page by a resume.
 const HELD_PAGE: u32 = 25;
-/// How often a result is decided again when its subject is unlocked by
-/// someone else meanwhile (each retry reads the unlock and finds it).
-const UNLOCK_RETRIES: usize = 4;
 
 impl<A: AccountStore, R: RequestStore, H: HistoryStore> Ledger<A, R, H> {
     /// Reverses one charge: its credits back into the buckets that paid
@@ -388,41 +385,36 @@ impl<A: AccountStore + ResultStore, R: RequestStore, H: HistoryStore> Ledger<A, 
         request: &Idempotency,
     ) -> Result<Applied, ServiceError> {
         spend.check()?;
-        for _ in 0..UNLOCK_RETRIES {
+        retry_on_subject_change(|| async {
             let unlocked = self.unlocks(org, spend).await?;
-            let applied = self
-                .apply_with(org, request, None, |account, _, now| {
-                    let until = spend.unlock_until(account, now);
-                    let (plan, entry) = account.spend_subjects(spend, &unlocked, now)?;
-                    let side = match until {
-                        Some(until) => entry
-                            .subjects
-                            .iter()
-                            .map(|subject| SideWrite::Unlock {
-                                action: spend.action_id.clone(),
-                                subject: subject.clone(),
-                                until,
-                                now,
-                            })
-                            .collect(),
-                        None => Vec::new(),
-                    };
-                    let outcome = Outcome::SpentSubjects {
-                        meter: spend.action.meter.clone(),
-                        requested: spend.subjects.len() as u64,
-                        units: plan.units(),
-                        charged: plan.charged(),
-                        subjects: plan.outcomes,
-                    };
-                    Ok((entry, outcome, side))
-                })
-                .await;
-            match applied {
-                Err(ServiceError::SubjectChanged) => continue,
-                other => return other,
-            }
-        }
-        Err(ServiceError::Contention)
+            self.apply_with(org, request, None, |account, _, now| {
+                let until = spend.unlock_until(account, now);
+                let (plan, entry) = account.spend_subjects(spend, &unlocked, now)?;
+                let side = match until {
+                    Some(until) => entry
+                        .subjects
+                        .iter()
+                        .map(|subject| SideWrite::Unlock {
+                            action: spend.action_id.clone(),
+                            subject: subject.clone(),
+                            until,
+                            now,
+                        })
+                        .collect(),
+                    None => Vec::new(),
+                };
+                let outcome = Outcome::SpentSubjects {
+                    meter: spend.action.meter.clone(),
+                    requested: spend.subjects.len() as u64,
+                    units: plan.units(),
+                    charged: plan.charged(),
+                    subjects: plan.outcomes,
+                };
+                Ok((entry, outcome, side))
+            })
+            .await
+        })
+        .await
     }
 
     /// What a bulk spend would charge now, subject by subject; writes nothing.
@@ -453,46 +445,41 @@ impl<A: AccountStore + ResultStore, R: RequestStore, H: HistoryStore> Ledger<A, 
             key,
             fingerprint: fingerprint(report),
         };
-        for _ in 0..UNLOCK_RETRIES {
+        retry_on_subject_change(|| async {
             let unlocked = match billable && action.once_per_subject {
                 true => self.accounts.load_unlock(org, action_id, &report.subject).await?,
                 false => None,
             };
-            let applied = self
-                .apply_with(org, &request, None, |account, catalog, now| {
-                    let d = account.charge_result(catalog, report, unlocked.as_ref(), held.is_some(), now)?;
-                    let mut side = Vec::new();
-                    if let Some(until) = d.unlocks_until {
-                        side.push(SideWrite::Unlock {
-                            action: action_id.clone(),
-                            subject: report.subject.clone(),
-                            until,
-                            now,
-                        });
-                    }
-                    match (d.charge, held) {
-                        (ResultCharge::Held, _) => side.push(SideWrite::Hold {
-                            seq: account.seq,
-                            report: StoredReport::of(report),
-                        }),
-                        (_, Some(seq)) => side.push(SideWrite::Release { seq }),
-                        (_, None) => {}
-                    }
-                    let outcome = Outcome::Result {
+            self.apply_with(org, &request, None, |account, catalog, now| {
+                let d = account.charge_result(catalog, report, unlocked.as_ref(), held.is_some(), now)?;
+                let mut side = Vec::new();
+                if let Some(until) = d.unlocks_until {
+                    side.push(SideWrite::Unlock {
                         action: action_id.clone(),
                         subject: report.subject.clone(),
-                        outcome: report.outcome.clone(),
-                        charge: d.charge,
-                    };
-                    Ok((d.entry, outcome, side))
-                })
-                .await;
-            match applied {
-                Err(ServiceError::SubjectChanged) => continue,
-                other => return other,
-            }
-        }
-        Err(ServiceError::Contention)
+                        until,
+                        now,
+                    });
+                }
+                match (d.charge, held) {
+                    (ResultCharge::Held, _) => side.push(SideWrite::Hold {
+                        seq: account.seq,
+                        report: StoredReport::of(report),
+                    }),
+                    (_, Some(seq)) => side.push(SideWrite::Release { seq }),
+                    (_, None) => {}
+                }
+                let outcome = Outcome::Result {
+                    action: action_id.clone(),
+                    subject: report.subject.clone(),
+                    outcome: report.outcome.clone(),
+                    charge: d.charge,
+                };
+                Ok((d.entry, outcome, side))
+            })
+            .await
+        })
+        .await
     }
 }
 

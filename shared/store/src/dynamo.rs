@@ -16,13 +16,16 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use ledger_domain::entry::Placement;
-use ledger_domain::{Account, ActionId, HistoryScope, IdempotencyKey, LedgerEntry, MeterId, OrgId, Subject, Unlock};
+use ledger_domain::{
+    Account, ActionId, CampaignId, HistoryScope, IdempotencyKey, LedgerEntry, MeterId, OrgId, Subject, Unit, UnitState,
+    Unlock,
+};
 
 use crate::items::{
     self, account_from_item, account_item, account_update_with, claim_from_item, claim_item, entry_from_item,
     entry_item, entry_sk, entry_sk_of_id, held_from_item, held_item, held_sk, instant, kept_request_from_item, key,
-    org_pk, placement_attrs, refusal_item, request_sk, slot_sk, unlock_from_item, unlock_item, unlock_sk, Item,
-    ACCOUNT_SK, LEDGER_BY_USER_INDEX, LEDGER_INDEX, RENEWALS_INDEX, RENEWAL_SHARDS,
+    org_pk, placement_attrs, refusal_item, request_sk, slot_sk, unit_from_item, unit_item, unit_sk, unlock_from_item,
+    unlock_item, unlock_sk, Item, ACCOUNT_SK, LEDGER_BY_USER_INDEX, LEDGER_INDEX, RENEWALS_INDEX, RENEWAL_SHARDS,
 };
 use crate::port::{
     AccountStore, Commit, CommitError, DuePage, EntryKey, HeldResult, HistoryPage, HistoryQuery, HistoryStore,
@@ -93,6 +96,34 @@ impl DynamoLedgerStore {
             }
         }
         Err(StoreError::Request("batch read left keys unprocessed".into()))
+    }
+
+    /// The items of several subjects (unlocks, units, slots), named by
+    /// `sk`, read consistently 100 keys a call; those that exist, with the
+    /// subject each belongs to.
+    async fn subject_items(
+        &self,
+        org: &OrgId,
+        subjects: &[Subject],
+        sk: impl Fn(&Subject) -> String,
+    ) -> Result<Vec<(Subject, Item)>, StoreError> {
+        let mut wanted: Vec<&Subject> = subjects.iter().collect();
+        wanted.sort();
+        wanted.dedup();
+        let mut found = Vec::new();
+        for chunk in wanted.chunks(100) {
+            let mut keys = KeysAndAttributes::builder().consistent_read(true);
+            for subject in chunk {
+                keys = keys.keys(key(org_pk(org), sk(subject)));
+            }
+            for item in self.batch_get(keys.build().map_err(request_error)?).await? {
+                let item_sk = items::Attrs::of(&item, "subject item").s("sk")?.to_string();
+                if let Some(subject) = chunk.iter().find(|s| sk(s) == item_sk) {
+                    found.push(((*subject).clone(), item));
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// One item, read strongly consistent.
@@ -222,6 +253,14 @@ impl AccountStore for DynamoLedgerStore {
                     }
                     conditional_put(&self.table, item, "attribute_not_exists(pk)", None)?
                 }
+                SideWrite::PutUnit { unit, from } => {
+                    let (condition, state) = match from {
+                        None => ("attribute_not_exists(pk) OR unit_state = :state", UnitState::Released),
+                        Some(s) => ("unit_state = :state", *s),
+                    };
+                    let values = HashMap::from([(":state".to_string(), AttributeValue::S(state.as_str().to_string()))]);
+                    conditional_put(&self.table, unit_item(org, unit), condition, Some(values))?
+                }
                 SideWrite::FreeSlot { meter, contact } => {
                     let delete = Delete::builder()
                         .table_name(&self.table)
@@ -284,23 +323,23 @@ impl ResultStore for DynamoLedgerStore {
         subjects: &[Subject],
     ) -> Result<std::collections::BTreeMap<Subject, Unlock>, StoreError> {
         let mut found = std::collections::BTreeMap::new();
-        let mut wanted: Vec<&Subject> = subjects.iter().collect();
-        wanted.sort();
-        wanted.dedup();
-        // BatchGetItem reads at most 100 keys a call.
-        for chunk in wanted.chunks(100) {
-            let mut keys = KeysAndAttributes::builder().consistent_read(true);
-            for subject in chunk {
-                keys = keys.keys(key(org_pk(org), unlock_sk(action, subject)));
-            }
-            for item in self.batch_get(keys.build().map_err(request_error)?).await? {
-                let sk = items::Attrs::of(&item, "unlocked subject").s("sk")?.to_string();
-                if let Some(subject) = chunk.iter().find(|s| unlock_sk(action, s) == sk) {
-                    found.insert((*subject).clone(), unlock_from_item(&item)?);
-                }
-            }
+        for (subject, item) in self.subject_items(org, subjects, |s| unlock_sk(action, s)).await? {
+            found.insert(subject, unlock_from_item(&item)?);
         }
         Ok(found)
+    }
+
+    async fn load_units(
+        &self,
+        org: &OrgId,
+        campaign: &CampaignId,
+        contacts: &[Subject],
+    ) -> Result<Vec<Unit>, StoreError> {
+        let mut units = Vec::new();
+        for (_, item) in self.subject_items(org, contacts, |c| unit_sk(campaign, c)).await? {
+            units.push(unit_from_item(&item)?);
+        }
+        Ok(units)
     }
 
     async fn held_slots(
@@ -309,22 +348,8 @@ impl ResultStore for DynamoLedgerStore {
         meter: &MeterId,
         contacts: &[Subject],
     ) -> Result<std::collections::BTreeSet<Subject>, StoreError> {
-        let mut held = std::collections::BTreeSet::new();
-        let mut wanted: Vec<&Subject> = contacts.iter().collect();
-        wanted.sort();
-        wanted.dedup();
-        for chunk in wanted.chunks(100) {
-            let mut keys = KeysAndAttributes::builder().consistent_read(true);
-            for contact in chunk {
-                keys = keys.keys(key(org_pk(org), slot_sk(meter, contact)));
-            }
-            for item in self.batch_get(keys.build().map_err(request_error)?).await? {
-                let sk = items::Attrs::of(&item, "lead slot").s("sk")?.to_string();
-                if let Some(contact) = chunk.iter().find(|c| slot_sk(meter, c) == sk) {
-                    held.insert((*contact).clone());
-                }
-            }
-        }
+        let items = self.subject_items(org, contacts, |c| slot_sk(meter, c)).await?;
+        let held = items.into_iter().map(|(contact, _)| contact).collect();
         Ok(held)
     }
 
@@ -577,9 +602,10 @@ fn interpret_cancellation(reasons: &[CancellationReason], commit: &Commit<'_>) -
     for (n, side) in commit.side.iter().enumerate() {
         if code(sides + n) == "ConditionalCheckFailed" {
             return Ok(match side {
-                SideWrite::Unlock { .. } | SideWrite::TakeSlot { .. } | SideWrite::FreeSlot { .. } => {
-                    CommitError::SubjectChanged
-                }
+                SideWrite::Unlock { .. }
+                | SideWrite::TakeSlot { .. }
+                | SideWrite::FreeSlot { .. }
+                | SideWrite::PutUnit { .. } => CommitError::SubjectChanged,
                 SideWrite::Release { .. } => CommitError::AlreadySettled,
                 // The entry's key guards the hold: not reached.
                 SideWrite::Hold { .. } => CommitError::Conflict,

@@ -12,9 +12,9 @@ use base64::Engine;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use ledger_domain::entry::Placement;
 use ledger_domain::{
-    Account, ActionId, Actor, Billing, Bucket, BucketId, CallerKind, Credits, EntryKind, EntryLine, IdempotencyKey,
-    LedgerEntry, Member, MemberRole, MeterId, OrgId, Period, PurchaseRecord, Subject, Subscription, SubscriptionStatus,
-    Unlock, UserId,
+    Account, ActionId, Actor, Billing, Bucket, BucketId, CallerKind, CampaignId, Credits, EntryKind, EntryLine,
+    IdempotencyKey, LedgerEntry, Member, MemberRole, MeterId, OrgId, Period, PurchaseRecord, Subject, Subscription,
+    SubscriptionStatus, Unit, UnitState, Unlock, UserId,
 };
 
 use crate::port::{EntryKey, HeldResult, KeptRequest, Receipt, StoreError};
@@ -253,6 +253,9 @@ pub fn account_item(account: &Account, last_entry: &str) -> Item {
     for (meter, slots) in &account.slots_used {
         put(&slots_attr(meter), n(*slots));
     }
+    for (meter, held) in &account.reserved {
+        put(&reserved_attr(meter), amount(*held));
+    }
     put("grants", n(account.grants));
     if account.results_paused {
         put("results_paused", AttributeValue::Bool(true));
@@ -302,6 +305,11 @@ fn member_value(m: &Member) -> AttributeValue {
         ("joined_at".to_string(), s(instant(m.joined_at))),
         ("joined_by".to_string(), n(m.joined_by)),
     ]))
+}
+
+/// Credits held by reservations on a meter, a top-level number.
+fn reserved_attr(meter: &MeterId) -> String {
+    format!("reserved:{meter}")
 }
 
 /// Slots in use on a capacity meter, a top-level number.
@@ -393,6 +401,21 @@ pub fn account_from_item(item: &Item) -> Result<Account, StoreError> {
             })
             .collect::<Result<_, StoreError>>()?,
         grants: a.opt_n("grants")?.unwrap_or(0),
+        reserved: item
+            .iter()
+            .filter_map(|(attr, v)| Some((attr.strip_prefix("reserved:")?, v)))
+            .filter_map(|(meter, v)| match v {
+                AttributeValue::N(t) if t != "0" => Some((meter, t)),
+                _ => None,
+            })
+            .map(|(meter, t)| {
+                let meter = MeterId::parse(meter).map_err(|e| StoreError::Malformed(e.to_string()))?;
+                let held = t
+                    .parse()
+                    .map_err(|_| StoreError::Malformed("reserved: not a number".into()))?;
+                Ok((meter, Credits::from_thousandths(held)))
+            })
+            .collect::<Result<_, StoreError>>()?,
         slots_used: item
             .iter()
             .filter_map(|(attr, v)| Some((attr.strip_prefix("slots:")?, v)))
@@ -691,6 +714,18 @@ pub fn account_update_with(
             (None, None) => {}
         }
     }
+    // Reserved credits move by their delta: the buckets' conditions guard them.
+    let mut held: Vec<&MeterId> = before.reserved.keys().chain(after.reserved.keys()).collect();
+    held.sort();
+    held.dedup();
+    for meter in held {
+        let d = after.reserved(meter).thousandths() - before.reserved(meter).thousandths();
+        if d != 0 {
+            let attr = u.name(&reserved_attr(meter));
+            let (zero, d) = (u.value(n(0)), u.value(n(d)));
+            u.sets.push(format!("{attr} = if_not_exists({attr}, {zero}) + {d}"));
+        }
+    }
     // Slots move by their delta: taking them is conditioned on room for
     // them (so concurrent uploads never exceed the capacity the decision
     // saw), freeing them on their being there.
@@ -847,6 +882,7 @@ fn kind_name(kind: EntryKind) -> &'static str {
         EntryKind::Result => "result",
         EntryKind::Reversal => "reversal",
         EntryKind::SlotsHeld => "slots_held",
+        EntryKind::Reservation => "reservation",
         EntryKind::SlotsFreed => "slots_freed",
         EntryKind::ResultHeld => "result_held",
         EntryKind::ResultsResumed => "results_resumed",
@@ -865,6 +901,7 @@ fn kind_of(text: &str) -> Option<EntryKind> {
         "result" => EntryKind::Result,
         "reversal" => EntryKind::Reversal,
         "slots_held" => EntryKind::SlotsHeld,
+        "reservation" => EntryKind::Reservation,
         "slots_freed" => EntryKind::SlotsFreed,
         "result_held" => EntryKind::ResultHeld,
         "results_resumed" => EntryKind::ResultsResumed,
@@ -1088,6 +1125,52 @@ pub fn unlock_sk(action: &ActionId, subject: &Subject) -> String {
 
 pub fn slot_sk(meter: &MeterId, contact: &Subject) -> String {
     format!("SLOT#{meter}#{}", contact.as_str())
+}
+
+pub fn unit_sk(campaign: &CampaignId, contact: &Subject) -> String {
+    format!("UNIT#{campaign}#{}", contact.as_str())
+}
+
+pub fn unit_item(org: &OrgId, unit: &Unit) -> Item {
+    let mut item = key(org_pk(org), unit_sk(&unit.campaign, &unit.contact));
+    let draws = unit
+        .draws
+        .iter()
+        .map(|(b, c)| {
+            AttributeValue::M(HashMap::from([
+                ("bucket".to_string(), s(b.to_string())),
+                ("amount".to_string(), amount(*c)),
+            ]))
+        })
+        .collect();
+    item.insert("campaign".into(), s(unit.campaign.as_str()));
+    item.insert("contact".into(), s(unit.contact.as_str()));
+    item.insert("action".into(), s(unit.action.as_str()));
+    item.insert("meter".into(), s(unit.meter.as_str()));
+    item.insert("unit_state".into(), s(unit.state.as_str()));
+    item.insert("draws".into(), AttributeValue::L(draws));
+    item.insert("deadline".into(), s(instant(unit.deadline)));
+    item
+}
+
+pub fn unit_from_item(item: &Item) -> Result<Unit, StoreError> {
+    let a = Attrs::of(item, "reservation unit");
+    let bad = |e: ledger_domain::DomainError| StoreError::Malformed(e.to_string());
+    Ok(Unit {
+        campaign: CampaignId::parse(a.s("campaign")?).map_err(bad)?,
+        contact: Subject::parse(a.s("contact")?).map_err(bad)?,
+        action: ActionId::parse(a.s("action")?).map_err(bad)?,
+        meter: MeterId::parse(a.s("meter")?).map_err(bad)?,
+        state: a.parsed("unit_state", UnitState::parse)?,
+        draws: maps(a.list("draws")?, "unit draw")
+            .map(|d| {
+                let d = d?;
+                let bucket = BucketId::parse(d.s("bucket")?).map_err(bad)?;
+                Ok((bucket, d.credits("amount")?))
+            })
+            .collect::<Result<_, StoreError>>()?,
+        deadline: a.instant("deadline")?,
+    })
 }
 
 pub fn held_sk(seq: u64) -> String {

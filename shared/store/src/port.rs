@@ -5,7 +5,10 @@ use std::future::Future;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use ledger_domain::entry::Placement;
-use ledger_domain::{Account, ActionId, HistoryScope, IdempotencyKey, LedgerEntry, MeterId, OrgId, Subject, Unlock};
+use ledger_domain::{
+    Account, ActionId, CampaignId, HistoryScope, IdempotencyKey, LedgerEntry, MeterId, OrgId, Subject, Unit, UnitState,
+    Unlock,
+};
 
 /// What makes an entry unique, and so idempotent: the client's key, or the
 /// period a renewal opens (renewing twice writes once).
@@ -75,6 +78,9 @@ pub enum SideWrite {
         contact: Subject,
         campaign: Option<String>,
     },
+    /// Writes a reservation unit in its new state: a new unit only where the
+    /// contact has none or a released one, a moved unit only from `from`.
+    PutUnit { unit: Unit, from: Option<UnitState> },
     /// Frees a contact's slot (refused if it holds none).
     FreeSlot { meter: MeterId, contact: Subject },
     /// Keeps a billable result unpaid, under the entry number that held it
@@ -274,6 +280,14 @@ pub trait ResultStore: Send + Sync {
         org: &OrgId,
         keys: &[IdempotencyKey],
     ) -> impl Future<Output = Result<(Option<Account>, usize), StoreError>> + Send;
+
+    /// A campaign's units of these contacts (those that have one).
+    fn load_units(
+        &self,
+        org: &OrgId,
+        campaign: &CampaignId,
+        contacts: &[Subject],
+    ) -> impl Future<Output = Result<Vec<Unit>, StoreError>> + Send;
 
     /// Which of these contacts hold a slot of a capacity meter.
     fn held_slots(

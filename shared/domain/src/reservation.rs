@@ -1,0 +1,320 @@
+//! Reservations: a campaign holds one unit per contact, paid up front and
+//! settled later. A unit moves credits from the balance into `reserved`
+//! (recorded per bucket, so they can go back where they came from); it is
+//! committed when the contact's email is sent (spent for good), released
+//! when the contact is removed before anything was sent (back into its
+//! buckets, except plan credits of a month that has since renewed, which
+//! stay expired), and a committed unit is refunded once if the contact's
+//! first email bounces. Every transition is conditional on the unit's
+//! state; units are items of their own, so a campaign of any size never
+//! grows the account.
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::account::Account;
+use crate::bucket::{allocate, BucketId, BucketSource};
+use crate::catalog::Action;
+use crate::entry::{Actor, EntryKind, EntryLine, LedgerEntry};
+use crate::{ActionId, CampaignId, Credits, DomainError, MeterId, Subject};
+
+/// Contacts one reservation request names (one unit item each, written in
+/// the request's transaction).
+pub const MAX_UNITS: usize = 50;
+/// How long a unit may stay reserved before it returns by itself.
+pub const RESERVATION_DAYS: i64 = 30;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnitState {
+    Reserved,
+    Committed,
+    Released,
+    Refunded,
+}
+
+impl UnitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnitState::Reserved => "reserved",
+            UnitState::Committed => "committed",
+            UnitState::Released => "released",
+            UnitState::Refunded => "refunded",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<UnitState> {
+        [
+            UnitState::Reserved,
+            UnitState::Committed,
+            UnitState::Released,
+            UnitState::Refunded,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}
+
+/// One contact's unit of a campaign.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unit {
+    pub campaign: CampaignId,
+    pub contact: Subject,
+    pub action: ActionId,
+    pub meter: MeterId,
+    pub state: UnitState,
+    /// Which buckets paid, and how much each.
+    pub draws: Vec<(BucketId, Credits)>,
+    pub deadline: DateTime<Utc>,
+}
+
+impl Unit {
+    pub fn cost(&self) -> Credits {
+        self.draws.iter().map(|(_, c)| *c).sum()
+    }
+}
+
+/// A transition asked of a unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    Commit,
+    Release,
+    Refund,
+}
+
+impl Transition {
+    fn from(self) -> UnitState {
+        match self {
+            Transition::Commit | Transition::Release => UnitState::Reserved,
+            Transition::Refund => UnitState::Committed,
+        }
+    }
+
+    fn to(self) -> UnitState {
+        match self {
+            Transition::Commit => UnitState::Committed,
+            Transition::Release => UnitState::Released,
+            Transition::Refund => UnitState::Refunded,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transition::Commit => "commit",
+            Transition::Release => "release",
+            Transition::Refund => "refund",
+        }
+    }
+}
+
+/// A reservation request: one unit of `action` per contact of a campaign.
+#[derive(Clone, Debug)]
+pub struct ReserveRequest<'a> {
+    pub action_id: &'a ActionId,
+    pub action: &'a Action,
+    pub campaign: &'a CampaignId,
+    pub contacts: &'a [Subject],
+    pub actor: Actor,
+}
+
+/// What a reservation request did: the units written, and how many of how many.
+#[derive(Clone, Debug)]
+pub struct Reserved {
+    pub units: Vec<Unit>,
+    pub requested: usize,
+    /// Listed contacts the campaign holds a unit for already.
+    pub already: Vec<Subject>,
+    /// Contacts the balance did not cover.
+    pub short: Vec<Subject>,
+}
+
+impl Account {
+    /// Reserves one unit per listed contact the campaign has no live unit
+    /// for, as many as the balance covers, in list order. `existing` are the
+    /// campaign's units of these contacts as stored.
+    pub fn reserve(
+        &mut self,
+        req: &ReserveRequest<'_>,
+        existing: &[Unit],
+        now: DateTime<Utc>,
+    ) -> Result<(Reserved, LedgerEntry), DomainError> {
+        let ReserveRequest {
+            action_id,
+            action,
+            campaign,
+            contacts,
+            ..
+        } = *req;
+        let actor = req.actor.clone();
+        if contacts.is_empty() || contacts.len() > MAX_UNITS {
+            return Err(DomainError::InvalidQuantity(format!(
+                "a reservation names 1-{MAX_UNITS} contacts; send more as several requests"
+            )));
+        }
+        if action.is_free() {
+            return Err(DomainError::InvalidRequest(format!(
+                "{action_id} is free: nothing to reserve"
+            )));
+        }
+        let meter = action.meter.clone();
+        let spender = actor.user.clone();
+        let mut reserved = Reserved {
+            units: Vec::new(),
+            requested: contacts.len(),
+            already: Vec::new(),
+            short: Vec::new(),
+        };
+        let mut lines: Vec<EntryLine> = Vec::new();
+        let deadline = now + Duration::days(RESERVATION_DAYS);
+        for contact in contacts {
+            let live = existing
+                .iter()
+                .any(|u| &u.contact == contact && matches!(u.state, UnitState::Reserved | UnitState::Committed));
+            if live || reserved.units.iter().any(|u| &u.contact == contact) {
+                reserved.already.push(contact.clone());
+                continue;
+            }
+            let buckets = self.spendable_buckets(&meter, spender.as_ref());
+            let Ok(draws) = allocate(&buckets, action.cost) else {
+                reserved.short.push(contact.clone());
+                continue;
+            };
+            lines.extend(self.take(&draws)?);
+            reserved.units.push(Unit {
+                campaign: (*campaign).clone(),
+                contact: contact.clone(),
+                action: (*action_id).clone(),
+                meter: meter.clone(),
+                state: UnitState::Reserved,
+                draws: draws.iter().map(|d| (d.bucket.clone(), d.amount)).collect(),
+                deadline,
+            });
+        }
+        if reserved.units.is_empty() && !reserved.short.is_empty() {
+            return Err(DomainError::InsufficientCredits {
+                meter: meter.clone(),
+                needed: action.cost,
+                available: self.spendable(&meter, spender.as_ref()),
+            });
+        }
+        let total: Credits = reserved.units.iter().map(Unit::cost).sum();
+        self.add_reserved(&meter, total.thousandths());
+        let subjects = reserved.units.iter().map(|u| u.contact.clone()).collect();
+        let entry = self.record(EntryKind::Reservation, actor, now, merge(lines), |e| {
+            e.action = Some((*action_id).clone());
+            e.campaign = Some((*campaign).clone());
+            e.quantity = Some(reserved.units.len() as u64);
+            e.requested = Some(contacts.len() as u64);
+            e.subjects = subjects;
+            e.result = Some("reserve".into());
+        });
+        self.check_invariants()?;
+        Ok((reserved, entry))
+    }
+
+    /// Moves units on: commit (spent for good), release (back to their
+    /// buckets while those are there), refund (a committed unit, once).
+    /// Every unit must be in the state the transition starts from, or
+    /// nothing changes.
+    pub fn settle_units(
+        &mut self,
+        transition: Transition,
+        units: &[Unit],
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<Unit>, Credits, LedgerEntry), DomainError> {
+        if units.is_empty() || units.len() > MAX_UNITS {
+            return Err(DomainError::InvalidQuantity(format!(
+                "1-{MAX_UNITS} contacts a request"
+            )));
+        }
+        if let Some(wrong) = units.iter().find(|u| u.state != transition.from()) {
+            return Err(DomainError::UnitState {
+                contact: wrong.contact.as_str().to_string(),
+                state: wrong.state.as_str(),
+                transition: transition.as_str(),
+            });
+        }
+        let mut lines = Vec::new();
+        let mut stayed_expired = Credits::ZERO;
+        for unit in units {
+            let cost = unit.cost();
+            match transition {
+                Transition::Commit => {
+                    self.add_reserved(&unit.meter, -cost.thousandths());
+                    let used = self.used_this_period.entry(unit.meter.clone()).or_default();
+                    *used = used.checked_add(cost).expect("credits within range");
+                }
+                Transition::Release | Transition::Refund => {
+                    if transition == Transition::Release {
+                        self.add_reserved(&unit.meter, -cost.thousandths());
+                    }
+                    for (bucket, amount) in &unit.draws {
+                        match self.buckets.iter_mut().find(|b| &b.id == bucket && b.is_live(now)) {
+                            Some(b) => {
+                                b.remaining = b
+                                    .remaining
+                                    .checked_add(*amount)
+                                    .filter(|r| *r <= b.granted)
+                                    .ok_or_else(|| {
+                                        DomainError::InvariantViolated(format!("bucket {} over-returned", b.id))
+                                    })?;
+                                let pooled = b.source() == BucketSource::Purchased;
+                                lines.push(EntryLine {
+                                    bucket: b.id.clone(),
+                                    amount: *amount,
+                                    offset: pooled.then(|| b.consumed()),
+                                });
+                            }
+                            None => stayed_expired = stayed_expired.checked_add(*amount).expect("credits within range"),
+                        }
+                    }
+                }
+            }
+        }
+        let moved: Vec<Unit> = units
+            .iter()
+            .map(|u| Unit {
+                state: transition.to(),
+                ..u.clone()
+            })
+            .collect();
+        let first = &units[0];
+        let entry = self.record(EntryKind::Reservation, actor, now, merge(lines), |e| {
+            e.action = Some(first.action.clone());
+            e.campaign = Some(first.campaign.clone());
+            e.quantity = Some(units.len() as u64);
+            e.subjects = units.iter().map(|u| u.contact.clone()).collect();
+            e.result = Some(transition.as_str().into());
+        });
+        self.check_invariants()?;
+        Ok((moved, stayed_expired, entry))
+    }
+
+    /// Credits held by reservations on a meter.
+    pub fn reserved(&self, meter: &MeterId) -> Credits {
+        self.reserved.get(meter).copied().unwrap_or_default()
+    }
+
+    fn add_reserved(&mut self, meter: &MeterId, thousandths: i64) {
+        let now = self.reserved(meter).thousandths() + thousandths;
+        if now == 0 {
+            self.reserved.remove(meter);
+        } else {
+            self.reserved.insert(meter.clone(), Credits::from_thousandths(now));
+        }
+    }
+}
+
+/// One line per bucket (units drawing the same bucket add up).
+fn merge(lines: Vec<EntryLine>) -> Vec<EntryLine> {
+    let mut merged: Vec<EntryLine> = Vec::new();
+    for l in lines {
+        match merged.iter_mut().find(|m| m.bucket == l.bucket) {
+            Some(m) => {
+                m.amount = m.amount.checked_add(l.amount).expect("credits within range");
+                // A pool line keeps where its first part started.
+            }
+            None => merged.push(l),
+        }
+    }
+    merged
+}

@@ -1,0 +1,105 @@
+//! Reservations: units of a campaign reserved, committed, released, refunded.
+
+use ledger_domain::{Actor, CampaignId, DomainError, OrgId, ReserveRequest, Subject, Transition, Unit, UnitState};
+use ledger_store::{AccountStore, RequestStore, ResultStore, SideWrite};
+
+use crate::executor::{retry_on_subject_change, Idempotency, Ledger};
+use crate::outcome::{Applied, Outcome};
+use crate::ServiceError;
+
+impl<A: AccountStore + ResultStore, R: RequestStore, H> Ledger<A, R, H> {
+    /// Reserves one unit per new contact, as many as the balance covers.
+    pub async fn reserve(
+        &self,
+        org: &OrgId,
+        req: &ReserveRequest<'_>,
+        request: &Idempotency,
+    ) -> Result<Applied, ServiceError> {
+        retry_on_subject_change(|| async {
+            let existing = self.accounts.load_units(org, req.campaign, req.contacts).await?;
+            self.apply_with(org, request, None, |account, _, now| {
+                let (reserved, entry) = account.reserve(req, &existing, now)?;
+                let side = reserved
+                    .units
+                    .iter()
+                    .map(|u| SideWrite::PutUnit {
+                        unit: u.clone(),
+                        from: None,
+                    })
+                    .collect();
+                let outcome = reserved_outcome(req, reserved, account);
+                Ok((entry, outcome, side))
+            })
+            .await
+        })
+        .await
+    }
+
+    /// What a reservation would reserve now; writes nothing.
+    pub async fn quote_reservation(&self, org: &OrgId, req: &ReserveRequest<'_>) -> Result<Outcome, ServiceError> {
+        let existing = self.accounts.load_units(org, req.campaign, req.contacts).await?;
+        let mut account = self.current_account(org).await?;
+        let (reserved, _) = account.reserve(req, &existing, self.clock.now())?;
+        Ok(reserved_outcome(req, reserved, &account))
+    }
+
+    /// Commits, releases or refunds units: all of them, each from the state
+    /// the transition starts from, or none.
+    pub async fn settle_units(
+        &self,
+        org: &OrgId,
+        transition: Transition,
+        campaign: &CampaignId,
+        contacts: &[Subject],
+        actor: Actor,
+        request: &Idempotency,
+    ) -> Result<Applied, ServiceError> {
+        retry_on_subject_change(|| async {
+            let units = self.accounts.load_units(org, campaign, contacts).await?;
+            if let Some(missing) = contacts.iter().find(|c| !units.iter().any(|u| &u.contact == *c)) {
+                return Err(DomainError::UnitState {
+                    contact: missing.as_str().to_string(),
+                    state: "not reserved",
+                    transition: transition.as_str(),
+                }
+                .into());
+            }
+            self.apply_with(org, request, None, |account, _, now| {
+                let (moved, stayed_expired, entry) = account.settle_units(transition, &units, actor.clone(), now)?;
+                let from = units.first().map(|u| u.state).unwrap_or(UnitState::Reserved);
+                let side = moved
+                    .iter()
+                    .map(|u: &Unit| SideWrite::PutUnit {
+                        unit: u.clone(),
+                        from: Some(from),
+                    })
+                    .collect();
+                let outcome = Outcome::UnitsMoved {
+                    transition,
+                    contacts: moved.iter().map(|u| u.contact.clone()).collect(),
+                    returned: entry.lines.iter().map(|l| l.amount).sum(),
+                    stayed_expired,
+                };
+                Ok((entry, outcome, side))
+            })
+            .await
+        })
+        .await
+    }
+}
+
+/// What a reservation did (or would do), as its outcome.
+fn reserved_outcome(
+    req: &ReserveRequest<'_>,
+    reserved: ledger_domain::Reserved,
+    account: &ledger_domain::Account,
+) -> Outcome {
+    Outcome::Reserved {
+        meter: req.action.meter.clone(),
+        requested: reserved.requested as u64,
+        reserved: reserved.units.iter().map(|u| u.contact.clone()).collect(),
+        already: reserved.already,
+        short: reserved.short,
+        held: account.reserved(&req.action.meter),
+    }
+}

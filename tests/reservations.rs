@@ -1,0 +1,203 @@
+//! Reservations end to end: a campaign's units reserved up front,
+//! committed when sent, released when removed, refunded when the first
+//! email bounces; every transition conditional on the unit's state.
+
+mod common;
+
+use chrono::Duration;
+use common::*;
+use serde_json::{json, Value};
+
+fn contacts(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("c{i}@x.com")).collect()
+}
+
+async fn post(stack: &Stack, path: &str, key: &str, body: Value, token: &str) -> HttpReply {
+    let path = format!("/v1/orgs/{ORG}/{path}");
+    call(
+        &stack.gateway(),
+        "POST",
+        &path,
+        Some(token),
+        Some(key),
+        Some(&body.to_string()),
+    )
+    .await
+}
+
+/// Reserves `list` in requests of 50; returns (reserved, not covered).
+async fn reserve(stack: &Stack, tag: &str, list: &[String]) -> (u64, usize) {
+    let (mut reserved, mut short) = (0, 0);
+    for (n, chunk) in list.chunks(50).enumerate() {
+        let body = json!({ "action": "ai_email_generation", "campaign": "spring", "contacts": chunk });
+        let r = post(stack, "reservations", &format!("{tag}-{n}"), body, &stack.member()).await;
+        // Nothing covered at all is a 402 (with what is available).
+        if r.status == 402 {
+            short += chunk.len();
+            continue;
+        }
+        assert_eq!(r.status, 200, "{}", r.body);
+        reserved += r.body["reserved"].as_u64().unwrap();
+        short += r.body["not_covered"].as_array().unwrap().len();
+    }
+    (reserved, short)
+}
+
+async fn settle(stack: &Stack, transition: &str, tag: &str, list: &[String], token: &str) -> Vec<HttpReply> {
+    let mut replies = Vec::new();
+    for (n, chunk) in list.chunks(50).enumerate() {
+        let body = json!({ "campaign": "spring", "contacts": chunk });
+        replies.push(
+            post(
+                stack,
+                &format!("reservations/{transition}"),
+                &format!("{tag}-{n}"),
+                body,
+                token,
+            )
+            .await,
+        );
+    }
+    replies
+}
+
+async fn credits(stack: &Stack) -> (String, String) {
+    let b = balance(&stack.gateway(), &stack.member()).await;
+    let m = &b["meters"]["credits"];
+    (
+        m["available"].as_str().unwrap().into(),
+        m["reserved"].as_str().unwrap().into(),
+    )
+}
+
+#[tokio::test]
+async fn a_campaign_reserves_what_the_balance_covers_and_each_unit_settles_once() {
+    // starter: 500 credits; a campaign of 600 contacts at 1 credit each.
+    let stack = Stack::with_account("starter").await;
+    let all = contacts(0..600);
+    let body = json!({ "action": "ai_email_generation", "campaign": "spring", "contacts": all[..50], "dry_run": true });
+    let quote = post(&stack, "reservations", "-", body, &stack.member()).await;
+    assert_eq!(
+        (quote.body["reserved"].as_u64(), quote.body["dry_run"].as_bool()),
+        (Some(50), Some(true))
+    );
+    assert_eq!(
+        reserve(&stack, "r", &all).await,
+        (500, 100),
+        "500 reserved, the shortfall reported"
+    );
+    assert_eq!(credits(&stack).await, ("0".into(), "500".into()));
+    // Reserving a contact again reserves nothing more.
+    let body = json!({ "action": "ai_email_generation", "campaign": "spring", "contacts": all[..3] });
+    let r = post(&stack, "reservations", "again", body, &stack.member()).await;
+    assert_eq!(
+        (
+            r.status,
+            r.body["reserved"].as_u64(),
+            r.body["already_reserved"].as_array().unwrap().len()
+        ),
+        (200, Some(0), 3),
+        "{}",
+        r.body
+    );
+
+    // 300 sent, 100 removed before sending, 20 first emails bounced.
+    for r in settle(&stack, "commit", "send", &all[..300], &stack.member()).await {
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert_eq!(credits(&stack).await, ("0".into(), "200".into()));
+    for r in settle(&stack, "release", "remove", &all[300..400], &stack.member()).await {
+        assert_eq!(
+            (r.status, r.body["stayed_expired"].as_str()),
+            (200, Some("0")),
+            "{}",
+            r.body
+        );
+    }
+    assert_eq!(credits(&stack).await, ("100".into(), "100".into()));
+    for r in settle(&stack, "refund", "bounce", &all[..20], &stack.service()).await {
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert_eq!(credits(&stack).await, ("120".into(), "100".into()));
+
+    // Wrong transitions are clear problems that change nothing.
+    let wrong = [
+        ("commit", &all[300..301], "commit after release"),
+        ("release", &all[300..301], "double release"),
+        ("refund", &all[450..451], "refund of an uncommitted unit"),
+        ("refund", &all[0..1], "refund twice"),
+        ("commit", &all[550..551], "a contact never reserved"),
+    ];
+    for (transition, list, why) in wrong {
+        let r = &settle(
+            &stack,
+            transition,
+            &format!("wrong-{}", why.replace(' ', "-")),
+            list,
+            &stack.service(),
+        )
+        .await[0];
+        assert_eq!(
+            (r.status, r.body["type"].as_str().unwrap().ends_with("unit-state")),
+            (409, true),
+            "{why}: {}",
+            r.body
+        );
+    }
+    assert_eq!(credits(&stack).await, ("120".into(), "100".into()));
+    assert_eq!(
+        settle(&stack, "refund", "member-refund", &all[20..21], &stack.member()).await[0].status,
+        403
+    );
+
+    // Commit and release of the same unit at once: exactly one wins.
+    let (unit, member) = (&all[450..451], stack.member());
+    let (a, b) = tokio::join!(
+        settle(&stack, "commit", "race-commit", unit, &member),
+        settle(&stack, "release", "race-release", unit, &member)
+    );
+    let statuses = [a[0].status, b[0].status];
+    assert!(statuses.contains(&200) && statuses.contains(&409), "{statuses:?}");
+
+    stack.settle().await;
+    let entries = ledger(&stack.gateway(), &stack.admin(), 200).await;
+    let (available, _) = credits(&stack).await;
+    assert_eq!(
+        ledger_total(&entries, "credits"),
+        thousandths(&available),
+        "entries sum to the balance"
+    );
+}
+
+#[tokio::test]
+async fn a_release_after_the_renewal_returns_the_purchased_part_and_the_plan_part_stays_expired() {
+    let stack = Stack::with_account("starter").await;
+    let r = purchase(
+        &stack.gateway(),
+        &stack.service(),
+        "buy",
+        r#"{"credits":"10","payment_reference":"p1"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let all = contacts(0..510);
+    assert_eq!(reserve(&stack, "r", &all).await, (510, 0));
+    // The month renews (Feb 28): the plan's 500 reserved credits are of a
+    // month that has ended.
+    stack.clock.advance(Duration::days(29));
+    let (mut returned, mut expired) = (0, 0);
+    for r in settle(&stack, "release", "late", &all, &stack.member()).await {
+        assert_eq!(r.status, 200, "{}", r.body);
+        returned += thousandths(r.body["returned"].as_str().unwrap());
+        expired += thousandths(r.body["stayed_expired"].as_str().unwrap());
+    }
+    assert_eq!((returned, expired), (10_000, 500_000));
+    assert_eq!(
+        credits(&stack).await,
+        ("510".into(), "0".into()),
+        "this month's 500 and the 10 purchased"
+    );
+    stack.settle().await;
+    let entries = ledger(&stack.gateway(), &stack.admin(), 200).await;
+    assert_eq!(ledger_total(&entries, "credits"), 510_000);
+}
