@@ -201,3 +201,45 @@ async fn a_release_after_the_renewal_returns_the_purchased_part_and_the_plan_par
     let entries = ledger(&stack.gateway(), &stack.admin(), 200).await;
     assert_eq!(ledger_total(&entries, "credits"), 510_000);
 }
+
+#[tokio::test]
+async fn units_neither_spent_nor_released_by_their_deadline_return_by_the_sweep_once() {
+    let stack = Stack::with_account("starter").await;
+    let r = purchase(
+        &stack.gateway(),
+        &stack.service(),
+        "buy",
+        r#"{"credits":"10","payment_reference":"p1"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let all = contacts(0..8);
+    assert_eq!(reserve(&stack, "r", &all).await, (8, 0));
+    for r in settle(&stack, "commit", "sent", &all[..1], &stack.member()).await {
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert_eq!(credits(&stack).await, ("502".into(), "7".into()));
+    // Not due yet: nothing returns.
+    assert_eq!(stack.ledger().expire_reservations(None).await.unwrap(), 0);
+    // 31 days on (the deadline is 30 days, and the month renewed on Feb 28).
+    stack.clock.advance(Duration::days(31));
+    let (one, two) = (stack.ledger(), stack.ledger());
+    let (first, again) = tokio::join!(one.expire_reservations(None), two.expire_reservations(None));
+    assert_eq!(
+        first.unwrap() + again.unwrap(),
+        7,
+        "two sweeps at once return each unit once"
+    );
+    assert_eq!(stack.ledger().expire_reservations(None).await.unwrap(), 0);
+    // The plan credits they held belonged to January: they stay expired.
+    assert_eq!(
+        credits(&stack).await,
+        ("510".into(), "0".into()),
+        "February's 500 and the 10 purchased"
+    );
+    let r = &settle(&stack, "release", "late", &all[1..2], &stack.member()).await[0];
+    assert_eq!(r.status, 409, "expired already: {}", r.body);
+    stack.settle().await;
+    let entries = ledger(&stack.gateway(), &stack.admin(), 200).await;
+    assert_eq!(ledger_total(&entries, "credits"), 510_000);
+}

@@ -1,5 +1,6 @@
 //! The scheduled renewal: EventBridge Scheduler invokes it every few
-//! minutes; it renews every account due by now, and stops a margin before
+//! minutes; it renews every account due by now, then returns every
+//! reservation whose deadline passed, and stops a margin before
 //! the invocation's deadline. What it did not reach is still due, so the
 //! next run picks it up; what it renewed is no longer due. Scheduler and
 //! async invocations are at-least-once: a doubled run grants nothing twice.
@@ -20,12 +21,15 @@ pub async fn handle(ledger: &DynamoLedger, time_left: Duration) -> Result<SweepR
         max_accounts: usize::MAX,
         concurrency: CONCURRENCY,
     };
-    let report = ledger.sweep(limits).await?;
+    let mut report = ledger.sweep(limits).await?;
+    // Then the reservations whose deadline passed, in the time left.
+    report.reservations_expired = ledger.expire_reservations(limits.deadline).await?;
     info!(
         renewed = report.renewed,
         already_renewed = report.already_renewed,
         failed = report.failed,
         stopped_early = report.stopped_early,
+        reservations_expired = report.reservations_expired,
         "renewal sweep"
     );
     Ok(report)
@@ -37,5 +41,6 @@ pub fn report_json(report: &SweepReport) -> serde_json::Value {
         "already_renewed": report.already_renewed,
         "failed": report.failed,
         "stopped_early": report.stopped_early,
+        "reservations_expired": report.reservations_expired,
     })
 }

@@ -78,12 +78,14 @@ pub enum Transition {
     Commit,
     Release,
     Refund,
+    /// A release by the ledger: the unit's deadline passed.
+    Expire,
 }
 
 impl Transition {
     fn from(self) -> UnitState {
         match self {
-            Transition::Commit | Transition::Release => UnitState::Reserved,
+            Transition::Commit | Transition::Release | Transition::Expire => UnitState::Reserved,
             Transition::Refund => UnitState::Committed,
         }
     }
@@ -91,7 +93,7 @@ impl Transition {
     fn to(self) -> UnitState {
         match self {
             Transition::Commit => UnitState::Committed,
-            Transition::Release => UnitState::Released,
+            Transition::Release | Transition::Expire => UnitState::Released,
             Transition::Refund => UnitState::Refunded,
         }
     }
@@ -101,6 +103,7 @@ impl Transition {
             Transition::Commit => "commit",
             Transition::Release => "release",
             Transition::Refund => "refund",
+            Transition::Expire => "expire",
         }
     }
 }
@@ -243,8 +246,8 @@ impl Account {
                     let used = self.used_this_period.entry(unit.meter.clone()).or_default();
                     *used = used.checked_add(cost).expect("credits within range");
                 }
-                Transition::Release | Transition::Refund => {
-                    if transition == Transition::Release {
+                Transition::Release | Transition::Expire | Transition::Refund => {
+                    if transition != Transition::Refund {
                         self.add_reserved(&unit.meter, -cost.thousandths());
                     }
                     for (bucket, amount) in &unit.draws {

@@ -235,6 +235,9 @@ pub struct SweepReport {
     pub failed: usize,
     /// Stopped at a limit with accounts possibly still due.
     pub stopped_early: bool,
+    /// Reserved units whose deadline passed, returned (see
+    /// [`Ledger::expire_reservations`]).
+    pub reservations_expired: usize,
 }
 
 /// Due accounts read per page of the renewal index.

@@ -446,10 +446,15 @@ impl Outcome {
                 returned,
                 stayed_expired,
             } => Outcome::UnitsMoved {
-                transition: [Transition::Commit, Transition::Release, Transition::Refund]
-                    .into_iter()
-                    .find(|t| t.as_str() == transition)
-                    .ok_or_else(|| malformed(format!("transition {transition:?}")))?,
+                transition: [
+                    Transition::Commit,
+                    Transition::Release,
+                    Transition::Refund,
+                    Transition::Expire,
+                ]
+                .into_iter()
+                .find(|t| t.as_str() == transition)
+                .ok_or_else(|| malformed(format!("transition {transition:?}")))?,
                 contacts: subjects(contacts).map_err(malformed)?,
                 returned: Credits::from_thousandths(returned),
                 stayed_expired: Credits::from_thousandths(stayed_expired),

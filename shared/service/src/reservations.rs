@@ -3,7 +3,13 @@
 use ledger_domain::{Actor, CampaignId, DomainError, OrgId, ReserveRequest, Subject, Transition, Unit, UnitState};
 use ledger_store::{AccountStore, RequestStore, ResultStore, SideWrite};
 
+use std::collections::BTreeMap;
+
 use crate::executor::{retry_on_subject_change, Idempotency, Ledger};
+use crate::results::attempt_key;
+
+/// Due units read per page of the deadline index.
+const DUE_PAGE: u32 = 100;
 use crate::outcome::{Applied, Outcome};
 use crate::ServiceError;
 
@@ -41,6 +47,57 @@ impl<A: AccountStore + ResultStore, R: RequestStore, H> Ledger<A, R, H> {
         let mut account = self.current_account(org).await?;
         let (reserved, _) = account.reserve(req, &existing, self.clock.now())?;
         Ok(reserved_outcome(req, reserved, &account))
+    }
+
+    /// Returns every reserved unit whose deadline has passed (neither spent
+    /// nor released in time), read from the deadline index a page at a
+    /// time, as releases by the ledger. A unit that moved on meanwhile is
+    /// left as it is: each release is conditional on the unit still being
+    /// reserved, so a doubled or cut-off sweep returns nothing twice.
+    pub async fn expire_reservations(&self, deadline: Option<std::time::Instant>) -> Result<usize, ServiceError> {
+        let mut expired = 0;
+        loop {
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Ok(expired);
+            }
+            let due = self.accounts.due_units(self.clock.now(), DUE_PAGE).await?;
+            let mut by_campaign: BTreeMap<(OrgId, CampaignId), Vec<Subject>> = BTreeMap::new();
+            for (org, campaign, contact) in due {
+                by_campaign.entry((org, campaign)).or_default().push(contact);
+            }
+            let before = expired;
+            for ((org, campaign), contacts) in by_campaign {
+                for chunk in contacts.chunks(ledger_domain::MAX_UNITS) {
+                    match self.expire_units(&org, &campaign, chunk).await {
+                        Ok(()) => expired += chunk.len(),
+                        // One moved on meanwhile: the rest one by one.
+                        Err(ServiceError::Domain(DomainError::UnitState { .. })) => {
+                            for contact in chunk {
+                                match self.expire_units(&org, &campaign, std::slice::from_ref(contact)).await {
+                                    Ok(()) => expired += 1,
+                                    Err(ServiceError::Domain(DomainError::UnitState { .. })) => {}
+                                    Err(e) => return Err(e),
+                                }
+                            }
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            if expired == before {
+                return Ok(expired);
+            }
+        }
+    }
+
+    async fn expire_units(&self, org: &OrgId, campaign: &CampaignId, contacts: &[Subject]) -> Result<(), ServiceError> {
+        let request = Idempotency {
+            key: attempt_key("expire", contacts.len() as u64)?,
+            fingerprint: "expire".into(),
+        };
+        self.settle_units(org, Transition::Expire, campaign, contacts, Actor::system(), &request)
+            .await
+            .map(|_| ())
     }
 
     /// Commits, releases or refunds units: all of them, each from the state

@@ -498,6 +498,6 @@ fn fingerprint(r: &ResultReport) -> String {
     )
 }
 
-fn attempt_key(what: &str, n: u64) -> Result<IdempotencyKey, DomainError> {
+pub(crate) fn attempt_key(what: &str, n: u64) -> Result<IdempotencyKey, DomainError> {
     IdempotencyKey::parse(&format!("{what}:{n}:{:016x}", fastrand::u64(..)))
 }

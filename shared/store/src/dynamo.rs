@@ -24,8 +24,9 @@ use ledger_domain::{
 use crate::items::{
     self, account_from_item, account_item, account_update_with, claim_from_item, claim_item, entry_from_item,
     entry_item, entry_sk, entry_sk_of_id, held_from_item, held_item, held_sk, instant, kept_request_from_item, key,
-    org_pk, placement_attrs, refusal_item, request_sk, slot_sk, unit_from_item, unit_item, unit_sk, unlock_from_item,
-    unlock_item, unlock_sk, Item, ACCOUNT_SK, LEDGER_BY_USER_INDEX, LEDGER_INDEX, RENEWALS_INDEX, RENEWAL_SHARDS,
+    org_pk, placement_attrs, refusal_item, request_sk, slot_sk, unit_from_item, unit_item, unit_of_key, unit_sk,
+    unlock_from_item, unlock_item, unlock_sk, Item, ACCOUNT_SK, LEDGER_BY_USER_INDEX, LEDGER_INDEX, RENEWALS_INDEX,
+    RENEWAL_SHARDS, RESERVATIONS_INDEX,
 };
 use crate::port::{
     AccountStore, Commit, CommitError, DuePage, EntryKey, HeldResult, HistoryPage, HistoryQuery, HistoryStore,
@@ -340,6 +341,35 @@ impl ResultStore for DynamoLedgerStore {
             units.push(unit_from_item(&item)?);
         }
         Ok(units)
+    }
+
+    async fn due_units(
+        &self,
+        due_by: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<(OrgId, CampaignId, Subject)>, StoreError> {
+        let mut due = Vec::new();
+        for shard in 0..RENEWAL_SHARDS {
+            if due.len() >= limit as usize {
+                break;
+            }
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(RESERVATIONS_INDEX)
+                .key_condition_expression("unit_shard = :shard AND deadline <= :due")
+                .expression_attribute_values(":shard", AttributeValue::S(format!("UNITS#{shard}")))
+                .expression_attribute_values(":due", AttributeValue::S(instant(due_by)))
+                .limit((limit as usize - due.len()) as i32)
+                .send()
+                .await
+                .map_err(request_error)?;
+            for item in out.items.unwrap_or_default() {
+                due.push(unit_of_key(&item)?);
+            }
+        }
+        Ok(due)
     }
 
     async fn held_slots(

@@ -26,6 +26,8 @@ pub const ACCOUNT_SK: &str = "ACCOUNT";
 pub const LEDGER_INDEX: &str = "ledger";
 /// GSI: an organization's entries by user (`ledger_user` = `<org>#<user>`, `seq`).
 pub const LEDGER_BY_USER_INDEX: &str = "ledger_by_user";
+/// GSI, sparse, keys only: reserved units by deadline (`unit_shard`, `deadline`).
+pub const RESERVATIONS_INDEX: &str = "reservations_due";
 /// GSI, sparse, keys only: accounts by next renewal (`renewal_shard`, `renews_at`).
 pub const RENEWALS_INDEX: &str = "renewals_due";
 /// Due accounts are spread over this many index partitions.
@@ -69,11 +71,21 @@ pub fn key(pk: String, sk: String) -> Item {
 /// The renewal index partition of an organization: a stable hash, so the
 /// sweep can read the shards in parallel and an account never moves.
 pub fn renewal_shard(org: &OrgId) -> String {
+    format!("RENEWAL#{}", shard_of(org))
+}
+
+/// The deadline index partition of an organization's reserved units.
+pub fn unit_shard(org: &OrgId) -> String {
+    format!("UNITS#{}", shard_of(org))
+}
+
+/// A stable hash of the organization over the index shards.
+fn shard_of(org: &OrgId) -> u32 {
     let hash = org
         .as_str()
         .bytes()
         .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
-    format!("RENEWAL#{}", hash % RENEWAL_SHARDS)
+    hash % RENEWAL_SHARDS
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -1150,7 +1162,33 @@ pub fn unit_item(org: &OrgId, unit: &Unit) -> Item {
     item.insert("unit_state".into(), s(unit.state.as_str()));
     item.insert("draws".into(), AttributeValue::L(draws));
     item.insert("deadline".into(), s(instant(unit.deadline)));
+    // In the deadline index only while reserved.
+    if unit.state == UnitState::Reserved {
+        item.insert("unit_shard".into(), s(unit_shard(org)));
+    }
     item
+}
+
+/// Which unit a deadline-index key names: (org, campaign, contact).
+pub fn unit_of_key(item: &Item) -> Result<(OrgId, CampaignId, Subject), StoreError> {
+    let a = Attrs::of(item, "due unit");
+    let bad = || StoreError::Malformed("due unit keys".into());
+    let org = a
+        .s("pk")?
+        .strip_prefix("ORG#")
+        .and_then(|o| OrgId::parse(o).ok())
+        .ok_or_else(bad)?;
+    // Campaign ids have no `#`; a contact may.
+    let (campaign, contact) = a
+        .s("sk")?
+        .strip_prefix("UNIT#")
+        .and_then(|r| r.split_once('#'))
+        .ok_or_else(bad)?;
+    Ok((
+        org,
+        CampaignId::parse(campaign).map_err(|_| bad())?,
+        Subject::parse(contact).map_err(|_| bad())?,
+    ))
 }
 
 pub fn unit_from_item(item: &Item) -> Result<Unit, StoreError> {

@@ -289,6 +289,16 @@ pub trait ResultStore: Send + Sync {
         contacts: &[Subject],
     ) -> impl Future<Output = Result<Vec<Unit>, StoreError>> + Send;
 
+    /// Reserved units whose deadline passed by `due_by`, up to `limit`
+    /// (a Query of the deadline index per shard, never a Scan). A unit
+    /// leaves the index when it moves on, so reading from the start again
+    /// finds what is still due.
+    fn due_units(
+        &self,
+        due_by: DateTime<Utc>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<(OrgId, CampaignId, Subject)>, StoreError>> + Send;
+
     /// Which of these contacts hold a slot of a capacity meter.
     fn held_slots(
         &self,
