@@ -243,3 +243,72 @@ async fn units_neither_spent_nor_released_by_their_deadline_return_by_the_sweep_
     let entries = ledger(&stack.gateway(), &stack.admin(), 200).await;
     assert_eq!(ledger_total(&entries, "credits"), 510_000);
 }
+
+#[tokio::test]
+async fn a_campaign_of_two_thousand_contacts_on_fifteen_hundred_credits() {
+    // starter's 500 this month and 1,000 purchased.
+    let stack = Stack::with_account("starter").await;
+    let r = purchase(
+        &stack.gateway(),
+        &stack.service(),
+        "buy",
+        r#"{"credits":"1000","payment_reference":"p1"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let all = contacts(0..2_000);
+    assert_eq!(
+        reserve(&stack, "r", &all).await,
+        (1_500, 500),
+        "1,500 reserved, 500 short"
+    );
+    assert_eq!(credits(&stack).await, ("0".into(), "1500".into()));
+    // 1,000 sent.
+    for r in settle(&stack, "commit", "sent", &all[..1_000], &stack.member()).await {
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert_eq!(credits(&stack).await, ("0".into(), "500".into()));
+    // 300 removed before sending: back to the purchased pool that paid.
+    for r in settle(&stack, "release", "removed", &all[1_000..1_300], &stack.member()).await {
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert_eq!(credits(&stack).await, ("300".into(), "200".into()));
+    // 20 first emails bounce: back to this month's plan bucket.
+    for r in settle(&stack, "refund", "bounced", &all[..20], &stack.service()).await {
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert_eq!(credits(&stack).await, ("320".into(), "200".into()));
+    // The other 200 are left; 31 days on they return by the sweep (to the
+    // pool), and the renewal has expired January's 20.
+    stack.clock.advance(Duration::days(31));
+    assert_eq!(stack.ledger().expire_reservations(None).await.unwrap(), 200);
+    assert_eq!(
+        credits(&stack).await,
+        ("1000".into(), "0".into()),
+        "February's 500 and 500 purchased"
+    );
+    stack.settle().await;
+    let entries = ledger(&stack.gateway(), &stack.admin(), 200).await;
+    assert_eq!(
+        ledger_total(&entries, "credits"),
+        1_000_000,
+        "history sums to the balance"
+    );
+    let kinds = |result: &str| {
+        entries
+            .iter()
+            .filter(|e| e["kind"] == "reservation" && e["result"] == result)
+            .count()
+    };
+    assert_eq!(
+        (
+            kinds("reserve"),
+            kinds("commit"),
+            kinds("release"),
+            kinds("refund"),
+            kinds("expire")
+        ),
+        (30, 20, 6, 1, 4),
+        "every transition is in the history"
+    );
+}
