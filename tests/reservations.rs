@@ -312,3 +312,67 @@ async fn a_campaign_of_two_thousand_contacts_on_fifteen_hundred_credits() {
         "every transition is in the history"
     );
 }
+
+#[tokio::test]
+async fn units_past_their_deadline_return_at_the_accounts_next_use_without_a_sweep() {
+    // starter: January's 500 spent, then 10 purchased; 6 units reserved
+    // from the pool on Jan 31, one of them sent.
+    let stack = Stack::with_account("starter").await;
+    let r = spend(&stack.gateway(), &stack.member(), "all", "ai_email_generation", 500).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = purchase(
+        &stack.gateway(),
+        &stack.service(),
+        "buy",
+        r#"{"credits":"10","payment_reference":"p1"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let all = contacts(0..6);
+    assert_eq!(reserve(&stack, "r", &all).await, (6, 0));
+    for r in settle(&stack, "commit", "sent", &all[..1], &stack.member()).await {
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let b = balance(&stack.gateway(), &stack.member()).await;
+    assert_eq!(b["meters"]["credits"]["reserved"], "5");
+    assert_eq!(
+        b["meters"]["credits"]["nearest_reserved_expiry"], "2026-03-02",
+        "30 days after Jan 31"
+    );
+    // 31 days on, and no sweep has run: the balance shows them returned.
+    stack.clock.advance(Duration::days(31));
+    let b = balance(&stack.gateway(), &stack.member()).await;
+    assert_eq!(
+        (
+            b["meters"]["credits"]["available"].as_str(),
+            b["meters"]["credits"]["reserved"].as_str()
+        ),
+        (Some("509"), Some("0")),
+        "February's 500, 4 never reserved, 5 returned: {b}"
+    );
+    assert!(b["meters"]["credits"].get("nearest_reserved_expiry").is_none(), "{b}");
+    // The next spend returns them for good before it decides.
+    let r = spend(&stack.gateway(), &stack.member(), "after", "ai_email_generation", 1).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(credits(&stack).await, ("508".into(), "0".into()));
+    assert_eq!(
+        stack.ledger().expire_reservations(None).await.unwrap(),
+        0,
+        "nothing left for the sweep"
+    );
+    let r = &settle(&stack, "release", "late", &all[1..2], &stack.member()).await[0];
+    assert_eq!(r.status, 409, "returned already: {}", r.body);
+    stack.settle().await;
+    let entries = ledger(&stack.gateway(), &stack.admin(), 200).await;
+    assert_eq!(
+        ledger_total(&entries, "credits"),
+        508_000,
+        "history sums to the balance"
+    );
+    let expired: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["kind"] == "reservation" && e["result"] == "expire")
+        .collect();
+    assert_eq!(expired.len(), 1, "one change returned the five");
+    assert_eq!(expired[0]["quantity"], 5);
+}

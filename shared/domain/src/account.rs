@@ -52,6 +52,12 @@ pub struct Account {
     /// Credits held by reservations, per meter (out of the buckets, not
     /// yet spent).
     pub reserved: BTreeMap<MeterId, Credits>,
+    /// Units still reserved, per meter and deadline day: the balance's
+    /// nearest expiry, and how the account knows, without reading its
+    /// units, that some are overdue. At most one a day of the reservation
+    /// window per meter; a day's count leaves at zero. (Below zero only on
+    /// a stale guess, whose write then fails its condition.)
+    pub units_due: BTreeMap<(MeterId, NaiveDate), i64>,
     /// Slots in use per capacity meter (`lead_slots`): never renewed.
     pub slots_used: BTreeMap<MeterId, u64>,
     /// The team (see [`crate::team`]): licenses follow it.
@@ -91,6 +97,7 @@ impl Account {
             period: Period::containing(anchor, anchor),
             buckets: Vec::new(),
             used_this_period: BTreeMap::new(),
+            units_due: BTreeMap::new(),
             slots_used: BTreeMap::new(),
             reserved: BTreeMap::new(),
             members: BTreeMap::new(),

@@ -9,7 +9,7 @@
 //! state; units are items of their own, so a campaign of any size never
 //! grows the account.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 
 use crate::account::Account;
 use crate::bucket::{allocate, BucketId, BucketSource};
@@ -200,6 +200,9 @@ impl Account {
         }
         let total: Credits = reserved.units.iter().map(Unit::cost).sum();
         self.add_reserved(&meter, total.thousandths());
+        for unit in &reserved.units {
+            self.count_due(unit, 1);
+        }
         let subjects = reserved.units.iter().map(|u| u.contact.clone()).collect();
         let entry = self.record(EntryKind::Reservation, actor, now, merge(lines), |e| {
             e.action = Some((*action_id).clone());
@@ -236,10 +239,22 @@ impl Account {
                 transition: transition.as_str(),
             });
         }
+        if transition == Transition::Expire {
+            if let Some(early) = units.iter().find(|u| u.deadline > now) {
+                return Err(DomainError::UnitState {
+                    contact: early.contact.as_str().to_string(),
+                    state: "reserved until its deadline",
+                    transition: transition.as_str(),
+                });
+            }
+        }
         let mut lines = Vec::new();
         let mut stayed_expired = Credits::ZERO;
         for unit in units {
             let cost = unit.cost();
+            if unit.state == UnitState::Reserved {
+                self.count_due(unit, -1);
+            }
             match transition {
                 Transition::Commit => {
                     self.add_reserved(&unit.meter, -cost.thousandths());
@@ -295,6 +310,33 @@ impl Account {
     /// Credits held by reservations on a meter.
     pub fn reserved(&self, meter: &MeterId) -> Credits {
         self.reserved.get(meter).copied().unwrap_or_default()
+    }
+
+    /// The day the nearest reserved unit of a meter returns by itself.
+    pub fn nearest_unit_deadline(&self, meter: &MeterId) -> Option<NaiveDate> {
+        self.units_due
+            .iter()
+            .find(|((m, _), count)| m == meter && **count > 0)
+            .map(|((_, day), _)| *day)
+    }
+
+    /// Whether some unit's deadline day has ended while it is still
+    /// reserved: the account returns such units at its next use. A unit due
+    /// later today waits for the sweep.
+    pub fn has_overdue_units(&self, now: DateTime<Utc>) -> bool {
+        self.units_due
+            .iter()
+            .any(|((_, day), count)| *day < now.date_naive() && *count > 0)
+    }
+
+    fn count_due(&mut self, unit: &Unit, delta: i64) {
+        let key = (unit.meter.clone(), unit.deadline.date_naive());
+        let count = self.units_due.get(&key).copied().unwrap_or(0) + delta;
+        if count == 0 {
+            self.units_due.remove(&key);
+        } else {
+            self.units_due.insert(key, count);
+        }
     }
 
     fn add_reserved(&mut self, meter: &MeterId, thousandths: i64) {

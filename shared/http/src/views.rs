@@ -371,8 +371,12 @@ struct BucketView {
 struct MeterView {
     /// What the viewer may spend: the shared buckets and their own license.
     available: String,
-    /// Held by reservations (none until reservations exist).
+    /// Held by reservations.
     reserved: String,
+    /// The day the first of the reserved units returns by itself, if
+    /// neither spent nor released before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nearest_reserved_expiry: Option<NaiveDate>,
     used_this_period: String,
     buckets: Vec<BucketView>,
     /// Capacity meters: slots the plan allows (`used_this_period` is then
@@ -446,6 +450,7 @@ pub fn balance(account: &Account, catalog: &Catalog, viewer: &Actor) -> Value {
             MeterView {
                 available: account.spendable(&meter, user).to_string(),
                 reserved: account.reserved(&meter).to_string(),
+                nearest_reserved_expiry: account.nearest_unit_deadline(&meter),
                 used_this_period: account
                     .used_this_period
                     .get(&meter)
@@ -471,6 +476,7 @@ pub fn balance(account: &Account, catalog: &Catalog, viewer: &Actor) -> Value {
             MeterView {
                 available: capacity.saturating_sub(used).to_string(),
                 reserved: "0".into(),
+                nearest_reserved_expiry: None,
                 used_this_period: used.to_string(),
                 buckets: Vec::new(),
                 capacity: Some(capacity),

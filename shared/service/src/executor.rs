@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use ledger_domain::entry::Placement;
-use ledger_domain::{Account, Catalog, Clock, DomainError, IdempotencyKey, LedgerEntry, OrgId};
+use ledger_domain::{
+    Account, Actor, Catalog, Clock, DomainError, IdempotencyKey, LedgerEntry, OrgId, Transition, Unit, UnitState,
+};
 use ledger_store::{
     AccountStore, Claim, Commit, CommitError, EntryKey, KeptRequest, Receipt, RequestStore, SideWrite, StoreError,
     StoredEntry,
@@ -18,6 +20,7 @@ use ledger_store::{
 use tracing::{debug, warn};
 
 use crate::outcome::{Applied, Outcome};
+use crate::results::attempt_key;
 use crate::ServiceError;
 
 /// How long a change keeps retrying lost races before the caller gets a
@@ -132,6 +135,31 @@ pub(crate) enum Created {
     Exists(Box<Account>),
 }
 
+/// Changes an account makes at its next use to return units past their
+/// deadline (a campaign's chunk each), before deciding the request.
+const LAZY_OVERDUE_CHANGES: u32 = 2;
+
+/// The overdue units of one campaign, at most a transaction's worth: one
+/// change returns them.
+fn overdue_of_one_campaign(mut units: Vec<Unit>) -> Vec<Unit> {
+    if let Some(campaign) = units.first().map(|u| u.campaign.clone()) {
+        units.retain(|u| u.campaign == campaign);
+        units.truncate(ledger_domain::MAX_UNITS);
+    }
+    units
+}
+
+/// Unit items written as they expire: each conditional on still being reserved.
+pub(crate) fn expired_units(units: Vec<Unit>) -> Vec<SideWrite> {
+    units
+        .into_iter()
+        .map(|unit| SideWrite::PutUnit {
+            unit,
+            from: Some(UnitState::Reserved),
+        })
+        .collect()
+}
+
 /// The domain's decision for one attempt: the entry to write and the outcome to keep with it.
 pub type Decision = (LedgerEntry, Outcome);
 
@@ -140,14 +168,26 @@ pub type DecisionWithSide = (LedgerEntry, Outcome, Vec<SideWrite>);
 
 impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
     /// The account as of now: read fresh, renewed in memory if its period
-    /// has ended (a late schedule never shows last month's allowance).
+    /// has ended (a late schedule never shows last month's allowance), its
+    /// overdue units returned in memory.
     pub async fn current_account(&self, org: &OrgId) -> Result<Account, ServiceError> {
         let mut account = self
             .accounts
             .load_account(org)
             .await?
             .ok_or(DomainError::AccountNotFound)?;
-        account.renew_if_due(&self.catalog, self.clock.now())?;
+        let now = self.clock.now();
+        account.renew_if_due(&self.catalog, now)?;
+        // Units past their deadline show as returned, as the next change
+        // will return them.
+        if account.has_overdue_units(now) {
+            let mut overdue = self.accounts.overdue_units(org, now).await?;
+            while !overdue.is_empty() {
+                let chunk = overdue_of_one_campaign(overdue.clone());
+                overdue.retain(|u| !chunk.iter().any(|c| c.campaign == u.campaign && c.contact == u.contact));
+                account.settle_units(Transition::Expire, &chunk, Actor::system(), now)?;
+            }
+        }
         Ok(account)
     }
 
@@ -181,6 +221,22 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
         org: &OrgId,
         request: &Idempotency,
         claim: Option<String>,
+        decide: F,
+    ) -> Result<Applied, ServiceError>
+    where
+        F: FnMut(&mut Account, &Catalog, DateTime<Utc>) -> Result<DecisionWithSide, DomainError>,
+    {
+        self.apply_returning_overdue(org, request, claim, true, decide).await
+    }
+
+    /// [`Ledger::apply_with`], returning overdue units first or not (the
+    /// sweep, returning them itself, does not).
+    pub(crate) async fn apply_returning_overdue<F>(
+        &self,
+        org: &OrgId,
+        request: &Idempotency,
+        claim: Option<String>,
+        return_overdue: bool,
         mut decide: F,
     ) -> Result<Applied, ServiceError>
     where
@@ -192,6 +248,7 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
         // only then is a refusal (or a partial charge) final. A cached guess
         // may be stale, and the key may name an earlier success to replay.
         let mut fresh_with_key = false;
+        let mut overdue_returns = 0;
         let started = Instant::now();
         let mut backoff = Backoff::default();
         for attempt in 0..self.retry.max_attempts {
@@ -213,8 +270,36 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
             let mut next = before.clone();
             // An account past due renews first, in a change of its own:
             // nothing is decided on last month's allowance.
-            let (entry_key, decided) = match next.renew_if_due(&self.catalog, now) {
+            let renewal = next.renew_if_due(&self.catalog, now);
+            // Units past their deadline return next, also in changes of
+            // their own (a few, the sweep does the rest).
+            let mut overdue = Vec::new();
+            if return_overdue
+                && matches!(renewal, Ok(None))
+                && next.has_overdue_units(now)
+                && overdue_returns < LAZY_OVERDUE_CHANGES
+            {
+                overdue = overdue_of_one_campaign(self.accounts.overdue_units(org, now).await?);
+                if overdue.is_empty() {
+                    if !fresh_with_key {
+                        // The guess may be stale: the sweep got there first.
+                        continue;
+                    }
+                    overdue_returns = LAZY_OVERDUE_CHANGES;
+                }
+            }
+            let expiring = !overdue.is_empty();
+            let (entry_key, decided) = match renewal {
                 Ok(Some(renewal)) => (EntryKey::Renewal(next.period.start), Ok((renewal, None, Vec::new()))),
+                Ok(None) if expiring => {
+                    overdue_returns += 1;
+                    let key = EntryKey::Request(attempt_key("expire", overdue.len() as u64)?);
+                    let settled = next.settle_units(Transition::Expire, &overdue, Actor::system(), now);
+                    (
+                        key,
+                        settled.map(|(moved, _, entry)| (entry, None, expired_units(moved))),
+                    )
+                }
                 Ok(None) => (
                     entry_key.clone(),
                     decide(&mut next, &self.catalog, now).map(|(e, o, side)| (e, Some(o), side)),
@@ -322,6 +407,11 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
                     self.forget(org);
                     fresh_with_key = false;
                     tokio::time::sleep(backoff.next()).await;
+                }
+                // A unit returning by itself moved on meanwhile: read again.
+                Err(CommitError::SubjectChanged | CommitError::AlreadySettled) if expiring => {
+                    self.forget(org);
+                    fresh_with_key = false;
                 }
                 Err(CommitError::SubjectChanged) => return Err(ServiceError::SubjectChanged),
                 Err(CommitError::AlreadySettled) => return Err(ServiceError::AlreadySettled),

@@ -121,7 +121,8 @@ impl<A: AccountStore + ResultStore, R: RequestStore, H> Ledger<A, R, H> {
                 }
                 .into());
             }
-            self.apply_with(org, request, None, |account, _, now| {
+            let lazy = transition != Transition::Expire;
+            self.apply_returning_overdue(org, request, None, lazy, |account, _, now| {
                 let (moved, stayed_expired, entry) = account.settle_units(transition, &units, actor.clone(), now)?;
                 let from = units.first().map(|u| u.state).unwrap_or(UnitState::Reserved);
                 let side = moved

@@ -24,14 +24,17 @@ use ledger_domain::{
 use crate::items::{
     self, account_from_item, account_item, account_update_with, claim_from_item, claim_item, entry_from_item,
     entry_item, entry_sk, entry_sk_of_id, held_from_item, held_item, held_sk, instant, kept_request_from_item, key,
-    org_pk, placement_attrs, refusal_item, request_sk, slot_sk, unit_from_item, unit_item, unit_of_key, unit_sk,
-    unlock_from_item, unlock_item, unlock_sk, Item, ACCOUNT_SK, LEDGER_BY_USER_INDEX, LEDGER_INDEX, RENEWALS_INDEX,
-    RENEWAL_SHARDS, RESERVATIONS_INDEX,
+    org_pk, placement_attrs, refusal_item, request_sk, slot_sk, unit_from_item, unit_item, unit_of_key, unit_shard,
+    unit_sk, unlock_from_item, unlock_item, unlock_sk, Item, ACCOUNT_SK, LEDGER_BY_USER_INDEX, LEDGER_INDEX,
+    RENEWALS_INDEX, RENEWAL_SHARDS, RESERVATIONS_INDEX,
 };
 use crate::port::{
     AccountStore, Commit, CommitError, DuePage, EntryKey, HeldResult, HistoryPage, HistoryQuery, HistoryStore,
     KeptRequest, Receipt, RenewalIndex, RequestStore, ResultStore, SideWrite, StoreError,
 };
+
+/// Due index entries read to find one organization's overdue units.
+const OVERDUE_READ: i32 = 100;
 
 #[derive(Clone, Debug)]
 pub struct DynamoLedgerStore {
@@ -303,6 +306,43 @@ impl AccountStore for DynamoLedgerStore {
             },
             Err(other) => Err(CommitError::Store(request_error(other))),
         }
+    }
+
+    async fn overdue_units(&self, org: &OrgId, due_by: DateTime<Utc>) -> Result<Vec<Unit>, StoreError> {
+        // The organization's shard of the deadline index holds only what is
+        // overdue up to `due_by` (the sweep empties it every few minutes),
+        // so filtering it by organization reads little.
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(RESERVATIONS_INDEX)
+            .key_condition_expression("unit_shard = :shard AND deadline <= :due")
+            .filter_expression("pk = :pk")
+            .expression_attribute_values(":shard", AttributeValue::S(unit_shard(org)))
+            .expression_attribute_values(":due", AttributeValue::S(instant(due_by)))
+            .expression_attribute_values(":pk", AttributeValue::S(org_pk(org)))
+            .limit(OVERDUE_READ)
+            .send()
+            .await
+            .map_err(request_error)?;
+        let mut due = Vec::new();
+        for item in out.items.unwrap_or_default() {
+            due.push(unit_of_key(&item)?);
+        }
+        let mut by_campaign: std::collections::BTreeMap<CampaignId, Vec<Subject>> = Default::default();
+        for (_, campaign, contact) in due {
+            by_campaign.entry(campaign).or_default().push(contact);
+        }
+        let mut overdue = Vec::new();
+        for (campaign, contacts) in by_campaign {
+            for chunk in contacts.chunks(ledger_domain::MAX_UNITS) {
+                overdue.extend(self.load_units(org, &campaign, chunk).await?);
+            }
+        }
+        // The index lags the table: only units still reserved and due count.
+        overdue.retain(|u| u.state == UnitState::Reserved && u.deadline <= due_by);
+        Ok(overdue)
     }
 }
 

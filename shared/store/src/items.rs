@@ -268,6 +268,9 @@ pub fn account_item(account: &Account, last_entry: &str) -> Item {
     for (meter, held) in &account.reserved {
         put(&reserved_attr(meter), amount(*held));
     }
+    for ((meter, day), count) in account.units_due.iter().filter(|(_, c)| **c > 0) {
+        put(&units_due_attr(meter, *day), n(*count));
+    }
     put("grants", n(account.grants));
     if account.results_paused {
         put("results_paused", AttributeValue::Bool(true));
@@ -325,6 +328,10 @@ fn reserved_attr(meter: &MeterId) -> String {
 }
 
 /// Slots in use on a capacity meter, a top-level number.
+fn units_due_attr(meter: &MeterId, day: NaiveDate) -> String {
+    format!("units_due:{meter}:{day}")
+}
+
 fn slots_attr(meter: &MeterId) -> String {
     format!("slots:{meter}")
 }
@@ -426,6 +433,22 @@ pub fn account_from_item(item: &Item) -> Result<Account, StoreError> {
                     .parse()
                     .map_err(|_| StoreError::Malformed("reserved: not a number".into()))?;
                 Ok((meter, Credits::from_thousandths(held)))
+            })
+            .collect::<Result<_, StoreError>>()?,
+        units_due: item
+            .iter()
+            .filter_map(|(attr, v)| Some((attr.strip_prefix("units_due:")?.rsplit_once(':')?, v)))
+            .map(|((meter, day), v)| {
+                let meter = MeterId::parse(meter).map_err(|e| StoreError::Malformed(e.to_string()))?;
+                let day = NaiveDate::parse_from_str(day, "%Y-%m-%d")
+                    .map_err(|_| StoreError::Malformed("units_due: not a date".into()))?;
+                match v {
+                    AttributeValue::N(t) => t
+                        .parse()
+                        .map(|t| ((meter, day), t))
+                        .map_err(|_| StoreError::Malformed("units_due: not a number".into())),
+                    _ => Err(StoreError::Malformed("units_due: not a number".into())),
+                }
             })
             .collect::<Result<_, StoreError>>()?,
         slots_used: item
@@ -736,6 +759,35 @@ pub fn account_update_with(
             let attr = u.name(&reserved_attr(meter));
             let (zero, d) = (u.value(n(0)), u.value(n(d)));
             u.sets.push(format!("{attr} = if_not_exists({attr}, {zero}) + {d}"));
+        }
+    }
+    // A day's count of reserved units moves by its delta, and leaves at
+    // zero: a count that falls is conditioned on staying above zero, or on
+    // being exactly what leaves (so no zero is ever kept, and a stale guess
+    // about which applies fails its condition and is decided again).
+    let mut days: Vec<&(MeterId, NaiveDate)> = before.units_due.keys().chain(after.units_due.keys()).collect();
+    days.sort();
+    days.dedup();
+    for key in days {
+        let (was, now) = (
+            before.units_due.get(key).copied().unwrap_or(0),
+            after.units_due.get(key).copied().unwrap_or(0),
+        );
+        if was == now {
+            continue;
+        }
+        let attr = u.name(&units_due_attr(&key.0, key.1));
+        if now > was {
+            let (zero, d) = (u.value(n(0)), u.value(n(now - was)));
+            u.sets.push(format!("{attr} = if_not_exists({attr}, {zero}) + {d}"));
+        } else if now == 0 {
+            let d = u.value(n(was));
+            u.conditions.push(format!("{attr} = {d}"));
+            u.removes.push(attr);
+        } else {
+            let d = u.value(n(was - now));
+            u.conditions.push(format!("{attr} > {d}"));
+            u.sets.push(format!("{attr} = {attr} - {d}"));
         }
     }
     // Slots move by their delta: taking them is conditioned on room for

@@ -201,6 +201,17 @@ pub trait AccountStore: Send + Sync {
     ) -> impl Future<Output = Result<(Option<Account>, Option<KeptRequest>), StoreError>> + Send;
 
     fn commit(&self, commit: Commit<'_>) -> impl Future<Output = Result<(), CommitError>> + Send;
+
+    /// Some of an organization's units still reserved past their deadline
+    /// (a bounded read: what an account returns at its next use). A store
+    /// that keeps no units has none.
+    fn overdue_units(
+        &self,
+        _org: &OrgId,
+        _due_by: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<Unit>, StoreError>> + Send {
+        async { Ok(Vec::new()) }
+    }
 }
 
 /// Request keys: what a key holds, and refusals kept under their key.
