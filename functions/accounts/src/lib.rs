@@ -11,10 +11,15 @@
 //!   the team (admins and the service); licenses follow it.
 //! - `POST /v1/orgs/{org}/results/resume`: after a top-up, charge the held
 //!   results in arrival order (admins and the service).
+//! - `PUT /v1/orgs/{org}/members/{user}/limits` (`{"daily": "10",
+//!   "monthly": "200", "blocked_actions": ["phone_lookup"]}`): a member's
+//!   team controls, replacing what was set (admins and the service).
+//! - `PUT|DELETE /v1/orgs/{org}/campaigns/{campaign}/budget`
+//!   (`{"credits": "500"}`): a campaign's budget (admins and the service).
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use ledger_domain::{Billing, MemberRole, Subscription, UserId};
+use ledger_domain::{Billing, CampaignId, MemberLimits, MemberRole, Subscription, UserId};
 use ledger_http::{
     applied_response, json_body, json_response, path_param, respond, route_key, views, AmountInput, ApiError, Caller,
     DynamoLedger,
@@ -43,6 +48,9 @@ pub async fn handle(ledger: &DynamoLedger, req: Request) -> Response<Body> {
         "DELETE /v1/orgs/{org}/members/{user}" => remove_member(ledger, &req).await,
         "GET /v1/orgs/{org}/members" => members(ledger, &req).await,
         "POST /v1/orgs/{org}/results/resume" => resume_results(ledger, &req).await,
+        "PUT /v1/orgs/{org}/members/{user}/limits" => set_limits(ledger, &req).await,
+        "PUT /v1/orgs/{org}/campaigns/{campaign}/budget" => set_budget(ledger, &req, true).await,
+        "DELETE /v1/orgs/{org}/campaigns/{campaign}/budget" => set_budget(ledger, &req, false).await,
         _ => subscribe(ledger, &req).await,
     })
 }
@@ -84,6 +92,68 @@ async fn set_member(ledger: &DynamoLedger, req: &Request) -> Result<Response<Bod
     Ok(applied_response(&applied))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsBody {
+    #[serde(default)]
+    daily: Option<AmountInput>,
+    #[serde(default)]
+    monthly: Option<AmountInput>,
+    #[serde(default)]
+    blocked_actions: Vec<String>,
+}
+
+async fn set_limits(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(req)?;
+    let org = caller.organization(&path_param(req, "org")?)?;
+    caller.require_admin_or_service()?;
+    let user = UserId::parse(&path_param(req, "user")?)?;
+    let body = json_body::<LimitsBody>(req)?;
+    let b = &body.value;
+    let blocked = b
+        .blocked_actions
+        .iter()
+        .map(|a| ledger.catalog().action(a).map(|(id, _)| id.clone()))
+        .collect::<Result<_, _>>()?;
+    let limits = MemberLimits {
+        daily: b.daily.as_ref().map(AmountInput::credits).transpose()?,
+        monthly: b.monthly.as_ref().map(AmountInput::credits).transpose()?,
+        blocked,
+    };
+    let actor = caller.actor(None)?;
+    let idempotency = body.idempotency(req, &caller)?;
+    let applied = ledger.set_limits(&org, user, limits, actor, &idempotency).await?;
+    Ok(applied_response(&applied))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BudgetBody {
+    credits: AmountInput,
+}
+
+/// Sets (`PUT`) or removes (`DELETE`, no body) a campaign's budget.
+async fn set_budget(ledger: &DynamoLedger, req: &Request, set: bool) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(req)?;
+    let org = caller.organization(&path_param(req, "org")?)?;
+    caller.require_admin_or_service()?;
+    let campaign = CampaignId::parse(&path_param(req, "campaign")?)?;
+    let actor = caller.actor(None)?;
+    let applied = if set {
+        let body = json_body::<BudgetBody>(req)?;
+        let limit = body.value.credits.credits()?;
+        let idempotency = body.idempotency(req, &caller)?;
+        ledger
+            .set_budget(&org, campaign, Some(limit), actor, &idempotency)
+            .await?
+    } else {
+        let body = json_body::<CancelBody>(req)?;
+        let idempotency = body.idempotency(req, &caller)?;
+        ledger.set_budget(&org, campaign, None, actor, &idempotency).await?
+    };
+    Ok(applied_response(&applied))
+}
+
 async fn remove_member(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(req)?;
     let org = caller.organization(&path_param(req, "org")?)?;
@@ -101,7 +171,7 @@ async fn members(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>,
     let org = caller.organization(&path_param(req, "org")?)?;
     caller.require_admin_or_service()?;
     let account = ledger.balance(&org).await?;
-    Ok(json_response(StatusCode::OK, &views::members(&account)))
+    Ok(json_response(StatusCode::OK, &views::members(&account, ledger.now())))
 }
 
 /// Resuming is idempotent by nature (each held result is settled once, in

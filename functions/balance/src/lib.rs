@@ -44,7 +44,7 @@ async fn balance(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>,
     let account = ledger.balance(&org).await?;
     Ok(json_response(
         StatusCode::OK,
-        &views::balance(&account, ledger.catalog(), &viewer),
+        &views::balance(&account, ledger.catalog(), &viewer, ledger.now()),
     ))
 }
 

@@ -58,6 +58,8 @@ pub struct Account {
     /// window per meter; a day's count leaves at zero. (Below zero only on
     /// a stale guess, whose write then fails its condition.)
     pub units_due: BTreeMap<(MeterId, NaiveDate), i64>,
+    /// Campaign budgets (see [`crate::controls`]).
+    pub budgets: BTreeMap<crate::CampaignId, crate::controls::CampaignBudget>,
     /// Slots in use per capacity meter (`lead_slots`): never renewed.
     pub slots_used: BTreeMap<MeterId, u64>,
     /// The team (see [`crate::team`]): licenses follow it.
@@ -98,6 +100,7 @@ impl Account {
             buckets: Vec::new(),
             used_this_period: BTreeMap::new(),
             units_due: BTreeMap::new(),
+            budgets: BTreeMap::new(),
             slots_used: BTreeMap::new(),
             reserved: BTreeMap::new(),
             members: BTreeMap::new(),
@@ -540,7 +543,7 @@ mod tests {
             campaign: None,
             subject: None,
         };
-        assert_eq!(account.quote(&req).unwrap().amount, Credits::whole(10));
+        assert_eq!(account.quote(&req, now).unwrap().amount, Credits::whole(10));
         let before = account.clone();
         assert_eq!(
             account.spend(&req, now).unwrap_err(),

@@ -13,7 +13,7 @@ use crate::account::Account;
 use crate::catalog::{Action, Charging, DedupWindow};
 use crate::entry::{Actor, EntryKind, LedgerEntry};
 use crate::results::Unlock;
-use crate::spend::{SpendMode, SpendQuote, SpendRequest};
+use crate::spend::{Controls, SpendMode, SpendQuote, SpendRequest};
 use crate::{ActionId, CampaignId, Credits, DomainError, Subject};
 
 /// The most subjects one request charges: one transaction holds the
@@ -175,7 +175,7 @@ impl Account {
         if candidates == 0 {
             return Ok(BulkQuote { outcomes, quote: None });
         }
-        let quote = self.quote(&self.unit_request(req, candidates))?;
+        let quote = self.quote(&self.unit_request(req, candidates), now)?;
         // `up_to` charges the subjects the balance covers, in list order.
         let mut covered = quote.units;
         for (_, o) in outcomes.iter_mut().filter(|(_, o)| *o == SubjectOutcome::Charged) {
@@ -208,14 +208,11 @@ impl Account {
             .map(|(s, _)| s.clone())
             .collect();
         let mut entry = match &plan.quote {
-            Some(quote) if !quote.sufficient() => {
-                return Err(DomainError::InsufficientCredits {
-                    meter: quote.meter.clone(),
-                    needed: quote.needed(),
-                    available: quote.available,
-                })
+            Some(quote) if !quote.sufficient() => return Err(quote.refusal()),
+            Some(quote) => {
+                self.debit(&self.unit_request(req, quote.units), now, Controls::Apply)?
+                    .1
             }
-            Some(quote) => self.debit(&self.unit_request(req, quote.units), now)?.1,
             // Nothing new: recorded, free.
             None => self.record(EntryKind::Spend, req.actor.clone(), now, Vec::new(), |e| {
                 e.action = Some(req.action_id.clone());

@@ -34,6 +34,15 @@ pub enum DomainError {
     PaidByService,
     #[error("the subscription is cancelled already; subscribe to start again")]
     AlreadyCancelled,
+    #[error("{user} may not use {action}: an admin blocked it")]
+    ActionBlocked { action: String, user: String },
+    #[error("the {kind} limit of {limit} credits allows {left} more; this needs {needed}")]
+    LimitReached {
+        kind: &'static str,
+        limit: Credits,
+        left: Credits,
+        needed: Credits,
+    },
     #[error("no member {0:?} in this organization")]
     MemberNotFound(String),
     #[error("cannot {transition} the unit of {contact:?}: it is {state}")]

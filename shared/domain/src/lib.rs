@@ -13,6 +13,7 @@ pub mod bulk;
 pub mod capacity;
 pub mod catalog;
 pub mod clock;
+pub mod controls;
 pub mod credits;
 pub mod entry;
 mod error;
@@ -35,6 +36,7 @@ pub use bulk::{BulkQuote, BulkSpend, ListedSubject, SubjectOutcome, MAX_SUBJECTS
 pub use capacity::{SlotOutcome, MAX_CONTACTS};
 pub use catalog::{Action, Catalog, Charging};
 pub use clock::{Clock, FixedClock, SystemClock};
+pub use controls::{CampaignBudget, Headroom, LimitKind, MemberGauge, MemberLimits, MemberUsage, MAX_BUDGETS};
 pub use credits::Credits;
 pub use entry::{Actor, CallerKind, EntryKind, EntryLine, HistoryScope, LedgerEntry, PurchaseRecord};
 pub use error::DomainError;

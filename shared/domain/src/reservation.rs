@@ -157,8 +157,12 @@ impl Account {
                 "{action_id} is free: nothing to reserve"
             )));
         }
+        self.check_allowed(&actor, action_id)?;
         let meter = action.meter.clone();
         let spender = actor.user.clone();
+        // A member's limit or the campaign's budget reserves no further.
+        let limit = self.headroom(&actor, &meter, Some(campaign), now);
+        let mut allowed = limit.map(|h| h.left);
         let mut reserved = Reserved {
             units: Vec::new(),
             requested: contacts.len(),
@@ -176,10 +180,12 @@ impl Account {
                 continue;
             }
             let buckets = self.spendable_buckets(&meter, spender.as_ref());
-            let Ok(draws) = allocate(&buckets, action.cost) else {
+            let within = allowed.is_none_or(|left| action.cost <= left);
+            let (true, Ok(draws)) = (within, allocate(&buckets, action.cost)) else {
                 reserved.short.push(contact.clone());
                 continue;
             };
+            allowed = allowed.map(|left| left.checked_sub(action.cost).unwrap_or_default());
             lines.extend(self.take(&draws)?);
             reserved.units.push(Unit {
                 campaign: (*campaign).clone(),
@@ -192,6 +198,14 @@ impl Account {
             });
         }
         if reserved.units.is_empty() && !reserved.short.is_empty() {
+            if let Some(h) = limit.filter(|h| h.left < action.cost) {
+                return Err(DomainError::LimitReached {
+                    kind: h.kind.as_str(),
+                    limit: h.limit,
+                    left: h.left,
+                    needed: action.cost,
+                });
+            }
             return Err(DomainError::InsufficientCredits {
                 meter: meter.clone(),
                 needed: action.cost,
@@ -200,6 +214,7 @@ impl Account {
         }
         let total: Credits = reserved.units.iter().map(Unit::cost).sum();
         self.add_reserved(&meter, total.thousandths());
+        self.count_charge(&actor, &meter, total, Some(campaign), now);
         for unit in &reserved.units {
             self.count_due(unit, 1);
         }

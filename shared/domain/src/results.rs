@@ -13,7 +13,7 @@ use chrono::{DateTime, Duration, Utc};
 use crate::account::Account;
 use crate::catalog::{Action, Charging, DedupWindow};
 use crate::entry::{Actor, CallerKind, EntryKind, LedgerEntry};
-use crate::spend::{SpendMode, SpendRequest};
+use crate::spend::{Controls, SpendMode, SpendRequest};
 use crate::{ActionId, CampaignId, Catalog, Credits, DomainError, Subject, UserId};
 
 /// One result, as its producer reported it (validated).
@@ -177,7 +177,7 @@ impl Account {
             campaign: report.campaign.clone(),
             subject: Some(report.subject.clone()),
         };
-        let (quote, mut entry) = match self.debit(&req, now) {
+        let (quote, mut entry) = match self.debit(&req, now, Controls::CountOnly) {
             Ok(done) => done,
             Err(DomainError::InsufficientCredits { .. }) if !from_hold => {
                 return Ok(self.hold(actor, now, describe));

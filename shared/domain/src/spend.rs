@@ -23,6 +23,15 @@ pub enum SpendMode {
 
 pub const MAX_QUANTITY: u64 = 100_000;
 
+/// Whether a debit answers to team controls (limits, budgets, blocked
+/// actions). A result reports work already done: it is counted against
+/// them but never refused by them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Controls {
+    Apply,
+    CountOnly,
+}
+
 /// A spend, parsed and resolved against the catalog.
 #[derive(Clone, Debug)]
 pub struct SpendRequest<'a> {
@@ -50,6 +59,9 @@ pub struct SpendQuote {
     pub available: Credits,
     /// Which buckets would pay, in spending order.
     pub draws: Vec<Draw>,
+    /// A member's limit or the campaign's budget, when it allows less than
+    /// the balance (then `available` is what it allows).
+    pub limited_by: Option<crate::controls::Headroom>,
 }
 
 impl SpendQuote {
@@ -69,6 +81,25 @@ impl SpendQuote {
         }
     }
 
+    /// Why a request this quote does not cover is refused: a member's
+    /// limit or the campaign's budget when it is what falls short, or the
+    /// balance.
+    pub fn refusal(&self) -> DomainError {
+        match self.limited_by {
+            Some(h) => DomainError::LimitReached {
+                kind: h.kind.as_str(),
+                limit: h.limit,
+                left: h.left,
+                needed: self.needed(),
+            },
+            None => DomainError::InsufficientCredits {
+                meter: self.meter.clone(),
+                needed: self.needed(),
+                available: self.available,
+            },
+        }
+    }
+
     /// What the request would cost in full, whatever the balance.
     pub fn cost(&self) -> Credits {
         self.unit_cost.checked_mul(self.requested).unwrap_or_default()
@@ -77,9 +108,21 @@ impl SpendQuote {
 
 impl Account {
     /// What a spend would charge, and from which buckets; changes nothing.
-    pub fn quote(&self, req: &SpendRequest<'_>) -> Result<SpendQuote, DomainError> {
+    pub fn quote(&self, req: &SpendRequest<'_>, now: DateTime<Utc>) -> Result<SpendQuote, DomainError> {
+        self.quote_with(req, now, Controls::Apply)
+    }
+
+    fn quote_with(
+        &self,
+        req: &SpendRequest<'_>,
+        now: DateTime<Utc>,
+        controls: Controls,
+    ) -> Result<SpendQuote, DomainError> {
         if req.quantity == 0 || req.quantity > MAX_QUANTITY {
             return Err(DomainError::InvalidQuantity(format!("must be 1-{MAX_QUANTITY}")));
+        }
+        if controls == Controls::Apply {
+            self.check_allowed(&req.actor, req.action_id)?;
         }
         let meter = req.action.meter.clone();
         let unit_cost = if req.action.is_free() {
@@ -90,7 +133,12 @@ impl Account {
         // The spender's own license first (it expires soonest), never another's.
         let spender = req.actor.user.as_ref();
         let buckets = self.spendable_buckets(&meter, spender);
-        let available = self.spendable(&meter, spender);
+        let pool = self.spendable(&meter, spender);
+        // A member's limit or the campaign's budget may allow less.
+        let limited_by = self
+            .headroom(&req.actor, &meter, req.campaign.as_ref(), now)
+            .filter(|h| controls == Controls::Apply && h.left < pool && !unit_cost.is_zero());
+        let available = limited_by.map_or(pool, |h| h.left);
         let affordable = available.units_covered(unit_cost).min(req.quantity);
         // What this request would charge: all units or none, or as many as covered.
         let units = match req.mode {
@@ -113,6 +161,7 @@ impl Account {
             amount,
             available,
             draws,
+            limited_by,
         })
     }
 
@@ -125,7 +174,7 @@ impl Account {
         if req.action.charging == Charging::OnSuccess {
             return Err(DomainError::ChargedOnResult(req.action_id.to_string()));
         }
-        self.debit(req, now)
+        self.debit(req, now, Controls::Apply)
     }
 
     /// Charges what the request costs, whatever triggered it (a request, or
@@ -134,18 +183,16 @@ impl Account {
         &mut self,
         req: &SpendRequest<'_>,
         now: DateTime<Utc>,
+        controls: Controls,
     ) -> Result<(SpendQuote, LedgerEntry), DomainError> {
-        let quote = self.quote(req)?;
+        let quote = self.quote_with(req, now, controls)?;
         if !quote.sufficient() {
-            return Err(DomainError::InsufficientCredits {
-                meter: quote.meter.clone(),
-                needed: quote.needed(),
-                available: quote.available,
-            });
+            return Err(quote.refusal());
         }
         let lines = self.take(&quote.draws)?;
         let used = self.used_this_period.entry(quote.meter.clone()).or_default();
         *used = used.checked_add(quote.amount).unwrap_or(*used);
+        self.count_charge(&req.actor, &quote.meter, quote.amount, req.campaign.as_ref(), now);
         // A free action still writes an entry (no lines): usage is tracked per user.
         let entry = self.record(EntryKind::Spend, req.actor.clone(), now, lines, |e| {
             e.action = Some(req.action_id.clone());

@@ -56,6 +56,10 @@ pub struct Member {
     pub joined_at: DateTime<Utc>,
     /// The entry that added the member: the order licenses follow.
     pub joined_by: u64,
+    /// What an admin set for them (see [`crate::controls`]).
+    pub limits: crate::controls::MemberLimits,
+    /// Counted while a daily or monthly limit is set.
+    pub usage: Option<crate::controls::MemberUsage>,
 }
 
 /// One member's license on one meter this month, as balance shows it.
@@ -105,6 +109,8 @@ impl Account {
                     role,
                     joined_at: now,
                     joined_by: self.seq + 1,
+                    limits: Default::default(),
+                    usage: None,
                 };
                 self.members.insert(user.clone(), member);
                 if let Ok((_, plan)) = catalog.plan(self.subscription.plan.as_str()) {

@@ -160,6 +160,29 @@ impl ApiError {
                 D::EntryNotFound(_) => (StatusCode::NOT_FOUND, "entry-not-found", "No such entry", none()),
                 D::NotReversible(_) => (StatusCode::CONFLICT, "not-reversible", "Entry not reversible", none()),
                 D::MemberNotFound(_) => (StatusCode::NOT_FOUND, "member-not-found", "No such member", none()),
+                D::ActionBlocked { action, .. } => {
+                    let mut m = Map::new();
+                    m.insert("action".into(), json!(action));
+                    (
+                        StatusCode::FORBIDDEN,
+                        "action-blocked",
+                        "Action blocked for this user",
+                        m,
+                    )
+                }
+                D::LimitReached {
+                    kind,
+                    limit,
+                    left,
+                    needed,
+                } => {
+                    let mut m = Map::new();
+                    m.insert("limit".into(), json!(kind));
+                    m.insert("allowed".into(), json!(limit.to_string()));
+                    m.insert("left".into(), json!(left.to_string()));
+                    m.insert("needed".into(), json!(needed.to_string()));
+                    (StatusCode::FORBIDDEN, "limit-reached", "Spending limit reached", m)
+                }
                 D::InvalidCatalog(_) | D::InvariantViolated(_) => {
                     (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", none())
                 }

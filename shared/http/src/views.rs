@@ -108,6 +108,7 @@ pub fn outcome(applied: &Applied) -> Result<(StatusCode, Value), ApiError> {
             (StatusCode::OK, body)
         }
         Outcome::ResultsResumed => (StatusCode::OK, json!({ "resumed": true })),
+        Outcome::ControlsSet => (StatusCode::OK, json!({ "entry_id": entry()?.id })),
         Outcome::Reserved {
             meter,
             requested,
@@ -403,6 +404,12 @@ struct BalanceView {
     /// Success-only charging: paused when a billable result could not be
     /// paid, and how many results are held unpaid.
     results: Value,
+    /// The viewing member's own limits and blocked actions, if an admin set any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    controls: Option<Value>,
+    /// Campaign budgets and what each has spent (admins and the service).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    budgets: BTreeMap<String, Value>,
 }
 
 #[derive(Serialize)]
@@ -424,7 +431,7 @@ struct PeriodView {
 /// The balance as `viewer` sees it: a member their own license and the
 /// shared buckets; admins and the service every bucket and every license.
 /// `available` is what the viewer's user may spend.
-pub fn balance(account: &Account, catalog: &Catalog, viewer: &Actor) -> Value {
+pub fn balance(account: &Account, catalog: &Catalog, viewer: &Actor, now: DateTime<Utc>) -> Value {
     let sees_all = viewer.caller != CallerKind::Member;
     let user = viewer.user.as_ref();
     let visible = |b: &&ledger_domain::Bucket| sees_all || b.id.licensee().is_none_or(|l| Some(l) == user);
@@ -512,13 +519,43 @@ pub fn balance(account: &Account, catalog: &Catalog, viewer: &Actor) -> Value {
         meters,
         licenses,
         results: json!({ "paused": account.results_paused, "held": account.held_results }),
+        controls: user
+            .and_then(|u| account.members.get(u))
+            .filter(|m| m.limits != Default::default())
+            .map(|m| controls(account, m, now)),
+        budgets: account
+            .budgets
+            .iter()
+            .filter(|_| sees_all)
+            .map(|(c, b)| {
+                let left = b.limit.checked_sub(b.spent).unwrap_or_default();
+                (
+                    c.to_string(),
+                    json!({ "limit": b.limit.to_string(), "spent": b.spent.to_string(), "left": left.to_string() }),
+                )
+            })
+            .collect(),
     })
     .expect("serializable")
 }
 
+/// A member's team controls and what they spent under them.
+fn controls(account: &Account, member: &ledger_domain::Member, now: DateTime<Utc>) -> Value {
+    let gauge = account.gauge(member.usage.as_ref(), now);
+    let limits = &member.limits;
+    let counted = member.usage.is_some();
+    json!({
+        "daily_limit": limits.daily.map(|c| c.to_string()),
+        "monthly_limit": limits.monthly.map(|c| c.to_string()),
+        "used_today": counted.then(|| gauge.used_today.to_string()),
+        "used_this_period": counted.then(|| gauge.used_this_period.to_string()),
+        "blocked_actions": limits.blocked.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+    })
+}
+
 /// The organization's members, in the order they joined, with this
-/// month's licenses.
-pub fn members(account: &Account) -> Value {
+/// month's licenses and their team controls.
+pub fn members(account: &Account, now: DateTime<Utc>) -> Value {
     let licenses = account.licenses();
     let members: Vec<Value> = account
         .members_by_joining()
@@ -530,7 +567,7 @@ pub fn members(account: &Account) -> Value {
                 .filter(|l| &l.user == user)
                 .map(|l| json!({ "meter": l.meter.to_string(), "granted": l.granted.to_string(), "used": l.used().to_string(), "left": l.remaining.to_string(), "resets_at": l.expires_at }))
                 .collect();
-            json!({ "user": user.to_string(), "role": m.role, "joined_at": m.joined_at, "licenses": own })
+            json!({ "user": user.to_string(), "role": m.role, "joined_at": m.joined_at, "licenses": own, "controls": controls(account, m, now) })
         })
         .collect();
     json!({ "members": members, "seats": account.subscription.seats })

@@ -106,6 +106,11 @@ impl<A, R, H> Ledger<A, R, H> {
         &self.catalog
     }
 
+    /// The ledger's clock: what views of gauges count as today.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
     pub fn accounts(&self) -> &A {
         &self.accounts
     }

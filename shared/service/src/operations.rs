@@ -3,8 +3,8 @@
 
 use ledger_domain::entry::Placement;
 use ledger_domain::{
-    Account, Actor, DomainError, MemberRole, OrgId, PurchaseGrant, Resubscription, SpendQuote, SpendRequest,
-    Subscription, SubscriptionStatus, UserId,
+    Account, Actor, CampaignId, Credits, DomainError, MemberLimits, MemberRole, OrgId, PurchaseGrant, Resubscription,
+    SpendQuote, SpendRequest, Subscription, SubscriptionStatus, UserId,
 };
 use ledger_store::{AccountStore, HistoryPage, HistoryQuery, HistoryStore, RenewalIndex, RequestStore};
 
@@ -126,6 +126,39 @@ impl<A: AccountStore, R: RequestStore, H: HistoryStore> Ledger<A, R, H> {
         .await
     }
 
+    /// Sets a member's daily and monthly limits and blocked actions
+    /// (replacing what was set).
+    pub async fn set_limits(
+        &self,
+        org: &OrgId,
+        user: UserId,
+        limits: MemberLimits,
+        actor: Actor,
+        request: &Idempotency,
+    ) -> Result<Applied, ServiceError> {
+        self.apply(org, request, None, |account, _, now| {
+            let entry = account.set_limits(&user, limits.clone(), actor.clone(), now)?;
+            Ok((entry, Outcome::ControlsSet))
+        })
+        .await
+    }
+
+    /// Sets a campaign's budget, or removes it (`None`).
+    pub async fn set_budget(
+        &self,
+        org: &OrgId,
+        campaign: CampaignId,
+        limit: Option<Credits>,
+        actor: Actor,
+        request: &Idempotency,
+    ) -> Result<Applied, ServiceError> {
+        self.apply(org, request, None, |account, _, now| {
+            let entry = account.set_budget(&campaign, limit, actor.clone(), now)?;
+            Ok((entry, Outcome::ControlsSet))
+        })
+        .await
+    }
+
     /// Debits an action's cost (all units, or as many as the balance
     /// covers), or keeps the refusal under the request's key.
     pub async fn spend(
@@ -149,7 +182,7 @@ impl<A: AccountStore, R: RequestStore, H: HistoryStore> Ledger<A, R, H> {
 
     /// What a spend would cost and how much of it the balance covers; writes nothing.
     pub async fn quote(&self, org: &OrgId, spend: &SpendRequest<'_>) -> Result<SpendQuote, ServiceError> {
-        Ok(self.current_account(org).await?.quote(spend)?)
+        Ok(self.current_account(org).await?.quote(spend, self.clock.now())?)
     }
 
     /// Credits a purchased pack, once per payment reference across every

@@ -104,6 +104,8 @@ pub enum Outcome {
     },
     /// Result charging resumed with nothing held.
     ResultsResumed,
+    /// Team controls set: a member's limits, or a campaign's budget.
+    ControlsSet,
     /// A member added or given a role (`Some`), or removed (`None`).
     Member {
         user: UserId,
@@ -142,6 +144,7 @@ enum Stored {
         role: Option<String>,
     },
     ResultsResumed,
+    ControlsSet,
     Reserved {
         meter: String,
         requested: u64,
@@ -301,6 +304,7 @@ impl Outcome {
                 role: role.map(|r| r.as_str().to_string()),
             },
             Outcome::ResultsResumed => Stored::ResultsResumed,
+            Outcome::ControlsSet => Stored::ControlsSet,
             Outcome::Reserved {
                 meter,
                 requested,
@@ -425,6 +429,7 @@ impl Outcome {
                     .transpose()?,
             },
             Stored::ResultsResumed => Outcome::ResultsResumed,
+            Stored::ControlsSet => Outcome::ControlsSet,
             Stored::Reserved {
                 meter: m,
                 requested,
@@ -617,6 +622,7 @@ mod tests {
                 charge: ResultCharge::Charged(Credits::whole(5)),
             },
             Outcome::ResultsResumed,
+            Outcome::ControlsSet,
             Outcome::Reserved {
                 meter: MeterId::parse("credits").unwrap(),
                 requested: 3,

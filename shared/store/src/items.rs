@@ -12,9 +12,9 @@ use base64::Engine;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use ledger_domain::entry::Placement;
 use ledger_domain::{
-    Account, ActionId, Actor, Billing, Bucket, BucketId, CallerKind, CampaignId, Credits, EntryKind, EntryLine,
-    IdempotencyKey, LedgerEntry, Member, MemberRole, MeterId, OrgId, Period, PurchaseRecord, Subject, Subscription,
-    SubscriptionStatus, Unit, UnitState, Unlock, UserId,
+    Account, ActionId, Actor, Billing, Bucket, BucketId, CallerKind, CampaignBudget, CampaignId, Credits, EntryKind,
+    EntryLine, IdempotencyKey, LedgerEntry, Member, MemberLimits, MemberRole, MemberUsage, MeterId, OrgId, Period,
+    PurchaseRecord, Subject, Subscription, SubscriptionStatus, Unit, UnitState, Unlock, UserId,
 };
 
 use crate::port::{EntryKey, HeldResult, KeptRequest, Receipt, StoreError};
@@ -268,6 +268,9 @@ pub fn account_item(account: &Account, last_entry: &str) -> Item {
     for (meter, held) in &account.reserved {
         put(&reserved_attr(meter), amount(*held));
     }
+    for (campaign, budget) in &account.budgets {
+        put(&budget_attr(campaign), budget_value(budget));
+    }
     for ((meter, day), count) in account.units_due.iter().filter(|(_, c)| **c > 0) {
         put(&units_due_attr(meter, *day), n(*count));
     }
@@ -314,11 +317,138 @@ fn member_attr(user: &UserId) -> String {
     format!("member:{user}")
 }
 
+/// A spend counted against a member's limits: today's and the period's
+/// usage move by their delta (or start again on a new day or period),
+/// conditioned on staying within the limits as read, whatever was counted
+/// meanwhile, and on the limits being those read.
+fn count_member_usage(u: &mut AccountUpdate, path: &str, b: &Member, a: &Member) {
+    let (Some(was), Some(now)) = (&b.usage, &a.usage) else {
+        return;
+    };
+    let joined = u.name("joined_by");
+    let jb = u.value(n(b.joined_by));
+    u.conditions.push(format!("{path}.{joined} = {jb}"));
+    let windows = [
+        (
+            "usage_day",
+            "used_today",
+            "daily_limit",
+            was.day,
+            now.day,
+            was.today,
+            now.today,
+            a.limits.daily,
+        ),
+        (
+            "usage_period",
+            "used_period",
+            "monthly_limit",
+            was.period_start,
+            now.period_start,
+            was.this_period,
+            now.this_period,
+            a.limits.monthly,
+        ),
+    ];
+    for (key, used, limit, was_key, now_key, was_used, now_used, cap) in windows {
+        if was_key == now_key && was_used == now_used {
+            continue;
+        }
+        let (k, used, l) = (u.name(key), u.name(used), u.name(limit));
+        let wk = u.value(s(was_key.to_string()));
+        u.conditions.push(format!("{path}.{k} = {wk}"));
+        match cap {
+            Some(cap) => {
+                let c = u.value(amount(cap));
+                u.conditions.push(format!("{path}.{l} = {c}"));
+            }
+            None => u.conditions.push(format!("attribute_not_exists({path}.{l})")),
+        }
+        if was_key == now_key {
+            let d = now_used.thousandths() - was_used.thousandths();
+            let dv = u.value(n(d));
+            if let Some(cap) = cap {
+                let max = u.value(n(cap.thousandths() - d));
+                u.conditions.push(format!("{path}.{used} <= {max}"));
+            }
+            u.sets.push(format!("{path}.{used} = {path}.{used} + {dv}"));
+        } else {
+            let (nk, v) = (u.value(s(now_key.to_string())), u.value(amount(now_used)));
+            u.sets.push(format!("{path}.{k} = {nk}"));
+            u.sets.push(format!("{path}.{used} = {v}"));
+        }
+    }
+}
+
 fn member_value(m: &Member) -> AttributeValue {
-    AttributeValue::M(HashMap::from([
+    let mut map = HashMap::from([
         ("role".to_string(), s(m.role.as_str())),
         ("joined_at".to_string(), s(instant(m.joined_at))),
         ("joined_by".to_string(), n(m.joined_by)),
+    ]);
+    if let Some(limit) = m.limits.daily {
+        map.insert("daily_limit".into(), amount(limit));
+    }
+    if let Some(limit) = m.limits.monthly {
+        map.insert("monthly_limit".into(), amount(limit));
+    }
+    // Never an empty list: DynamoDB Local's stream cannot render one.
+    if !m.limits.blocked.is_empty() {
+        map.insert(
+            "blocked".into(),
+            AttributeValue::L(m.limits.blocked.iter().map(|a| s(a.as_str())).collect()),
+        );
+    }
+    if let Some(u) = &m.usage {
+        map.insert("usage_day".into(), s(u.day.to_string()));
+        map.insert("used_today".into(), amount(u.today));
+        map.insert("usage_period".into(), s(u.period_start.to_string()));
+        map.insert("used_period".into(), amount(u.this_period));
+    }
+    AttributeValue::M(map)
+}
+
+fn member_from_value(m: &Item) -> Result<Member, StoreError> {
+    let m = Attrs::of(m, "member");
+    let usage = match m.opt_s("usage_day")? {
+        None => None,
+        Some(_) => Some(MemberUsage {
+            day: m.date("usage_day")?,
+            today: m.credits("used_today")?,
+            period_start: m.date("usage_period")?,
+            this_period: m.credits("used_period")?,
+        }),
+    };
+    let blocked = m
+        .list("blocked")?
+        .iter()
+        .map(|v| match v {
+            AttributeValue::S(a) => ActionId::parse(a).map_err(|e| StoreError::Malformed(e.to_string())),
+            _ => Err(StoreError::Malformed("member blocked: not a string".into())),
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(Member {
+        role: m.parsed("role", MemberRole::parse)?,
+        joined_at: m.instant("joined_at")?,
+        joined_by: m.n("joined_by")?,
+        limits: MemberLimits {
+            daily: m.opt_credits("daily_limit")?,
+            monthly: m.opt_credits("monthly_limit")?,
+            blocked,
+        },
+        usage,
+    })
+}
+
+/// A campaign's budget, a top-level map (`limit`, `spent`).
+fn budget_attr(campaign: &CampaignId) -> String {
+    format!("budget:{campaign}")
+}
+
+fn budget_value(b: &CampaignBudget) -> AttributeValue {
+    AttributeValue::M(HashMap::from([
+        ("limit".to_string(), amount(b.limit)),
+        ("spent".to_string(), amount(b.spent)),
     ]))
 }
 
@@ -451,6 +581,22 @@ pub fn account_from_item(item: &Item) -> Result<Account, StoreError> {
                 }
             })
             .collect::<Result<_, StoreError>>()?,
+        budgets: item
+            .iter()
+            .filter_map(|(attr, v)| Some((attr.strip_prefix("budget:")?, v)))
+            .map(|(campaign, v)| {
+                let campaign = CampaignId::parse(campaign).map_err(|e| StoreError::Malformed(e.to_string()))?;
+                let AttributeValue::M(m) = v else {
+                    return Err(StoreError::Malformed(format!("budget {campaign}: not a map")));
+                };
+                let m = Attrs::of(m, "budget");
+                let budget = CampaignBudget {
+                    limit: m.credits("limit")?,
+                    spent: m.credits("spent")?,
+                };
+                Ok((campaign, budget))
+            })
+            .collect::<Result<_, StoreError>>()?,
         slots_used: item
             .iter()
             .filter_map(|(attr, v)| Some((attr.strip_prefix("slots:")?, v)))
@@ -475,13 +621,7 @@ pub fn account_from_item(item: &Item) -> Result<Account, StoreError> {
                 let AttributeValue::M(m) = v else {
                     return Err(StoreError::Malformed(format!("member {user}: not a map")));
                 };
-                let m = Attrs::of(m, "member");
-                let member = Member {
-                    role: m.parsed("role", MemberRole::parse)?,
-                    joined_at: m.instant("joined_at")?,
-                    joined_by: m.n("joined_by")?,
-                };
-                Ok((user, member))
+                Ok((user, member_from_value(m)?))
             })
             .collect::<Result<_, StoreError>>()?,
         created_at: a.instant("created_at")?,
@@ -691,16 +831,32 @@ pub fn account_update_with(
                 u.conditions.push(format!("{path}.{joined} = {was}"));
                 u.removes.push(path);
             }
+            (Some(b), Some(a))
+                if b.role == a.role && b.limits == a.limits && b.usage.is_some() == a.usage.is_some() =>
+            {
+                count_member_usage(&mut u, &path, b, a);
+            }
             (Some(b), Some(a)) => {
-                let (role, joined) = (u.name("role"), u.name("joined_by"));
-                let (was, jb, now) = (
-                    u.value(s(b.role.as_str())),
-                    u.value(n(b.joined_by)),
-                    u.value(s(a.role.as_str())),
-                );
-                u.conditions.push(format!("{path}.{role} = {was}"));
+                // An admin's change rewrites the member, conditioned on
+                // what it read of them (a spend counted meanwhile is not
+                // lost: its usage no longer matches).
+                let joined = u.name("joined_by");
+                let jb = u.value(n(b.joined_by));
                 u.conditions.push(format!("{path}.{joined} = {jb}"));
-                u.sets.push(format!("{path}.{role} = {now}"));
+                match &b.usage {
+                    Some(usage) => {
+                        let (today, period) = (u.name("used_today"), u.name("used_period"));
+                        let (t, p) = (u.value(amount(usage.today)), u.value(amount(usage.this_period)));
+                        u.conditions.push(format!("{path}.{today} = {t}"));
+                        u.conditions.push(format!("{path}.{period} = {p}"));
+                    }
+                    None => {
+                        let day = u.name("usage_day");
+                        u.conditions.push(format!("attribute_not_exists({path}.{day})"));
+                    }
+                }
+                let v = u.value(member_value(a));
+                u.sets.push(format!("{path} = {v}"));
             }
             (None, None) => {}
         }
@@ -745,6 +901,46 @@ pub fn account_update_with(
                 let v = u.value(bucket_value(&a));
                 u.conditions.push(format!("attribute_not_exists({path})"));
                 u.sets.push(format!("{path} = {v}"));
+            }
+            (None, None) => {}
+        }
+    }
+    let mut campaigns: Vec<&CampaignId> = before.budgets.keys().chain(after.budgets.keys()).collect();
+    campaigns.sort();
+    campaigns.dedup();
+    for campaign in campaigns {
+        let (b, a) = (before.budgets.get(campaign), after.budgets.get(campaign));
+        if b == a {
+            continue;
+        }
+        let path = u.name(&budget_attr(campaign));
+        match (b, a) {
+            (None, Some(a)) => {
+                let v = u.value(budget_value(a));
+                u.conditions.push(format!("attribute_not_exists({path})"));
+                u.sets.push(format!("{path} = {v}"));
+            }
+            (Some(_), None) => {
+                u.conditions.push(format!("attribute_exists({path})"));
+                u.removes.push(path);
+            }
+            (Some(b), Some(a)) => {
+                let limit = u.name("limit");
+                let was = u.value(amount(b.limit));
+                u.conditions.push(format!("{path}.{limit} = {was}"));
+                if a.limit != b.limit {
+                    let v = u.value(amount(a.limit));
+                    u.sets.push(format!("{path}.{limit} = {v}"));
+                }
+                let d = a.spent.thousandths() - b.spent.thousandths();
+                if d != 0 {
+                    // Within the budget as read, whatever others spent meanwhile.
+                    let spent = u.name("spent");
+                    let max = u.value(n(a.limit.thousandths() - d));
+                    let dv = u.value(n(d));
+                    u.conditions.push(format!("{path}.{spent} <= {max}"));
+                    u.sets.push(format!("{path}.{spent} = {path}.{spent} + {dv}"));
+                }
             }
             (None, None) => {}
         }
@@ -943,6 +1139,7 @@ fn kind_name(kind: EntryKind) -> &'static str {
         EntryKind::Cancellation => "cancellation",
         EntryKind::PlanChange => "plan_change",
         EntryKind::Membership => "membership",
+        EntryKind::Controls => "controls",
         EntryKind::Result => "result",
         EntryKind::Reversal => "reversal",
         EntryKind::SlotsHeld => "slots_held",
@@ -962,6 +1159,7 @@ fn kind_of(text: &str) -> Option<EntryKind> {
         "cancellation" => EntryKind::Cancellation,
         "plan_change" => EntryKind::PlanChange,
         "membership" => EntryKind::Membership,
+        "controls" => EntryKind::Controls,
         "result" => EntryKind::Result,
         "reversal" => EntryKind::Reversal,
         "slots_held" => EntryKind::SlotsHeld,
