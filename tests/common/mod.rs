@@ -14,7 +14,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use ledger_domain::{Catalog, FixedClock};
 use ledger_local::gateway::Gateway;
 use ledger_local::metrics::RequestCounter;
-use ledger_local::template::Template;
+use ledger_local::template::{LocalBus, Template};
 use ledger_local::tokens::DevAuthority;
 use ledger_service::{dynamo_ledger, DynamoLedger};
 use serde_json::Value;
@@ -34,7 +34,7 @@ pub struct Stack {
     pub requests: RequestCounter,
     pub authority: DevAuthority,
     pub template: Template,
-    stream: tokio::sync::Mutex<Option<ledger_local::streams::StreamPoller>>,
+    stream: tokio::sync::Mutex<Option<(ledger_local::streams::StreamPoller, LocalBus)>>,
 }
 
 pub struct HttpReply {
@@ -119,11 +119,73 @@ impl Stack {
     pub async fn settle(&self) -> usize {
         let mut stream = self.stream.lock().await;
         if stream.is_none() {
-            let poller = ledger_local::streams::StreamPoller::for_table(&self.config, &self.table);
-            *stream = Some(poller.await.unwrap());
+            let poller = ledger_local::streams::StreamPoller::for_table(&self.config, &self.table)
+                .await
+                .unwrap();
+            let (events, sqs) = (
+                aws_sdk_eventbridge::Client::new(&self.config),
+                aws_sdk_sqs::Client::new(&self.config),
+            );
+            let name = format!("bus-{}", self.table);
+            let bus = self
+                .template
+                .create_event_bus(&events, &sqs, "LedgerEventBus", &name)
+                .await
+                .unwrap();
+            *stream = Some((poller, bus));
         }
-        let poller = stream.as_mut().expect("just set");
-        poller.drain(&self.ledger()).await.unwrap()
+        let (poller, bus) = stream.as_mut().expect("just set");
+        let publisher = ledger_store::EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&self.config), &bus.name);
+        poller.drain(&self.ledger(), &publisher).await.unwrap()
+    }
+
+    /// Delivers the whole stream again from its start, as Lambda may after
+    /// a failure: every record a second time.
+    pub async fn redeliver_stream(&self) -> usize {
+        self.settle().await;
+        let bus = match &*self.stream.lock().await {
+            Some((_, bus)) => bus.name.clone(),
+            None => unreachable!("settled above"),
+        };
+        let publisher = ledger_store::EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&self.config), &bus);
+        let mut again = ledger_local::streams::StreamPoller::for_table(&self.config, &self.table)
+            .await
+            .unwrap();
+        again.drain(&self.ledger(), &publisher).await.unwrap()
+    }
+
+    /// The `detail` of every event the stream function put on the bus since
+    /// the last call (read from the local bus's watch queue).
+    pub async fn bus_events(&self) -> Vec<Value> {
+        let url = match &*self.stream.lock().await {
+            Some((_, bus)) => bus.watch_queue_url.clone(),
+            None => return Vec::new(),
+        };
+        let sqs = aws_sdk_sqs::Client::new(&self.config);
+        let mut events = Vec::new();
+        loop {
+            let out = sqs
+                .receive_message()
+                .queue_url(&url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .unwrap();
+            let messages = out.messages.unwrap_or_default();
+            if messages.is_empty() {
+                return events;
+            }
+            for m in messages {
+                let event: Value = serde_json::from_str(m.body().unwrap()).unwrap();
+                events.push(event["detail"].clone());
+                sqs.delete_message()
+                    .queue_url(&url)
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
     }
 
     pub fn dynamodb_requests(&self) -> usize {

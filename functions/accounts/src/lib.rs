@@ -16,10 +16,17 @@
 //!   team controls, replacing what was set (admins and the service).
 //! - `PUT|DELETE /v1/orgs/{org}/campaigns/{campaign}/budget`
 //!   (`{"credits": "500"}`): a campaign's budget (admins and the service).
+//! - `PUT|DELETE /v1/orgs/{org}/alerts/{alert}` (`{"meter": "credits",
+//!   "percent": 20, "channel": "both"}`): a low-balance alert (admins and
+//!   the service); `POST /v1/orgs/{org}/notifications/{id}/read` marks an
+//!   in-app notification read (anyone in the organization).
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use ledger_domain::{Billing, CampaignId, MemberLimits, MemberRole, Subscription, UserId};
+use ledger_domain::{
+    Alert, AlertId, Billing, CampaignId, Channel, DomainError, MemberLimits, MemberRole, MeterId, Subscription,
+    Threshold, UserId,
+};
 use ledger_http::{
     applied_response, json_body, json_response, path_param, respond, route_key, views, AmountInput, ApiError, Caller,
     DynamoLedger,
@@ -51,6 +58,9 @@ pub async fn handle(ledger: &DynamoLedger, req: Request) -> Response<Body> {
         "PUT /v1/orgs/{org}/members/{user}/limits" => set_limits(ledger, &req).await,
         "PUT /v1/orgs/{org}/campaigns/{campaign}/budget" => set_budget(ledger, &req, true).await,
         "DELETE /v1/orgs/{org}/campaigns/{campaign}/budget" => set_budget(ledger, &req, false).await,
+        "PUT /v1/orgs/{org}/alerts/{alert}" => set_alert(ledger, &req, true).await,
+        "DELETE /v1/orgs/{org}/alerts/{alert}" => set_alert(ledger, &req, false).await,
+        "POST /v1/orgs/{org}/notifications/{notification}/read" => mark_read(ledger, &req).await,
         _ => subscribe(ledger, &req).await,
     })
 }
@@ -152,6 +162,62 @@ async fn set_budget(ledger: &DynamoLedger, req: &Request, set: bool) -> Result<R
         ledger.set_budget(&org, campaign, None, actor, &idempotency).await?
     };
     Ok(applied_response(&applied))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertBody {
+    meter: String,
+    #[serde(default)]
+    percent: Option<u8>,
+    #[serde(default)]
+    amount: Option<AmountInput>,
+    channel: String,
+}
+
+/// Sets (`PUT`) or removes (`DELETE`, no body) a low-balance alert.
+async fn set_alert(ledger: &DynamoLedger, req: &Request, set: bool) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(req)?;
+    let org = caller.organization(&path_param(req, "org")?)?;
+    caller.require_admin_or_service()?;
+    let id = AlertId::parse(&path_param(req, "alert")?)?;
+    let actor = caller.actor(None)?;
+    let invalid = |why: &str| ApiError::from(DomainError::InvalidRequest(why.into()));
+    let applied = if set {
+        let body = json_body::<AlertBody>(req)?;
+        let b = &body.value;
+        let meter = MeterId::parse(&b.meter)?;
+        if !ledger.catalog().meters.contains_key(&meter) {
+            return Err(invalid("unknown meter"));
+        }
+        let threshold = match (b.percent, &b.amount) {
+            (Some(p), None) => Threshold::Percent(p),
+            (None, Some(a)) => Threshold::Amount(a.credits()?),
+            _ => return Err(invalid("an alert has a percent or an amount")),
+        };
+        let channel = Channel::parse(&b.channel).ok_or_else(|| invalid("channel: email, in_app or both"))?;
+        let alert = Alert {
+            meter,
+            threshold,
+            channel,
+        };
+        let idempotency = body.idempotency(req, &caller)?;
+        ledger.set_alert(&org, id, Some(alert), actor, &idempotency).await?
+    } else {
+        let body = json_body::<CancelBody>(req)?;
+        let idempotency = body.idempotency(req, &caller)?;
+        ledger.set_alert(&org, id, None, actor, &idempotency).await?
+    };
+    Ok(applied_response(&applied))
+}
+
+/// Marking read is idempotent by nature: no Idempotency-Key needed.
+async fn mark_read(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(req)?;
+    let org = caller.organization(&path_param(req, "org")?)?;
+    let id = path_param(req, "notification")?;
+    ledger.mark_read(&org, &id).await?;
+    Ok(json_response(StatusCode::OK, &json!({ "id": id, "read": true })))
 }
 
 async fn remove_member(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, ApiError> {

@@ -1,8 +1,10 @@
 //! The table's stream consumer: derived data comes from here, never from
-//! extra writes on the spend path. Today it is the ledger's sequencer: each
+//! extra writes on the spend path. It is the ledger's sequencer: each
 //! account change names the entry it wrote, and its new image says where
 //! that entry sits (the account's count of entries) and the balances right
-//! after it.
+//! after it. With the old image's balances (right before it) it also finds
+//! the alerts the entry crossed and notifies them (in-app, and an event on
+//! the bus for email).
 //!
 //! Streams deliver each item's changes in order and at least once; placing
 //! a change twice writes the same, so redelivery and reordering across
@@ -13,16 +15,18 @@
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use aws_sdk_dynamodb::types::AttributeValue;
+use ledger_service::notify::notify_crossings;
 use ledger_service::{DynamoLedger, ServiceError};
-use ledger_store::items::{placement_of_account_image, Item, ACCOUNT_SK};
+use ledger_store::items::{account_from_item, placement_of_account_image, Item, ACCOUNT_SK};
+use ledger_store::EventBus;
 use tracing::{error, info_span, Instrument};
 
-pub async fn handle(ledger: &DynamoLedger, event: Event) -> DynamoDbEventResponse {
+pub async fn handle<B: EventBus>(ledger: &DynamoLedger, bus: &B, event: Event) -> DynamoDbEventResponse {
     let mut response = DynamoDbEventResponse::default();
     for record in event.records {
         let id = record.change.sequence_number.clone();
         let span = info_span!("stream record", sequence = id.as_deref().unwrap_or_default());
-        if let Err(e) = process(ledger, &record).instrument(span).await {
+        if let Err(e) = process(ledger, bus, &record).instrument(span).await {
             error!(error = %e, "stream record failed; the batch resumes from it");
             let mut failure = DynamoDbBatchItemFailure::default();
             failure.item_identifier = id;
@@ -42,15 +46,30 @@ fn image(item: &serde_dynamo::Item) -> Item {
         .collect()
 }
 
-async fn process(ledger: &DynamoLedger, record: &EventRecord) -> Result<(), ServiceError> {
+async fn process<B: EventBus>(ledger: &DynamoLedger, bus: &B, record: &EventRecord) -> Result<(), ServiceError> {
     let new = image(&record.change.new_image);
     let is_account = matches!(new.get("sk"), Some(AttributeValue::S(sk)) if sk == ACCOUNT_SK);
     if !is_account || !matches!(record.event_name.as_str(), "INSERT" | "MODIFY") {
         return Ok(());
     }
     let (org, placements) = placement_of_account_image(&new)?;
+    let account = account_from_item(&new)?;
+    // The balances right before the change (none before the account existed).
+    let old = image(&record.change.old_image);
+    let mut before = match old.is_empty() {
+        true => None,
+        false => Some(account_from_item(&old)?.balances()),
+    };
     for (entry_sk, placement) in placements {
         ledger.place(&org, &entry_sk, &placement).await?;
+        if let Some(before) = &before {
+            let crossings = account.crossings(before, &placement.balance_after);
+            if !crossings.is_empty() {
+                let entry = (placement.seq, entry_sk.as_str());
+                notify_crossings(ledger.accounts(), bus, &org, entry, crossings, ledger.now()).await?;
+            }
+        }
+        before = Some(placement.balance_after);
     }
     Ok(())
 }

@@ -90,7 +90,7 @@ impl StreamPoller {
 
     /// Hands everything the stream holds to the stream function until the
     /// stream is caught up; returns how many records were delivered.
-    pub async fn drain(&mut self, ledger: &DynamoLedger) -> Result<usize> {
+    pub async fn drain<B: ledger_store::EventBus>(&mut self, ledger: &DynamoLedger, bus: &B) -> Result<usize> {
         let mut delivered = 0;
         loop {
             let records = self.poll().await?;
@@ -100,7 +100,7 @@ impl StreamPoller {
             for batch in records.chunks(BATCH_SIZE) {
                 let mut event = Event::default();
                 event.records = batch.to_vec();
-                let response = stream::handle(ledger, event).await;
+                let response = stream::handle(ledger, bus, event).await;
                 if !response.batch_item_failures.is_empty() {
                     return Err(anyhow!(
                         "the stream function failed records: {:?}",
@@ -137,7 +137,7 @@ fn event_record(record: Record) -> EventRecord {
         change.old_image = item(d.old_image);
         change.sequence_number = d.sequence_number;
         change.size_bytes = d.size_bytes.unwrap_or_default();
-        change.stream_view_type = Some(StreamViewType::NewImage);
+        change.stream_view_type = Some(StreamViewType::NewAndOldImages);
     }
     let mut event = EventRecord::default();
     event.event_id = record.event_id.unwrap_or_default();

@@ -242,6 +242,78 @@ impl Template {
     }
 }
 
+/// The template's event bus created on moto's EventBridge, with a local
+/// window onto it: a rule sending every ledger event to a queue of its own,
+/// where the README's example (and the tests) read them.
+#[derive(Clone, Debug)]
+pub struct LocalBus {
+    pub name: String,
+    pub watch_queue_url: String,
+}
+
+impl Template {
+    /// The event buses the template declares (logical ids).
+    pub fn event_buses(&self) -> Vec<String> {
+        self.of_type("AWS::Events::EventBus")
+            .map(|(id, _)| id.to_string())
+            .collect()
+    }
+
+    pub async fn create_event_bus(
+        &self,
+        events: &aws_sdk_eventbridge::Client,
+        sqs: &aws_sdk_sqs::Client,
+        logical_id: &str,
+        name: &str,
+    ) -> Result<LocalBus> {
+        use aws_sdk_sqs::types::QueueAttributeName;
+        if !self.event_buses().iter().any(|b| b == logical_id) {
+            return Err(anyhow!("template.yaml declares no event bus {logical_id}"));
+        }
+        events.create_event_bus().name(name).send().await?;
+        let watch = format!("{name}-watch");
+        let url = sqs
+            .create_queue()
+            .queue_name(&watch)
+            .send()
+            .await?
+            .queue_url
+            .ok_or_else(|| anyhow!("no url"))?;
+        let arn = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await?
+            .attributes
+            .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+            .ok_or_else(|| anyhow!("no arn for {watch}"))?;
+        let pattern = serde_json::json!({ "source": [ledger_store::bus::EVENT_SOURCE] });
+        events
+            .put_rule()
+            .event_bus_name(name)
+            .name("watch")
+            .event_pattern(pattern.to_string())
+            .send()
+            .await?;
+        let target = aws_sdk_eventbridge::types::Target::builder()
+            .id("watch-queue")
+            .arn(arn)
+            .build()?;
+        events
+            .put_targets()
+            .event_bus_name(name)
+            .rule("watch")
+            .targets(target)
+            .send()
+            .await?;
+        Ok(LocalBus {
+            name: name.to_string(),
+            watch_queue_url: url,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,6 +58,8 @@ pub struct Account {
     /// window per meter; a day's count leaves at zero. (Below zero only on
     /// a stale guess, whose write then fails its condition.)
     pub units_due: BTreeMap<(MeterId, NaiveDate), i64>,
+    /// Low-balance alerts by id (see [`crate::alerts`]).
+    pub alerts: BTreeMap<crate::AlertId, crate::alerts::Alert>,
     /// Campaign budgets (see [`crate::controls`]).
     pub budgets: BTreeMap<crate::CampaignId, crate::controls::CampaignBudget>,
     /// Slots in use per capacity meter (`lead_slots`): never renewed.
@@ -101,6 +103,7 @@ impl Account {
             used_this_period: BTreeMap::new(),
             units_due: BTreeMap::new(),
             budgets: BTreeMap::new(),
+            alerts: BTreeMap::new(),
             slots_used: BTreeMap::new(),
             reserved: BTreeMap::new(),
             members: BTreeMap::new(),

@@ -56,6 +56,11 @@ macro_rules! id_type {
 }
 
 id_type!(
+    /// An alert's name within its organization (`low-20`).
+    AlertId, "alert id", 64
+);
+
+id_type!(
     /// The organization (tenant) that owns an account: from the token, never a body.
     OrgId, "organization id", 128
 );

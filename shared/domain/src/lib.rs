@@ -8,6 +8,7 @@
 //! invariants.
 
 pub mod account;
+pub mod alerts;
 pub mod bucket;
 pub mod bulk;
 pub mod capacity;
@@ -31,6 +32,7 @@ pub mod subscription;
 pub mod team;
 
 pub use account::{credits_meter, Account};
+pub use alerts::{Alert, Channel, Crossing, Threshold, MAX_ALERTS};
 pub use bucket::{allocate, Bucket, BucketId, BucketSource, Draw};
 pub use bulk::{BulkQuote, BulkSpend, ListedSubject, SubjectOutcome, MAX_SUBJECTS};
 pub use capacity::{SlotOutcome, MAX_CONTACTS};
@@ -40,7 +42,7 @@ pub use controls::{CampaignBudget, Headroom, LimitKind, MemberGauge, MemberLimit
 pub use credits::Credits;
 pub use entry::{Actor, CallerKind, EntryKind, EntryLine, HistoryScope, LedgerEntry, PurchaseRecord};
 pub use error::DomainError;
-pub use ids::{ActionId, CampaignId, IdempotencyKey, MeterId, OrgId, PackageId, PlanId, Subject, UserId};
+pub use ids::{ActionId, AlertId, CampaignId, IdempotencyKey, MeterId, OrgId, PackageId, PlanId, Subject, UserId};
 pub use period::Period;
 pub use purchase::PurchaseGrant;
 pub use reservation::{ReserveRequest, Reserved, Transition, Unit, UnitState, MAX_UNITS};

@@ -77,6 +77,12 @@ impl ApiError {
                 "Idempotency-Key reused",
                 none(),
             ),
+            ApiError::Service(ServiceError::NotificationNotFound) => (
+                StatusCode::NOT_FOUND,
+                "notification-not-found",
+                "No such notification",
+                none(),
+            ),
             ApiError::Service(ServiceError::AlreadyReversed) => (
                 StatusCode::CONFLICT,
                 "already-reversed",

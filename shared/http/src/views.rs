@@ -577,3 +577,40 @@ pub fn members(account: &Account, now: DateTime<Utc>) -> Value {
 pub fn catalog(catalog: &Catalog) -> Value {
     serde_json::to_value(catalog).expect("serializable")
 }
+
+/// An in-app notification: an alert's level crossed by an entry.
+pub fn notification(n: &ledger_store::Notification) -> Value {
+    json!({
+        "id": n.id,
+        "alert": n.alert.to_string(),
+        "meter": n.meter.to_string(),
+        "channel": n.channel.as_str(),
+        "level": n.level.to_string(),
+        "left": n.left.to_string(),
+        "entry_seq": n.entry_seq,
+        "at": n.at,
+        "read": n.read,
+    })
+}
+
+/// The organization's low-balance alerts, with the level each fires below now.
+pub fn alerts(account: &Account) -> Value {
+    let alerts: Vec<Value> = account
+        .alerts
+        .iter()
+        .map(|(id, a)| {
+            let mut v = json!({
+                "id": id.to_string(),
+                "meter": a.meter.to_string(),
+                "channel": a.channel.as_str(),
+                "level": account.alert_level(a).map(|l| l.to_string()),
+            });
+            match a.threshold {
+                ledger_domain::Threshold::Percent(p) => v["percent"] = json!(p),
+                ledger_domain::Threshold::Amount(c) => v["amount"] = json!(c.to_string()),
+            }
+            v
+        })
+        .collect();
+    json!({ "alerts": alerts })
+}

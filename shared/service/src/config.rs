@@ -47,3 +47,14 @@ pub fn dynamo_ledger(
 ) -> DynamoLedger {
     Ledger::new(DynamoLedgerStore::new(client, table), catalog, clock)
 }
+
+/// The event bus from the Lambda environment: `EVENT_BUS_NAME`, SDK config
+/// as usual (`AWS_ENDPOINT_URL_EVENTBRIDGE` points it at moto locally).
+pub async fn bus_from_env() -> Result<ledger_store::EventBridgeBus, Box<dyn std::error::Error + Send + Sync>> {
+    let bus = std::env::var("EVENT_BUS_NAME").map_err(|_| "EVENT_BUS_NAME is not set")?;
+    let config = aws_config::load_from_env().await;
+    Ok(ledger_store::EventBridgeBus::new(
+        aws_sdk_eventbridge::Client::new(&config),
+        &bus,
+    ))
+}

@@ -27,6 +27,8 @@ pub enum ServiceError {
     /// A held result was settled by another resume meanwhile.
     #[error("the held result was settled meanwhile")]
     AlreadySettled,
+    #[error("no such notification in this organization")]
+    NotificationNotFound,
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -24,13 +24,14 @@ use ledger_domain::{
 use crate::items::{
     self, account_from_item, account_item, account_update_with, claim_from_item, claim_item, entry_from_item,
     entry_item, entry_sk, entry_sk_of_id, held_from_item, held_item, held_sk, instant, kept_request_from_item, key,
-    org_pk, placement_attrs, refusal_item, request_sk, slot_sk, unit_from_item, unit_item, unit_of_key, unit_shard,
-    unit_sk, unlock_from_item, unlock_item, unlock_sk, Item, ACCOUNT_SK, LEDGER_BY_USER_INDEX, LEDGER_INDEX,
-    RENEWALS_INDEX, RENEWAL_SHARDS, RESERVATIONS_INDEX,
+    note_from_item, note_item, note_sk, org_pk, placement_attrs, refusal_item, request_sk, slot_sk, unit_from_item,
+    unit_item, unit_of_key, unit_shard, unit_sk, unlock_from_item, unlock_item, unlock_sk, Item, ACCOUNT_SK,
+    LEDGER_BY_USER_INDEX, LEDGER_INDEX, RENEWALS_INDEX, RENEWAL_SHARDS, RESERVATIONS_INDEX,
 };
 use crate::port::{
     AccountStore, Commit, CommitError, DuePage, EntryKey, HeldResult, HistoryPage, HistoryQuery, HistoryStore,
-    KeptRequest, Receipt, RenewalIndex, RequestStore, ResultStore, SideWrite, StoreError,
+    KeptRequest, Notification, NotificationStore, Receipt, RenewalIndex, RequestStore, ResultStore, SideWrite,
+    StoreError,
 };
 
 /// Due index entries read to find one organization's overdue units.
@@ -458,6 +459,101 @@ impl ResultStore for DynamoLedgerStore {
             .await
             .map_err(request_error)?;
         out.items.unwrap_or_default().iter().map(held_from_item).collect()
+    }
+}
+
+impl NotificationStore for DynamoLedgerStore {
+    async fn keep_notification(&self, org: &OrgId, note: &Notification) -> Result<Option<Notification>, StoreError> {
+        let out = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(note_item(org, note)))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(None),
+            Err(SdkError::ServiceError(e)) => match e.into_err() {
+                PutItemError::ConditionalCheckFailedException(kept) => match kept.item() {
+                    Some(existing) => note_from_item(existing).map(Some),
+                    None => Err(StoreError::Malformed("condition failed without the item".into())),
+                },
+                other => Err(request_error(other)),
+            },
+            Err(other) => Err(request_error(other)),
+        }
+    }
+
+    async fn mark_published(&self, org: &OrgId, id: &str) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(org_pk(org)))
+            .key("sk", AttributeValue::S(note_sk(id)))
+            .update_expression("SET published = :t")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .send()
+            .await
+            .map_err(request_error)?;
+        Ok(())
+    }
+
+    async fn notifications(
+        &self,
+        org: &OrgId,
+        limit: u32,
+        cursor: Option<String>,
+    ) -> Result<(Vec<Notification>, Option<String>), StoreError> {
+        // Ids sort by entry number: newest first is the key's reverse order.
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :note)")
+            .expression_attribute_values(":pk", AttributeValue::S(org_pk(org)))
+            .expression_attribute_values(":note", AttributeValue::S("NOTE#".into()))
+            .scan_index_forward(false)
+            .limit(limit as i32 + 1);
+        if let Some(after) = cursor {
+            query = query
+                .exclusive_start_key("pk", AttributeValue::S(org_pk(org)))
+                .exclusive_start_key("sk", AttributeValue::S(note_sk(&after)));
+        }
+        let out = query.send().await.map_err(request_error)?;
+        let mut notes = out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .map(note_from_item)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = (notes.len() > limit as usize).then(|| {
+            notes.truncate(limit as usize);
+            notes.last().map(|n| n.id.clone()).unwrap_or_default()
+        });
+        Ok((notes, next))
+    }
+
+    async fn mark_read(&self, org: &OrgId, id: &str) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(org_pk(org)))
+            .key("sk", AttributeValue::S(note_sk(id)))
+            .update_expression("SET #read = :t")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#read", "read")
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(false),
+            Err(other) => Err(request_error(other)),
+        }
     }
 }
 

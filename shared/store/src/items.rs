@@ -12,12 +12,13 @@ use base64::Engine;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use ledger_domain::entry::Placement;
 use ledger_domain::{
-    Account, ActionId, Actor, Billing, Bucket, BucketId, CallerKind, CampaignBudget, CampaignId, Credits, EntryKind,
-    EntryLine, IdempotencyKey, LedgerEntry, Member, MemberLimits, MemberRole, MemberUsage, MeterId, OrgId, Period,
-    PurchaseRecord, Subject, Subscription, SubscriptionStatus, Unit, UnitState, Unlock, UserId,
+    Account, ActionId, Actor, Alert, AlertId, Billing, Bucket, BucketId, CallerKind, CampaignBudget, CampaignId,
+    Channel, Credits, EntryKind, EntryLine, IdempotencyKey, LedgerEntry, Member, MemberLimits, MemberRole, MemberUsage,
+    MeterId, OrgId, Period, PurchaseRecord, Subject, Subscription, SubscriptionStatus, Threshold, Unit, UnitState,
+    Unlock, UserId,
 };
 
-use crate::port::{EntryKey, HeldResult, KeptRequest, Receipt, StoreError};
+use crate::port::{EntryKey, HeldResult, KeptRequest, Notification, Receipt, StoreError};
 
 pub type Item = HashMap<String, AttributeValue>;
 
@@ -271,6 +272,9 @@ pub fn account_item(account: &Account, last_entry: &str) -> Item {
     for (campaign, budget) in &account.budgets {
         put(&budget_attr(campaign), budget_value(budget));
     }
+    for (id, alert) in &account.alerts {
+        put(&alert_attr(id), alert_value(alert));
+    }
     for ((meter, day), count) in account.units_due.iter().filter(|(_, c)| **c > 0) {
         put(&units_due_attr(meter, *day), n(*count));
     }
@@ -440,6 +444,36 @@ fn member_from_value(m: &Item) -> Result<Member, StoreError> {
     })
 }
 
+/// A low-balance alert, a top-level map (`meter`, `percent` or `amount`, `channel`).
+fn alert_attr(id: &AlertId) -> String {
+    format!("alert:{id}")
+}
+
+fn alert_value(a: &Alert) -> AttributeValue {
+    let mut m = HashMap::from([
+        ("meter".to_string(), s(a.meter.as_str())),
+        ("channel".to_string(), s(a.channel.as_str())),
+    ]);
+    match a.threshold {
+        Threshold::Percent(p) => m.insert("percent".into(), n(p)),
+        Threshold::Amount(c) => m.insert("amount".into(), amount(c)),
+    };
+    AttributeValue::M(m)
+}
+
+fn alert_from_value(m: &Item) -> Result<Alert, StoreError> {
+    let m = Attrs::of(m, "alert");
+    let threshold = match m.opt_n::<u8>("percent")? {
+        Some(p) => Threshold::Percent(p),
+        None => Threshold::Amount(m.credits("amount")?),
+    };
+    Ok(Alert {
+        meter: MeterId::parse(m.s("meter")?).map_err(|e| StoreError::Malformed(e.to_string()))?,
+        threshold,
+        channel: m.parsed("channel", Channel::parse)?,
+    })
+}
+
 /// A campaign's budget, a top-level map (`limit`, `spent`).
 fn budget_attr(campaign: &CampaignId) -> String {
     format!("budget:{campaign}")
@@ -579,6 +613,17 @@ pub fn account_from_item(item: &Item) -> Result<Account, StoreError> {
                         .map_err(|_| StoreError::Malformed("units_due: not a number".into())),
                     _ => Err(StoreError::Malformed("units_due: not a number".into())),
                 }
+            })
+            .collect::<Result<_, StoreError>>()?,
+        alerts: item
+            .iter()
+            .filter_map(|(attr, v)| Some((attr.strip_prefix("alert:")?, v)))
+            .map(|(id, v)| {
+                let id = AlertId::parse(id).map_err(|e| StoreError::Malformed(e.to_string()))?;
+                let AttributeValue::M(m) = v else {
+                    return Err(StoreError::Malformed(format!("alert {id}: not a map")));
+                };
+                Ok((id, alert_from_value(m)?))
             })
             .collect::<Result<_, StoreError>>()?,
         budgets: item
@@ -903,6 +948,24 @@ pub fn account_update_with(
                 u.sets.push(format!("{path} = {v}"));
             }
             (None, None) => {}
+        }
+    }
+    // Alerts are settings: set or removed whole (an admin's change).
+    let mut alerts: Vec<&AlertId> = before.alerts.keys().chain(after.alerts.keys()).collect();
+    alerts.sort();
+    alerts.dedup();
+    for id in alerts {
+        let (b, a) = (before.alerts.get(id), after.alerts.get(id));
+        if b == a {
+            continue;
+        }
+        let path = u.name(&alert_attr(id));
+        match a {
+            Some(a) => {
+                let v = u.value(alert_value(a));
+                u.sets.push(format!("{path} = {v}"));
+            }
+            None => u.removes.push(path),
         }
     }
     let mut campaigns: Vec<&CampaignId> = before.budgets.keys().chain(after.budgets.keys()).collect();
@@ -1505,6 +1568,49 @@ pub fn held_from_item(item: &Item) -> Result<HeldResult, StoreError> {
     Ok(HeldResult {
         seq,
         report: a.s("report")?.to_string(),
+    })
+}
+
+// ---- notifications ---------------------------------------------------------
+
+pub fn note_sk(id: &str) -> String {
+    format!("NOTE#{id}")
+}
+
+pub fn note_item(org: &OrgId, note: &Notification) -> Item {
+    let mut item = key(org_pk(org), note_sk(&note.id));
+    item.insert("alert".into(), s(note.alert.as_str()));
+    item.insert("meter".into(), s(note.meter.as_str()));
+    item.insert("channel".into(), s(note.channel.as_str()));
+    item.insert("level".into(), amount(note.level));
+    item.insert("left".into(), amount(note.left));
+    item.insert("entry_seq".into(), n(note.entry_seq));
+    item.insert("entry".into(), s(&note.entry));
+    item.insert("at".into(), s(instant(note.at)));
+    item.insert("read".into(), AttributeValue::Bool(note.read));
+    item.insert("published".into(), AttributeValue::Bool(note.published));
+    item
+}
+
+pub fn note_from_item(item: &Item) -> Result<Notification, StoreError> {
+    let a = Attrs::of(item, "notification");
+    let sk = a.s("sk")?;
+    let flag = |name: &str| matches!(item.get(name), Some(AttributeValue::Bool(true)));
+    Ok(Notification {
+        id: sk
+            .strip_prefix("NOTE#")
+            .ok_or_else(|| StoreError::Malformed(format!("notification key {sk}")))?
+            .to_string(),
+        alert: AlertId::parse(a.s("alert")?).map_err(|e| StoreError::Malformed(e.to_string()))?,
+        meter: MeterId::parse(a.s("meter")?).map_err(|e| StoreError::Malformed(e.to_string()))?,
+        channel: a.parsed("channel", Channel::parse)?,
+        level: a.credits("level")?,
+        left: a.credits("left")?,
+        entry_seq: a.n("entry_seq")?,
+        entry: a.s("entry")?.to_string(),
+        at: a.instant("at")?,
+        read: flag("read"),
+        published: flag("published"),
     })
 }
 

@@ -2,12 +2,15 @@
 //! storage, one trait per capability), the item layout, and the DynamoDB
 //! adapter behind the ports.
 
+pub mod bus;
 pub mod dynamo;
 pub mod items;
 pub mod port;
 
+pub use bus::EventBridgeBus;
 pub use dynamo::DynamoLedgerStore;
 pub use port::{
-    AccountStore, Claim, Commit, CommitError, DuePage, EarlierEntry, EntryKey, HeldResult, HistoryPage, HistoryQuery,
-    HistoryStore, KeptRequest, Receipt, RenewalIndex, RequestStore, ResultStore, SideWrite, StoreError, StoredEntry,
+    AccountStore, BusEvent, Claim, Commit, CommitError, DuePage, EarlierEntry, EntryKey, EventBus, HeldResult,
+    HistoryPage, HistoryQuery, HistoryStore, KeptRequest, Notification, NotificationStore, Receipt, RenewalIndex,
+    RequestStore, ResultStore, SideWrite, StoreError, StoredEntry,
 };

@@ -6,8 +6,8 @@ use std::future::Future;
 use chrono::{DateTime, NaiveDate, Utc};
 use ledger_domain::entry::Placement;
 use ledger_domain::{
-    Account, ActionId, CampaignId, HistoryScope, IdempotencyKey, LedgerEntry, MeterId, OrgId, Subject, Unit, UnitState,
-    Unlock,
+    Account, ActionId, AlertId, CampaignId, Channel, Credits, HistoryScope, IdempotencyKey, LedgerEntry, MeterId,
+    OrgId, Subject, Unit, UnitState, Unlock,
 };
 
 /// What makes an entry unique, and so idempotent: the client's key, or the
@@ -321,4 +321,69 @@ pub trait ResultStore: Send + Sync {
     /// The oldest held results, in arrival order.
     fn held_results(&self, org: &OrgId, limit: u32)
         -> impl Future<Output = Result<Vec<HeldResult>, StoreError>> + Send;
+}
+
+/// An in-app notification, and the email event it stands for: one per
+/// alert crossing, keyed by the crossing entry's number and the alert.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notification {
+    /// `<entry number, 20 digits>.<alert id>`: newest first by key.
+    pub id: String,
+    pub alert: AlertId,
+    pub meter: MeterId,
+    pub channel: Channel,
+    /// The level in credits the balance fell below, and what was left.
+    pub level: Credits,
+    pub left: Credits,
+    /// The entry that crossed it.
+    pub entry_seq: u64,
+    pub entry: String,
+    pub at: DateTime<Utc>,
+    pub read: bool,
+    /// Whether its email event is on the bus.
+    pub published: bool,
+}
+
+impl Notification {
+    pub fn id_of(entry_seq: u64, alert: &AlertId) -> String {
+        format!("{entry_seq:020}.{alert}")
+    }
+}
+
+/// Notifications derived from the stream, and read over HTTP.
+pub trait NotificationStore: Send + Sync {
+    /// Keeps a notification once; if one is kept under its id already,
+    /// returns that one (a redelivered stream record).
+    fn keep_notification(
+        &self,
+        org: &OrgId,
+        note: &Notification,
+    ) -> impl Future<Output = Result<Option<Notification>, StoreError>> + Send;
+
+    fn mark_published(&self, org: &OrgId, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Newest first, `limit` a page, from after `cursor`.
+    fn notifications(
+        &self,
+        org: &OrgId,
+        limit: u32,
+        cursor: Option<String>,
+    ) -> impl Future<Output = Result<(Vec<Notification>, Option<String>), StoreError>> + Send;
+
+    /// Marks one read; false when there is no such notification.
+    fn mark_read(&self, org: &OrgId, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// An event for the product (on EventBridge in AWS): `id` lets receivers
+/// drop a redelivered one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BusEvent {
+    pub id: String,
+    pub detail_type: String,
+    pub detail: String,
+}
+
+/// Where derived events go.
+pub trait EventBus: Send + Sync {
+    fn publish(&self, events: &[BusEvent]) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

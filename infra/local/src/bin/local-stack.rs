@@ -32,7 +32,12 @@ async fn main() -> Result<()> {
     for id in template.table_ids() {
         template.create_table(&dynamo, &id, &id).await?;
     }
-    let queues = template.create_queues(&aws_sdk_sqs::Client::new(&config), "").await?;
+    let sqs_client = aws_sdk_sqs::Client::new(&config);
+    let queues = template.create_queues(&sqs_client, "").await?;
+    let events = aws_sdk_eventbridge::Client::new(&config);
+    let bus = template
+        .create_event_bus(&events, &sqs_client, "LedgerEventBus", "ledger-local")
+        .await?;
 
     let catalog = Arc::new(catalog_from_env()?);
     let ledger = dynamo_ledger(dynamo.clone(), "LedgerTable", catalog.clone(), Arc::new(SystemClock));
@@ -40,9 +45,10 @@ async fn main() -> Result<()> {
     // mapping would deliver it.
     let mut poller = StreamPoller::for_table(&config, "LedgerTable").await?;
     let sequencer = dynamo_ledger(dynamo.clone(), "LedgerTable", catalog.clone(), Arc::new(SystemClock));
+    let publisher = ledger_store::EventBridgeBus::new(events, &bus.name);
     tokio::spawn(async move {
         loop {
-            if let Err(e) = poller.drain(&sequencer).await {
+            if let Err(e) = poller.drain(&sequencer, &publisher).await {
                 tracing::warn!(error = %e, "stream delivery failed; retrying");
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -87,6 +93,10 @@ async fn main() -> Result<()> {
     for (id, url) in &queues {
         println!("  queue {id}: {url}");
     }
+    println!(
+        "  event bus {}: its events (low-balance alerts) copied to {}",
+        bus.name, bus.watch_queue_url
+    );
     println!("\nRoutes (from template.yaml):");
     for r in &routes {
         println!("  {:<40} -> {}", r.key(), r.function);

@@ -1,0 +1,158 @@
+//! Low-balance alerts end to end: set over HTTP, crossed by racing spends,
+//! notified once per crossing from the table's stream (in-app, and an
+//! event on the bus), again after the renewal re-arms them.
+
+mod common;
+
+use chrono::Duration;
+use common::*;
+use serde_json::{json, Value};
+
+async fn notifications(stack: &Stack) -> Vec<Value> {
+    let path = format!("/v1/orgs/{ORG}/notifications");
+    let r = call(&stack.gateway(), "GET", &path, Some(&stack.member()), None, None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body["notifications"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn thirty_racing_spends_across_the_threshold_notify_once_and_the_renewal_rearms_it() {
+    // starter: 500 credits a month; the alert fires below 20 % of it, 100.
+    let stack = Stack::with_account("starter").await;
+    let path = format!("/v1/orgs/{ORG}/alerts/low-20");
+    let body = json!({ "meter": "credits", "percent": 20, "channel": "both" }).to_string();
+    let r = call(
+        &stack.gateway(),
+        "PUT",
+        &path,
+        Some(&stack.admin()),
+        Some("alert"),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = call(
+        &stack.gateway(),
+        "GET",
+        &format!("/v1/orgs/{ORG}/alerts"),
+        Some(&stack.admin()),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.body["alerts"][0]["level"], "100", "{}", r.body);
+    let r = spend(&stack.gateway(), &stack.member(), "big", "ai_email_generation", 390).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // 110 left: thirty spends of one credit race across 100.
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let (gateway, token) = (stack.gateway(), stack.member());
+        tasks.push(tokio::spawn(async move {
+            let body = r#"{"action":"ai_email_generation","quantity":1}"#;
+            call_retrying(
+                &gateway,
+                "POST",
+                &format!("/v1/orgs/{ORG}/spend"),
+                &token,
+                &format!("s-{i}"),
+                body,
+            )
+            .await
+            .0
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().status, 200);
+    }
+    stack.settle().await;
+    let notes = notifications(&stack).await;
+    assert_eq!(notes.len(), 1, "one crossing, one notification: {notes:?}");
+    assert_eq!(
+        (
+            notes[0]["alert"].as_str(),
+            notes[0]["level"].as_str(),
+            notes[0]["left"].as_str()
+        ),
+        (Some("low-20"), Some("100"), Some("99"))
+    );
+    let events = stack.bus_events().await;
+    assert_eq!(events.len(), 1, "one email event: {events:?}");
+    assert_eq!(events[0]["notification_id"], notes[0]["id"]);
+    // The whole stream delivered again notifies nothing new.
+    assert!(stack.redeliver_stream().await > 30);
+    assert_eq!(notifications(&stack).await.len(), 1);
+    assert_eq!(stack.bus_events().await.len(), 0, "published once");
+    // Read over HTTP.
+    let id = notes[0]["id"].as_str().unwrap();
+    let path = format!("/v1/orgs/{ORG}/notifications/{id}/read");
+    let r = call(&stack.gateway(), "POST", &path, Some(&stack.member()), None, None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(notifications(&stack).await[0]["read"], true);
+    let path = format!("/v1/orgs/{ORG}/notifications/nope/read");
+    let r = call(&stack.gateway(), "POST", &path, Some(&stack.member()), None, None).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    // Further spends below the level notify nothing.
+    let r = spend(&stack.gateway(), &stack.member(), "more", "ai_email_generation", 50).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    stack.settle().await;
+    assert_eq!(notifications(&stack).await.len(), 1);
+    // The renewal (Feb 28) lifts the balance back to 500: the next fall
+    // below 100 notifies again.
+    stack.clock.advance(Duration::days(29));
+    let r = spend(&stack.gateway(), &stack.member(), "feb", "ai_email_generation", 401).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    stack.settle().await;
+    let notes = notifications(&stack).await;
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert_eq!(
+        (notes[0]["left"].as_str(), notes[0]["read"].as_bool()),
+        (Some("99"), Some(false))
+    );
+    assert_eq!(stack.bus_events().await.len(), 1);
+}
+
+#[tokio::test]
+async fn an_in_app_alert_on_an_amount_puts_nothing_on_the_bus() {
+    let stack = Stack::with_account("starter").await;
+    let path = format!("/v1/orgs/{ORG}/alerts/under-50");
+    let body = json!({ "meter": "credits", "amount": "50", "channel": "in_app" }).to_string();
+    let r = call(
+        &stack.gateway(),
+        "PUT",
+        &path,
+        Some(&stack.admin()),
+        Some("a"),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // A member may not set alerts; a bad one changes nothing.
+    let r = call(
+        &stack.gateway(),
+        "PUT",
+        &path,
+        Some(&stack.member()),
+        Some("m"),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let bad = json!({ "meter": "credits", "percent": 20, "amount": "5", "channel": "in_app" }).to_string();
+    let r = call(
+        &stack.gateway(),
+        "PUT",
+        &path,
+        Some(&stack.admin()),
+        Some("b"),
+        Some(&bad),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = spend(&stack.gateway(), &stack.member(), "s", "ai_email_generation", 460).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    stack.settle().await;
+    let notes = notifications(&stack).await;
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes[0]["left"], "40");
+    assert_eq!(stack.bus_events().await.len(), 0);
+}
