@@ -115,9 +115,9 @@ async fn bad_input_is_refused_with_a_problem_and_writes_nothing() {
             "action-charged-on-result",
         ),
         case(
-            "unsupported ledger filter",
+            "two ledger filters with no index for both",
             "GET",
-            "/v1/orgs/acme/ledger?user=bob",
+            "/v1/orgs/acme/ledger?user=bob&action=email_send",
             "",
             400,
             "invalid-request",

@@ -44,6 +44,25 @@ pub struct HttpReply {
     pub replayed: bool,
 }
 
+/// A test's table goes when the test does: DynamoDB Local keeps every
+/// table in one process, and a long run of tables full of entries (with
+/// their indexes and streams) slows every later test.
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let (config, table) = (self.config.clone(), self.table.clone());
+        // Drop cannot await, and the test's runtime may be single-threaded:
+        // delete from a thread with a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            if let Ok(runtime) = runtime {
+                let client = aws_sdk_dynamodb::Client::new(&config);
+                let _ = runtime.block_on(client.delete_table().table_name(table).send());
+            }
+        })
+        .join();
+    }
+}
+
 impl Stack {
     pub async fn new() -> Stack {
         assert!(
@@ -152,6 +171,42 @@ impl Stack {
             .await
             .unwrap();
         again.drain(&self.ledger(), &publisher).await.unwrap()
+    }
+
+    /// Delivers the whole stream again from its start with every record
+    /// shuffled (across items and within one), in batches: the worst of
+    /// at-least-once delivery. Returns how many records it delivered.
+    pub async fn redeliver_shuffled(&self) -> usize {
+        self.settle().await;
+        let bus = match &*self.stream.lock().await {
+            Some((_, bus)) => bus.name.clone(),
+            None => unreachable!("settled above"),
+        };
+        let publisher = ledger_store::EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&self.config), &bus);
+        let mut again = ledger_local::streams::StreamPoller::for_table(&self.config, &self.table)
+            .await
+            .unwrap();
+        let mut records = Vec::new();
+        loop {
+            let got = again.poll().await.unwrap();
+            if got.is_empty() {
+                break;
+            }
+            records.extend(got);
+        }
+        fastrand::shuffle(&mut records);
+        let ledger = self.ledger();
+        for batch in records.chunks(100) {
+            let mut event = aws_lambda_events::event::dynamodb::Event::default();
+            event.records = batch.to_vec();
+            let response = stream::handle(&ledger, &publisher, event).await;
+            assert!(
+                response.batch_item_failures.is_empty(),
+                "{:?}",
+                response.batch_item_failures
+            );
+        }
+        records.len()
     }
 
     /// The `detail` of every event the stream function put on the bus since

@@ -6,12 +6,16 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use chrono::{DateTime, NaiveDate, Utc};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
+use ledger_domain::usage::UsageGroup;
+use ledger_domain::{ActionId, CampaignId, UserId};
 use ledger_http::{
     json_response, only_query_params, path_param, query_param, respond, route_key, views, ApiError, Caller,
     DynamoLedger,
 };
+use ledger_store::{HistoryFilter, HistoryKey, HistoryPosition};
 use serde_json::json;
 
 pub const DEFAULT_PAGE: u32 = 50;
@@ -31,6 +35,7 @@ async fn route(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, A
         "GET /v1/orgs/{org}/ledger" => history(ledger, req).await,
         "GET /v1/orgs/{org}/notifications" => notifications(ledger, req).await,
         "GET /v1/orgs/{org}/alerts" => alerts(ledger, req).await,
+        "GET /v1/orgs/{org}/usage" => usage(ledger, req).await,
         _ => Err(ApiError::RouteNotFound(format!(
             "{} {}",
             req.method(),
@@ -55,14 +60,96 @@ async fn balance(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>,
 async fn history(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(req)?;
     let org = caller.organization(&path_param(req, "org")?)?;
-    only_query_params(req, &["limit", "cursor"])?;
+    only_query_params(req, &["limit", "cursor", "from", "to", "action", "user", "campaign"])?;
     let limit = page_limit(req)?;
-    let before = query_param(req, "cursor").map(|c| decode_cursor(&c)).transpose()?;
+    let filter = history_filter(req)?;
+    // A cursor continues the listing it came from: same organization, same filter.
+    let binding = format!("{org}|{}", filter_text(&filter));
+    let after = query_param(req, "cursor")
+        .map(|c| decode_cursor(&c, &binding))
+        .transpose()?;
     let viewer = caller.actor(None)?;
-    let page = ledger.history(&org, &viewer, limit, before).await?;
+    let page = ledger.history(&org, &viewer, filter, limit, after).await?;
     let entries: Vec<_> = page.entries.iter().map(views::entry).collect();
-    let body = json!({ "entries": entries, "next_cursor": page.next_before.map(encode_cursor) });
+    let next = page.next.map(|p| encode_cursor(&binding, &p));
+    let body = json!({ "entries": entries, "next_cursor": next });
     Ok(json_response(StatusCode::OK, &body))
+}
+
+/// `from` and `to` (an RFC 3339 instant, or a UTC day: `to` a day means
+/// through its end) and at most one of `action`, `user`, `campaign`.
+fn history_filter(req: &Request) -> Result<HistoryFilter, ApiError> {
+    let instant = |name: &str, end_of_day: bool| -> Result<Option<DateTime<Utc>>, ApiError> {
+        let Some(text) = query_param(req, name) else {
+            return Ok(None);
+        };
+        if let Ok(at) = DateTime::parse_from_rfc3339(&text) {
+            return Ok(Some(at.with_timezone(&Utc)));
+        }
+        let day = NaiveDate::parse_from_str(&text, "%Y-%m-%d")
+            .map_err(|_| ApiError::BadRequest(format!("{name} must be a date (YYYY-MM-DD) or an RFC 3339 instant")))?;
+        let day = if end_of_day { day.succ_opt().unwrap_or(day) } else { day };
+        Ok(Some(day.and_hms_opt(0, 0, 0).expect("midnight").and_utc()))
+    };
+    let (from, to) = (instant("from", false)?, instant("to", true)?);
+    if let (Some(f), Some(t)) = (from, to) {
+        if f >= t {
+            return Err(ApiError::BadRequest("from must be before to".into()));
+        }
+    }
+    let mut keys = Vec::new();
+    if let Some(a) = query_param(req, "action") {
+        keys.push(HistoryKey::Action(ActionId::parse(&a)?));
+    }
+    if let Some(u) = query_param(req, "user") {
+        keys.push(HistoryKey::User(UserId::parse(&u)?));
+    }
+    if let Some(c) = query_param(req, "campaign") {
+        keys.push(HistoryKey::Campaign(CampaignId::parse(&c)?));
+    }
+    if keys.len() > 1 {
+        return Err(ApiError::BadRequest(
+            "filter by one of action, user or campaign (each has its own index), with from and to".into(),
+        ));
+    }
+    Ok(HistoryFilter {
+        from,
+        to,
+        by: keys.pop(),
+    })
+}
+
+fn filter_text(f: &HistoryFilter) -> String {
+    let by = match &f.by {
+        None => String::new(),
+        Some(HistoryKey::Action(a)) => format!("action={a}"),
+        Some(HistoryKey::User(u)) => format!("user={u}"),
+        Some(HistoryKey::Campaign(c)) => format!("campaign={c}"),
+    };
+    format!("{:?}|{:?}|{by}", f.from, f.to)
+}
+
+/// Usage over a range of UTC days, grouped by action, user, campaign or
+/// day, from the day rollups (admins and the service).
+async fn usage(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(req)?;
+    let org = caller.organization(&path_param(req, "org")?)?;
+    caller.require_admin_or_service()?;
+    only_query_params(req, &["from", "to", "group_by"])?;
+    let day = |name: &str| -> Result<NaiveDate, ApiError> {
+        let text = query_param(req, name).ok_or_else(|| ApiError::BadRequest(format!("{name} is required")))?;
+        NaiveDate::parse_from_str(&text, "%Y-%m-%d")
+            .map_err(|_| ApiError::BadRequest(format!("{name} must be a date (YYYY-MM-DD)")))
+    };
+    let (from, to) = (day("from")?, day("to")?);
+    let group_text = query_param(req, "group_by").unwrap_or_else(|| "action".into());
+    let group = UsageGroup::parse(&group_text)
+        .ok_or_else(|| ApiError::BadRequest("group_by: action, user, campaign or day".into()))?;
+    let report = ledger.usage(&org, from, to, group).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &views::usage(from, to, &group_text, &report),
+    ))
 }
 
 fn page_limit(req: &Request) -> Result<u32, ApiError> {
@@ -108,16 +195,27 @@ async fn alerts(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, 
     Ok(json_response(StatusCode::OK, &views::alerts(&account)))
 }
 
-/// Cursors are opaque to clients: they name the seq to continue below.
-fn encode_cursor(before: u64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("before:{before}"))
+/// Cursors are opaque to clients: where the page ended, bound to the
+/// organization and the filter it was listed with.
+fn encode_cursor(binding: &str, p: &HistoryPosition) -> String {
+    URL_SAFE_NO_PAD.encode(json!({ "b": binding, "p": p.placed, "k": p.sk }).to_string())
 }
 
-fn decode_cursor(cursor: &str) -> Result<u64, ApiError> {
-    URL_SAFE_NO_PAD
+fn decode_cursor(cursor: &str, binding: &str) -> Result<HistoryPosition, ApiError> {
+    let invalid = || ApiError::BadRequest("invalid cursor: it continues another listing".into());
+    let value: serde_json::Value = URL_SAFE_NO_PAD
         .decode(cursor)
         .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.strip_prefix("before:").and_then(|n| n.parse().ok()))
-        .ok_or_else(|| ApiError::BadRequest("invalid cursor".into()))
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(invalid)?;
+    if value["b"] != binding {
+        return Err(invalid());
+    }
+    match (value["p"].as_str(), value["k"].as_str()) {
+        (Some(placed), Some(sk)) => Ok(HistoryPosition {
+            placed: placed.to_string(),
+            sk: sk.to_string(),
+        }),
+        _ => Err(invalid()),
+    }
 }

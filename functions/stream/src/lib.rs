@@ -4,7 +4,8 @@
 //! that entry sits (the account's count of entries) and the balances right
 //! after it. With the old image's balances (right before it) it also finds
 //! the alerts the entry crossed and notifies them (in-app, and an event on
-//! the bus for email).
+//! the bus for email). Each new entry is added to its day's usage rollup,
+//! once (the entry is marked in the same transaction).
 //!
 //! Streams deliver each item's changes in order and at least once; placing
 //! a change twice writes the same, so redelivery and reordering across
@@ -17,7 +18,10 @@ use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventR
 use aws_sdk_dynamodb::types::AttributeValue;
 use ledger_service::notify::notify_crossings;
 use ledger_service::{DynamoLedger, ServiceError};
-use ledger_store::items::{account_from_item, placement_of_account_image, Item, ACCOUNT_SK};
+use ledger_store::items::{
+    account_from_item, change_time, entry_from_item, is_entry_sk, org_of_image, placement_of_account_image, Item,
+    ACCOUNT_SK,
+};
 use ledger_store::EventBus;
 use tracing::{error, info_span, Instrument};
 
@@ -48,11 +52,21 @@ fn image(item: &serde_dynamo::Item) -> Item {
 
 async fn process<B: EventBus>(ledger: &DynamoLedger, bus: &B, record: &EventRecord) -> Result<(), ServiceError> {
     let new = image(&record.change.new_image);
-    let is_account = matches!(new.get("sk"), Some(AttributeValue::S(sk)) if sk == ACCOUNT_SK);
-    if !is_account || !matches!(record.event_name.as_str(), "INSERT" | "MODIFY") {
+    let sk = match new.get("sk") {
+        Some(AttributeValue::S(sk)) => sk.as_str(),
+        _ => return Ok(()),
+    };
+    // A new ledger entry (a kept refusal has no kind): into its day's rollup.
+    if record.event_name == "INSERT" && new.contains_key("kind") && is_entry_sk(sk) {
+        let org = org_of_image(&new)?;
+        ledger.roll_up(&org, sk, &entry_from_item(&new)?).await?;
+        return Ok(());
+    }
+    if sk != ACCOUNT_SK || !matches!(record.event_name.as_str(), "INSERT" | "MODIFY") {
         return Ok(());
     }
     let (org, placements) = placement_of_account_image(&new)?;
+    let at = change_time(&new)?;
     let account = account_from_item(&new)?;
     // The balances right before the change (none before the account existed).
     let old = image(&record.change.old_image);
@@ -61,7 +75,7 @@ async fn process<B: EventBus>(ledger: &DynamoLedger, bus: &B, record: &EventReco
         false => Some(account_from_item(&old)?.balances()),
     };
     for (entry_sk, placement) in placements {
-        ledger.place(&org, &entry_sk, &placement).await?;
+        ledger.place(&org, &entry_sk, &placement, at).await?;
         if let Some(before) = &before {
             let crossings = account.crossings(before, &placement.balance_after);
             if !crossings.is_empty() {

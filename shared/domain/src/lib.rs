@@ -30,6 +30,7 @@ pub mod reversal;
 pub mod spend;
 pub mod subscription;
 pub mod team;
+pub mod usage;
 
 pub use account::{credits_meter, Account};
 pub use alerts::{Alert, Channel, Crossing, Threshold, MAX_ALERTS};

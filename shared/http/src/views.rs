@@ -614,3 +614,24 @@ pub fn alerts(account: &Account) -> Value {
         .collect();
     json!({ "alerts": alerts })
 }
+
+/// A usage report: totals by group value (credits per meter, entries).
+pub fn usage(
+    from: NaiveDate,
+    to: NaiveDate,
+    group_by: &str,
+    report: &BTreeMap<String, ledger_domain::usage::UsageTotals>,
+) -> Value {
+    let groups: Vec<Value> = report
+        .iter()
+        .map(|(key, t)| {
+            let used: BTreeMap<String, String> = t
+                .used
+                .iter()
+                .map(|(m, v)| (m.to_string(), Credits::from_thousandths(*v).to_string()))
+                .collect();
+            json!({ "key": key, "used": used, "entries": t.entries })
+        })
+        .collect();
+    json!({ "from": from, "to": to, "group_by": group_by, "groups": groups })
+}

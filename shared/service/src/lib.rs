@@ -13,6 +13,7 @@ mod operations;
 mod outcome;
 mod reservations;
 mod results;
+pub mod usage;
 
 pub use config::{catalog_from_env, dynamo_ledger, DynamoLedger};
 pub use error::ServiceError;

@@ -1,12 +1,16 @@
 //! The ledger's operations, one per thing a caller can ask, whatever
 //! triggers it: parse at the edge, call one of these, render the result.
 
+use chrono::{DateTime, Utc};
 use ledger_domain::entry::Placement;
 use ledger_domain::{
-    Account, Actor, CampaignId, Credits, DomainError, MemberLimits, MemberRole, OrgId, PurchaseGrant, Resubscription,
-    SpendQuote, SpendRequest, Subscription, SubscriptionStatus, UserId,
+    Account, Actor, CampaignId, Credits, DomainError, HistoryScope, MemberLimits, MemberRole, OrgId, PurchaseGrant,
+    Resubscription, SpendQuote, SpendRequest, Subscription, SubscriptionStatus, UserId,
 };
-use ledger_store::{AccountStore, HistoryPage, HistoryQuery, HistoryStore, RenewalIndex, RequestStore};
+use ledger_store::{
+    AccountStore, HistoryFilter, HistoryKey, HistoryPage, HistoryPosition, HistoryQuery, HistoryStore, RenewalIndex,
+    RequestStore,
+};
 
 use crate::executor::{Created, Idempotency, Ledger};
 use crate::outcome::{Applied, Outcome, SubscriptionState};
@@ -217,13 +221,24 @@ impl<A: AccountStore, R: RequestStore, H: HistoryStore> Ledger<A, R, H> {
         &self,
         org: &OrgId,
         viewer: &Actor,
+        filter: HistoryFilter,
         limit: u32,
-        before_seq: Option<u64>,
+        after: Option<HistoryPosition>,
     ) -> Result<HistoryPage, ServiceError> {
+        let scope = viewer.history_scope();
+        if let (HistoryScope::User(me), Some(by)) = (&scope, &filter.by) {
+            if *by != HistoryKey::User(me.clone()) {
+                return Err(DomainError::InvalidRequest(
+                    "a member's history lists their own entries: filter it by time only".into(),
+                )
+                .into());
+            }
+        }
         let query = HistoryQuery {
-            scope: viewer.history_scope(),
+            scope,
+            filter,
             limit,
-            before_seq,
+            after,
         };
         let page = self.history.history(org, &query).await?;
         if let Some(unseen) = page.entries.iter().find(|e| !query.scope.sees(e)) {
@@ -241,8 +256,14 @@ impl<A, R, H: HistoryStore> Ledger<A, R, H> {
     /// entries and its balances right after). Changes to one account reach
     /// the stream in commit order, so this is the commit order; placing the
     /// same change twice writes the same.
-    pub async fn place(&self, org: &OrgId, entry_sk: &str, placement: &Placement) -> Result<(), ServiceError> {
-        Ok(self.history.place(org, entry_sk, placement).await?)
+    pub async fn place(
+        &self,
+        org: &OrgId,
+        entry_sk: &str,
+        placement: &Placement,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<(), ServiceError> {
+        Ok(self.history.place(org, entry_sk, placement, at).await?)
     }
 }
 

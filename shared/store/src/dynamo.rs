@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use ledger_domain::entry::Placement;
 use ledger_domain::{
     Account, ActionId, CampaignId, HistoryScope, IdempotencyKey, LedgerEntry, MeterId, OrgId, Subject, Unit, UnitState,
@@ -24,14 +24,15 @@ use ledger_domain::{
 use crate::items::{
     self, account_from_item, account_item, account_update_with, claim_from_item, claim_item, entry_from_item,
     entry_item, entry_sk, entry_sk_of_id, held_from_item, held_item, held_sk, instant, kept_request_from_item, key,
-    note_from_item, note_item, note_sk, org_pk, placement_attrs, refusal_item, request_sk, slot_sk, unit_from_item,
-    unit_item, unit_of_key, unit_shard, unit_sk, unlock_from_item, unlock_item, unlock_sk, Item, ACCOUNT_SK,
-    LEDGER_BY_USER_INDEX, LEDGER_INDEX, RENEWALS_INDEX, RENEWAL_SHARDS, RESERVATIONS_INDEX,
+    note_from_item, note_item, note_sk, org_pk, placement_attrs, refusal_item, request_sk, rollup_from_item, rollup_sk,
+    slot_sk, unit_from_item, unit_item, unit_of_key, unit_shard, unit_sk, unlock_from_item, unlock_item, unlock_sk,
+    Attrs, Item, ACCOUNT_SK, LEDGER_BY_ACTION_INDEX, LEDGER_BY_CAMPAIGN_INDEX, LEDGER_BY_USER_INDEX, LEDGER_INDEX,
+    RENEWALS_INDEX, RENEWAL_SHARDS, RESERVATIONS_INDEX,
 };
 use crate::port::{
-    AccountStore, Commit, CommitError, DuePage, EntryKey, HeldResult, HistoryPage, HistoryQuery, HistoryStore,
-    KeptRequest, Notification, NotificationStore, Receipt, RenewalIndex, RequestStore, ResultStore, SideWrite,
-    StoreError,
+    AccountStore, Commit, CommitError, DayRollup, DuePage, EntryKey, HeldResult, HistoryKey, HistoryPage,
+    HistoryPosition, HistoryQuery, HistoryStore, KeptRequest, Notification, NotificationStore, Receipt, RenewalIndex,
+    RequestStore, ResultStore, RollupStore, SideWrite, StoreError,
 };
 
 /// Due index entries read to find one organization's overdue units.
@@ -191,7 +192,8 @@ impl AccountStore for DynamoLedgerStore {
                     .iter()
                     .map(|e| (entry_sk(&e.stored.key), e.later.clone()))
                     .collect();
-                let change = account_update_with(before, commit.account, &last_entry, &earlier);
+                let mut change = account_update_with(before, commit.account, &last_entry, &earlier);
+                change.decided_at(commit.entry.entry.at);
                 let update = Update::builder()
                     .table_name(&self.table)
                     .set_key(Some(key(org_pk(org), ACCOUNT_SK.into())))
@@ -206,7 +208,11 @@ impl AccountStore for DynamoLedgerStore {
             }
             None => conditional_put(
                 &self.table,
-                account_item(commit.account, &last_entry),
+                {
+                    let mut item = account_item(commit.account, &last_entry);
+                    item.insert("last_at".into(), AttributeValue::S(instant(commit.entry.entry.at)));
+                    item
+                },
                 "attribute_not_exists(pk)",
                 None,
             )?,
@@ -557,6 +563,85 @@ impl NotificationStore for DynamoLedgerStore {
     }
 }
 
+impl RollupStore for DynamoLedgerStore {
+    async fn roll_up(
+        &self,
+        org: &OrgId,
+        entry_sk: &str,
+        day: NaiveDate,
+        counters: &[(String, i64)],
+    ) -> Result<bool, StoreError> {
+        // The entry is marked in the same transaction: it adds once.
+        let mark = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(org_pk(org), entry_sk.to_string())))
+            .update_expression("SET rolled_up = :t")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(rolled_up)")
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .build()
+            .map_err(request_error)?;
+        let (mut adds, mut names, mut values) = (Vec::new(), HashMap::new(), Item::new());
+        for (i, (name, value)) in counters.iter().enumerate() {
+            adds.push(format!("#c{i} :c{i}"));
+            names.insert(format!("#c{i}"), name.clone());
+            values.insert(format!(":c{i}"), AttributeValue::N(value.to_string()));
+        }
+        let add = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(org_pk(org), rollup_sk(day))))
+            .update_expression(format!("ADD {}", adds.join(", ")))
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(request_error)?;
+        let out = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(mark).build())
+            .transact_items(TransactWriteItem::builder().update(add).build())
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e)) => match e.into_err() {
+                TransactWriteItemsError::TransactionCanceledException(c)
+                    if c.cancellation_reasons().first().and_then(|r| r.code()) == Some("ConditionalCheckFailed") =>
+                {
+                    Ok(false)
+                }
+                other => Err(request_error(other)),
+            },
+            Err(other) => Err(request_error(other)),
+        }
+    }
+
+    async fn rollups(&self, org: &OrgId, from: NaiveDate, to: NaiveDate) -> Result<Vec<DayRollup>, StoreError> {
+        let mut days = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .expression_attribute_values(":pk", AttributeValue::S(org_pk(org)))
+                .expression_attribute_values(":from", AttributeValue::S(rollup_sk(from)))
+                .expression_attribute_values(":to", AttributeValue::S(rollup_sk(to)))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(request_error)?;
+            for item in out.items.unwrap_or_default() {
+                days.push(rollup_from_item(&item)?);
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(days),
+            }
+        }
+    }
+}
+
 impl RequestStore for DynamoLedgerStore {
     async fn load_request(&self, org: &OrgId, request_key: &IdempotencyKey) -> Result<Option<KeptRequest>, StoreError> {
         let item = self.consistent_get(org_pk(org), request_sk(request_key)).await?;
@@ -595,47 +680,74 @@ impl RequestStore for DynamoLedgerStore {
 
 impl HistoryStore for DynamoLedgerStore {
     async fn history(&self, org: &OrgId, q: &HistoryQuery) -> Result<HistoryPage, StoreError> {
-        // Each scope reads the index keyed for it, so every page is full:
+        // Each filter reads the index keyed for it, so every page is full:
         // no filter runs after DynamoDB's `Limit`. One item more than the
         // page tells whether another page exists.
-        let (index, partition_attr, partition) = match &q.scope {
-            HistoryScope::Organization => (LEDGER_INDEX, "ledger_org", org.to_string()),
-            HistoryScope::User(user) => (
+        let by = match (&q.scope, &q.filter.by) {
+            (HistoryScope::User(user), None) => Some(HistoryKey::User(user.clone())),
+            (HistoryScope::User(user), Some(HistoryKey::User(u))) if u == user => Some(HistoryKey::User(u.clone())),
+            (HistoryScope::User(_), Some(_)) => {
+                return Err(StoreError::Malformed("a member's history is their own".into()))
+            }
+            (HistoryScope::Organization, by) => by.clone(),
+        };
+        let (index, partition_attr, partition) = match &by {
+            None => (LEDGER_INDEX, "ledger_org", org.to_string()),
+            Some(HistoryKey::User(user)) => (
                 LEDGER_BY_USER_INDEX,
                 "ledger_user",
                 items::ledger_user(org, user.as_str()),
             ),
+            Some(HistoryKey::Action(action)) => (
+                LEDGER_BY_ACTION_INDEX,
+                "ledger_action",
+                items::ledger_action(org, action.as_str()),
+            ),
+            Some(HistoryKey::Campaign(campaign)) => (
+                LEDGER_BY_CAMPAIGN_INDEX,
+                "ledger_campaign",
+                items::ledger_campaign(org, campaign.as_str()),
+            ),
         };
+        // [from, to): `placed` is `<instant>#<seq>`, so every key of an
+        // instant before `to` sorts below `to` itself.
+        let lo = q.filter.from.map(instant).unwrap_or_else(|| "0".into());
+        let hi = q.filter.to.map(instant).unwrap_or_else(|| "9".into());
         let mut query = self
             .client
             .query()
             .table_name(&self.table)
             .index_name(index)
+            .key_condition_expression("#p = :p AND placed BETWEEN :lo AND :hi")
             .expression_attribute_names("#p", partition_attr)
-            .expression_attribute_values(":p", AttributeValue::S(partition))
+            .expression_attribute_values(":p", AttributeValue::S(partition.clone()))
+            .expression_attribute_values(":lo", AttributeValue::S(lo))
+            .expression_attribute_values(":hi", AttributeValue::S(hi))
             .scan_index_forward(false)
             .limit(q.limit as i32 + 1);
-        query = match q.before_seq {
-            Some(before) => query
-                .key_condition_expression("#p = :p AND seq < :before")
-                .expression_attribute_values(":before", AttributeValue::N(before.to_string())),
-            None => query.key_condition_expression("#p = :p"),
-        };
+        if let Some(after) = &q.after {
+            query = query
+                .exclusive_start_key("pk", AttributeValue::S(org_pk(org)))
+                .exclusive_start_key("sk", AttributeValue::S(after.sk.clone()))
+                .exclusive_start_key(partition_attr, AttributeValue::S(partition))
+                .exclusive_start_key("placed", AttributeValue::S(after.placed.clone()));
+        }
         let out = query.send().await.map_err(request_error)?;
-        let mut entries = out
-            .items
-            .unwrap_or_default()
-            .iter()
-            .map(entry_from_item)
-            .collect::<Result<Vec<_>, _>>()?;
-        let more = entries.len() > q.limit as usize;
-        entries.truncate(q.limit as usize);
-        let next_before = if more {
-            entries.last().and_then(LedgerEntry::seq)
-        } else {
-            None
+        let mut items = out.items.unwrap_or_default();
+        let more = items.len() > q.limit as usize;
+        items.truncate(q.limit as usize);
+        let next = match (more, items.last()) {
+            (true, Some(last)) => {
+                let a = Attrs::of(last, "entry");
+                Some(HistoryPosition {
+                    placed: a.s("placed")?.to_string(),
+                    sk: a.s("sk")?.to_string(),
+                })
+            }
+            _ => None,
         };
-        Ok(HistoryPage { entries, next_before })
+        let entries = items.iter().map(entry_from_item).collect::<Result<Vec<_>, _>>()?;
+        Ok(HistoryPage { entries, next })
     }
 
     async fn entry(&self, org: &OrgId, id: &str) -> Result<Option<LedgerEntry>, StoreError> {
@@ -648,9 +760,15 @@ impl HistoryStore for DynamoLedgerStore {
         }
     }
 
-    async fn place(&self, org: &OrgId, entry_sk: &str, placement: &Placement) -> Result<(), StoreError> {
+    async fn place(
+        &self,
+        org: &OrgId,
+        entry_sk: &str,
+        placement: &Placement,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
         let (mut sets, mut names, mut values) = (Vec::new(), HashMap::new(), Item::new());
-        for (i, (attr, value)) in placement_attrs(placement).into_iter().enumerate() {
+        for (i, (attr, value)) in placement_attrs(placement, at).into_iter().enumerate() {
             sets.push(format!("#a{i} = :a{i}"));
             names.insert(format!("#a{i}"), attr);
             values.insert(format!(":a{i}"), value);

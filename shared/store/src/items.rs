@@ -23,10 +23,14 @@ use crate::port::{EntryKey, HeldResult, KeptRequest, Notification, Receipt, Stor
 pub type Item = HashMap<String, AttributeValue>;
 
 pub const ACCOUNT_SK: &str = "ACCOUNT";
-/// GSI: every entry of an organization by seq (`ledger_org`, `seq`).
+/// GSI: every entry of an organization by time and seq (`ledger_org`, `placed`).
 pub const LEDGER_INDEX: &str = "ledger";
-/// GSI: an organization's entries by user (`ledger_user` = `<org>#<user>`, `seq`).
+/// GSI: an organization's entries by user (`ledger_user` = `<org>#<user>`, `placed`).
 pub const LEDGER_BY_USER_INDEX: &str = "ledger_by_user";
+/// GSI: an organization's entries by action (`ledger_action` = `<org>#<action>`, `placed`).
+pub const LEDGER_BY_ACTION_INDEX: &str = "ledger_by_action";
+/// GSI: an organization's entries by campaign (`ledger_campaign` = `<org>#<campaign>`, `placed`).
+pub const LEDGER_BY_CAMPAIGN_INDEX: &str = "ledger_by_campaign";
 /// GSI, sparse, keys only: reserved units by deadline (`unit_shard`, `deadline`).
 pub const RESERVATIONS_INDEX: &str = "reservations_due";
 /// GSI, sparse, keys only: accounts by next renewal (`renewal_shard`, `renews_at`).
@@ -161,7 +165,7 @@ impl<'a> Attrs<'a> {
         parse(text).ok_or_else(|| self.bad(name, "unreadable"))
     }
 
-    fn opt_parsed<T>(&self, name: &str, parse: impl FnOnce(&str) -> Option<T>) -> Result<Option<T>, StoreError> {
+    pub fn opt_parsed<T>(&self, name: &str, parse: impl FnOnce(&str) -> Option<T>) -> Result<Option<T>, StoreError> {
         match self.opt_s(name)? {
             None => Ok(None),
             Some(text) => parse(text).map(Some).ok_or_else(|| self.bad(name, "unreadable")),
@@ -287,6 +291,15 @@ pub fn account_item(account: &Account, last_entry: &str) -> Item {
     }
     put("last_entry", s(last_entry));
     item
+}
+
+impl AccountUpdate {
+    /// Records when the change was decided (`last_at`): its entries' time,
+    /// which the sequencer keys them by.
+    pub fn decided_at(&mut self, at: DateTime<Utc>) {
+        let (a, v) = (self.name("last_at"), self.value(s(instant(at))));
+        self.sets.push(format!("{a} = {v}"));
+    }
 }
 
 /// A downgrade waiting for the next renewal, attribute by attribute.
@@ -1258,6 +1271,42 @@ pub fn ledger_user(org: &OrgId, user: &str) -> String {
     format!("{org}#{user}")
 }
 
+/// The action-filter index's partition: one organization's action.
+pub fn ledger_action(org: &OrgId, action: &str) -> String {
+    format!("{org}#{action}")
+}
+
+/// The campaign-filter index's partition: one organization's campaign.
+pub fn ledger_campaign(org: &OrgId, campaign: &str) -> String {
+    format!("{org}#{campaign}")
+}
+
+/// The history indexes' sort key: when the entry's change was decided,
+/// then its number. Time ranges are key conditions on it; entries of one
+/// instant keep their ledger order. Written once the entry is placed.
+pub fn placed_key(at: DateTime<Utc>, seq: u64) -> String {
+    format!("{}#{seq:020}", instant(at))
+}
+
+/// Whether a sort key names a ledger entry's item (a request's or a renewal's).
+pub fn is_entry_sk(sk: &str) -> bool {
+    sk.starts_with("REQ#") || sk.starts_with("RENEWAL#")
+}
+
+/// The organization an item of its partition belongs to.
+pub fn org_of_image(image: &Item) -> Result<OrgId, StoreError> {
+    let pk = Attrs::of(image, "item").s("pk")?;
+    pk.strip_prefix("ORG#")
+        .and_then(|o| OrgId::parse(o).ok())
+        .ok_or_else(|| StoreError::Malformed(format!("partition {pk}")))
+}
+
+/// When an account's last change was decided (`last_at`), from its image:
+/// its entries' time, for the sequencer to key them by.
+pub fn change_time(image: &Item) -> Result<Option<DateTime<Utc>>, StoreError> {
+    Attrs::of(image, "account").opt_parsed("last_at", parse_instant)
+}
+
 /// An entry item: the entry with its filterable fields top-level (time,
 /// kind, user, action, campaign, subject), its index keys, and the receipt
 /// of the request that wrote it.
@@ -1281,6 +1330,14 @@ pub fn entry_item(org: &OrgId, key: &EntryKey, e: &LedgerEntry, receipt: Option<
     };
     opt("action", e.action.as_ref().map(|x| x.to_string()));
     opt("campaign", e.campaign.as_ref().map(|x| x.to_string()));
+    opt(
+        "ledger_action",
+        e.action.as_ref().map(|x| ledger_action(org, x.as_str())),
+    );
+    opt(
+        "ledger_campaign",
+        e.campaign.as_ref().map(|x| ledger_campaign(org, x.as_str())),
+    );
     opt("subject", e.subject.as_ref().map(|x| x.as_str().to_string()));
     opt("plan", e.plan.as_ref().map(|x| x.to_string()));
     opt("member", e.member.as_ref().map(|x| x.to_string()));
@@ -1325,7 +1382,7 @@ pub fn entry_item(org: &OrgId, key: &EntryKey, e: &LedgerEntry, receipt: Option<
         .collect();
     item.insert("lines".into(), AttributeValue::L(lines));
     if let Some(p) = &e.placement {
-        item.extend(placement_attrs(p));
+        item.extend(placement_attrs(p, Some(e.at)));
     }
     if let Some(r) = receipt {
         put_receipt(&mut item, r);
@@ -1340,11 +1397,15 @@ fn put_receipt(item: &mut Item, r: &Receipt) {
 
 /// What the sequencer adds to an entry: its number (which also puts it in
 /// the `ledger` indexes) and the balances right after it.
-pub fn placement_attrs(p: &Placement) -> Item {
-    HashMap::from([
+pub fn placement_attrs(p: &Placement, at: Option<DateTime<Utc>>) -> Item {
+    let mut item = HashMap::from([
         ("seq".to_string(), n(p.seq)),
         ("balance_after".to_string(), meter_amounts(&p.balance_after)),
-    ])
+    ]);
+    if let Some(at) = at {
+        item.insert("placed".to_string(), s(placed_key(at, p.seq)));
+    }
+    item
 }
 
 pub fn entry_from_item(item: &Item) -> Result<LedgerEntry, StoreError> {
@@ -1569,6 +1630,34 @@ pub fn held_from_item(item: &Item) -> Result<HeldResult, StoreError> {
         seq,
         report: a.s("report")?.to_string(),
     })
+}
+
+// ---- usage rollups -----------------------------------------------------------
+
+pub fn rollup_sk(day: NaiveDate) -> String {
+    format!("ROLLUP#{day}")
+}
+
+/// A day's rollup: every counter (`<group>/<value>/<meter or entries>`).
+pub fn rollup_from_item(item: &Item) -> Result<(NaiveDate, BTreeMap<String, i64>), StoreError> {
+    let a = Attrs::of(item, "rollup");
+    let sk = a.s("sk")?;
+    let day = sk
+        .strip_prefix("ROLLUP#")
+        .and_then(|d| d.parse().ok())
+        .ok_or_else(|| StoreError::Malformed(format!("rollup key {sk}")))?;
+    let counters = item
+        .iter()
+        .filter(|(name, _)| name.contains('/'))
+        .map(|(name, v)| match v {
+            AttributeValue::N(t) => t
+                .parse()
+                .map(|n| (name.clone(), n))
+                .map_err(|_| StoreError::Malformed(format!("rollup counter {name}"))),
+            _ => Err(StoreError::Malformed(format!("rollup counter {name}"))),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((day, counters))
 }
 
 // ---- notifications ---------------------------------------------------------

@@ -7,7 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use ledger_domain::entry::Placement;
 use ledger_domain::{
     Account, ActionId, AlertId, CampaignId, Channel, Credits, HistoryScope, IdempotencyKey, LedgerEntry, MeterId,
-    OrgId, Subject, Unit, UnitState, Unlock,
+    OrgId, Subject, Unit, UnitState, Unlock, UserId,
 };
 
 /// What makes an entry unique, and so idempotent: the client's key, or the
@@ -167,17 +167,43 @@ pub enum StoreError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HistoryQuery {
     pub scope: HistoryScope,
+    pub filter: HistoryFilter,
     pub limit: u32,
-    /// Continue below this seq (a cursor).
-    pub before_seq: Option<u64>,
+    /// Continue after this entry (a cursor's position).
+    pub after: Option<HistoryPosition>,
+}
+
+/// Which entries a history page lists: a time range and at most one of a
+/// user, an action or a campaign, each served by an index keyed for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistoryFilter {
+    /// From this instant on.
+    pub from: Option<DateTime<Utc>>,
+    /// Before this instant.
+    pub to: Option<DateTime<Utc>>,
+    pub by: Option<HistoryKey>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HistoryKey {
+    User(UserId),
+    Action(ActionId),
+    Campaign(CampaignId),
+}
+
+/// Where a page ended: the last entry's history key and table key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryPosition {
+    pub placed: String,
+    pub sk: String,
 }
 
 /// A page of the ledger, newest first: full unless it is the last.
 #[derive(Debug)]
 pub struct HistoryPage {
     pub entries: Vec<LedgerEntry>,
-    /// The seq to continue below, when there is more.
-    pub next_before: Option<u64>,
+    /// Where the next page starts, when there is more.
+    pub next: Option<HistoryPosition>,
 }
 
 /// Accounts due for renewal, oldest due first.
@@ -247,11 +273,13 @@ pub trait HistoryStore: Send + Sync {
 
     /// Records where a committed entry sits (the sequencer's write); placing
     /// it again writes the same.
+    /// `at`, when the change was decided, keys it in the history indexes.
     fn place(
         &self,
         org: &OrgId,
         entry_sk: &str,
         placement: &Placement,
+        at: Option<DateTime<Utc>>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
@@ -386,4 +414,28 @@ pub struct BusEvent {
 /// Where derived events go.
 pub trait EventBus: Send + Sync {
     fn publish(&self, events: &[BusEvent]) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// One day's usage rollup: its counters by name.
+pub type DayRollup = (NaiveDate, std::collections::BTreeMap<String, i64>);
+
+/// Day rollups of usage, built from the stream (see [`ledger_domain::usage`]).
+pub trait RollupStore: Send + Sync {
+    /// Adds one entry's counters to its day's rollup, once: false when the
+    /// entry was added before (a redelivered stream record).
+    fn roll_up(
+        &self,
+        org: &OrgId,
+        entry_sk: &str,
+        day: NaiveDate,
+        counters: &[(String, i64)],
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The day rollups from `from` to `to`, both included, in day order.
+    fn rollups(
+        &self,
+        org: &OrgId,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> impl Future<Output = Result<Vec<DayRollup>, StoreError>> + Send;
 }

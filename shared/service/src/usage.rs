@@ -1,0 +1,47 @@
+//! Usage: day rollups built from the stream, and reports read from them.
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDate;
+use ledger_domain::usage::{rollup_counters, totals, UsageGroup, UsageTotals};
+use ledger_domain::{DomainError, LedgerEntry, OrgId};
+use ledger_store::RollupStore;
+
+use crate::executor::Ledger;
+use crate::ServiceError;
+
+/// The longest range one usage report reads (a year of day rollups).
+pub const MAX_REPORT_DAYS: i64 = 366;
+
+impl<A: RollupStore, R, H> Ledger<A, R, H> {
+    /// Adds a committed entry to its day's rollup, once however often the
+    /// stream delivers it. Returns whether it added anything now.
+    pub async fn roll_up(&self, org: &OrgId, entry_sk: &str, entry: &LedgerEntry) -> Result<bool, ServiceError> {
+        let counters = rollup_counters(entry);
+        if counters.is_empty() {
+            return Ok(false);
+        }
+        Ok(self
+            .accounts
+            .roll_up(org, entry_sk, entry.at.date_naive(), &counters)
+            .await?)
+    }
+
+    /// Usage from `from` to `to` (UTC days, both included), by group.
+    pub async fn usage(
+        &self,
+        org: &OrgId,
+        from: NaiveDate,
+        to: NaiveDate,
+        group: UsageGroup,
+    ) -> Result<BTreeMap<String, UsageTotals>, ServiceError> {
+        if to < from || (to - from).num_days() >= MAX_REPORT_DAYS {
+            return Err(DomainError::InvalidRequest(format!(
+                "a usage report covers 1-{MAX_REPORT_DAYS} days, from <= to"
+            ))
+            .into());
+        }
+        let days = self.accounts.rollups(org, from, to).await?;
+        Ok(totals(group, days.iter().map(|(day, counters)| (day, counters))))
+    }
+}
