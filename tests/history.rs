@@ -240,10 +240,61 @@ async fn thousands_of_entries_filter_page_and_add_up_by_every_key() {
     );
     assert_eq!(spent, made.iter().map(|m| m.cost).sum::<i64>());
 
+    // CSV of a period: the same entries as the JSON history, in order.
+    let query = format!("from={d1}&to={d2}");
+    let json_entries = listed(&stack, &query).await;
+    let text = csv(&stack, &query).await;
+    let mut rows = text.split("\r\n").filter(|r| !r.is_empty()).map(fields);
+    let header = rows.next().unwrap();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let rows: Vec<Vec<String>> = rows.collect();
+    assert_eq!(rows.len(), json_entries.len());
+    for (row, e) in rows.iter().zip(&json_entries) {
+        assert_eq!(row[col("id")], e["id"].as_str().unwrap());
+        assert_eq!(row[col("seq")], e["seq"].to_string());
+        assert_eq!(row[col("action")], e["action"].as_str().unwrap_or_default());
+        let net = ledger_total(std::slice::from_ref(e), "credits");
+        assert_eq!(thousandths(&row[col("credits_change")]), net, "{row:?}");
+    }
+
     // The whole stream again, shuffled: nothing changes.
     let before = report("campaign").await;
     assert!(stack.redeliver_shuffled().await > made.len());
     assert_eq!(report("campaign").await, before);
     assert_eq!(report("day").await, expected(&made, |m| Some(m.day.clone())));
     assert_eq!(listed(&stack, "").await.len(), all.len());
+}
+
+/// The filtered history as CSV, as a spreadsheet would download it.
+async fn csv(stack: &Stack, query: &str) -> String {
+    let headers = vec![
+        ("authorization".to_string(), format!("Bearer {}", stack.admin())),
+        ("accept".to_string(), "text/csv".to_string()),
+    ];
+    let path = format!("/v1/orgs/{ORG}/ledger");
+    let r = stack.gateway().respond("GET", &path, Some(query), &headers, b"").await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    match r.into_body() {
+        lambda_http::Body::Text(t) => t,
+        other => panic!("unexpected body {other:?}"),
+    }
+}
+
+/// One RFC 4180 row's fields (quoted fields may hold commas and quotes).
+fn fields(row: &str) -> Vec<String> {
+    let (mut out, mut field, mut quoted, mut chars) = (Vec::new(), String::new(), false, row.chars().peekable());
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => out.push(std::mem::take(&mut field)),
+            _ => field.push(c),
+        }
+    }
+    out.push(field);
+    out
 }

@@ -20,12 +20,17 @@
 //!   "percent": 20, "channel": "both"}`): a low-balance alert (admins and
 //!   the service); `POST /v1/orgs/{org}/notifications/{id}/read` marks an
 //!   in-app notification read (anyone in the organization).
+//! - `PUT|DELETE /v1/orgs/{org}/approvals/threshold` (`{"credits": "100"}`):
+//!   a member's spend costing more waits for an admin; `GET
+//!   /v1/orgs/{org}/approvals` lists those pending, `POST
+//!   /v1/orgs/{org}/approvals/{id}/approve|deny` answers one (admins and the
+//!   service).
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use ledger_domain::{
-    Alert, AlertId, Billing, CampaignId, Channel, DomainError, MemberLimits, MemberRole, MeterId, Subscription,
-    Threshold, UserId,
+    Alert, AlertId, Billing, CampaignId, Channel, DomainError, MemberLimits, MemberRole, MeterId, Subject,
+    Subscription, Threshold, UserId,
 };
 use ledger_http::{
     applied_response, json_body, json_response, path_param, respond, route_key, views, AmountInput, ApiError, Caller,
@@ -61,6 +66,11 @@ pub async fn handle(ledger: &DynamoLedger, req: Request) -> Response<Body> {
         "PUT /v1/orgs/{org}/alerts/{alert}" => set_alert(ledger, &req, true).await,
         "DELETE /v1/orgs/{org}/alerts/{alert}" => set_alert(ledger, &req, false).await,
         "POST /v1/orgs/{org}/notifications/{notification}/read" => mark_read(ledger, &req).await,
+        "PUT /v1/orgs/{org}/approvals/threshold" => set_threshold(ledger, &req, true).await,
+        "DELETE /v1/orgs/{org}/approvals/threshold" => set_threshold(ledger, &req, false).await,
+        "GET /v1/orgs/{org}/approvals" => approvals(ledger, &req).await,
+        "POST /v1/orgs/{org}/approvals/{approval}/approve" => answer(ledger, &req, true).await,
+        "POST /v1/orgs/{org}/approvals/{approval}/deny" => answer(ledger, &req, false).await,
         _ => subscribe(ledger, &req).await,
     })
 }
@@ -208,6 +218,50 @@ async fn set_alert(ledger: &DynamoLedger, req: &Request, set: bool) -> Result<Re
         let idempotency = body.idempotency(req, &caller)?;
         ledger.set_alert(&org, id, None, actor, &idempotency).await?
     };
+    Ok(applied_response(&applied))
+}
+
+/// Sets (`PUT`) or removes (`DELETE`, no body) the approval threshold.
+async fn set_threshold(ledger: &DynamoLedger, req: &Request, set: bool) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(req)?;
+    let org = caller.organization(&path_param(req, "org")?)?;
+    caller.require_admin_or_service()?;
+    let actor = caller.actor(None)?;
+    let applied = if set {
+        let body = json_body::<BudgetBody>(req)?;
+        let above = body.value.credits.credits()?;
+        let idempotency = body.idempotency(req, &caller)?;
+        ledger
+            .set_approval_threshold(&org, Some(above), actor, &idempotency)
+            .await?
+    } else {
+        let body = json_body::<CancelBody>(req)?;
+        let idempotency = body.idempotency(req, &caller)?;
+        ledger.set_approval_threshold(&org, None, actor, &idempotency).await?
+    };
+    Ok(applied_response(&applied))
+}
+
+async fn approvals(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(req)?;
+    let org = caller.organization(&path_param(req, "org")?)?;
+    caller.require_admin_or_service()?;
+    let pending = ledger.pending_approvals(&org).await?;
+    Ok(json_response(StatusCode::OK, &views::approvals(&pending)))
+}
+
+/// Approves or denies one pending approval (an admin's or the service's).
+async fn answer(ledger: &DynamoLedger, req: &Request, approve: bool) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(req)?;
+    let org = caller.organization(&path_param(req, "org")?)?;
+    caller.require_admin_or_service()?;
+    let approval = Subject::parse(&path_param(req, "approval")?)?;
+    let body = json_body::<CancelBody>(req)?;
+    let actor = caller.actor(None)?;
+    let idempotency = body.idempotency(req, &caller)?;
+    let applied = ledger
+        .answer_approval(&org, &approval, approve, actor, &idempotency)
+        .await?;
     Ok(applied_response(&applied))
 }
 

@@ -20,6 +20,8 @@ use serde_json::json;
 
 pub const DEFAULT_PAGE: u32 = 50;
 pub const MAX_PAGE: u32 = 200;
+/// The most entries one inline CSV export holds (about 250 bytes a row).
+pub const MAX_CSV_ENTRIES: usize = 20_000;
 
 pub async fn handle(ledger: &DynamoLedger, req: Request) -> Response<Body> {
     respond(route(ledger, &req).await)
@@ -69,11 +71,53 @@ async fn history(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>,
         .map(|c| decode_cursor(&c, &binding))
         .transpose()?;
     let viewer = caller.actor(None)?;
+    if wants_csv(req) {
+        return export_csv(ledger, &org, &viewer, filter).await;
+    }
     let page = ledger.history(&org, &viewer, filter, limit, after).await?;
     let entries: Vec<_> = page.entries.iter().map(views::entry).collect();
     let next = page.next.map(|p| encode_cursor(&binding, &p));
     let body = json!({ "entries": entries, "next_cursor": next });
     Ok(json_response(StatusCode::OK, &body))
+}
+
+fn wants_csv(req: &Request) -> bool {
+    req.headers()
+        .get("accept")
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("text/csv"))
+}
+
+/// The filtered history as one CSV, every page of it, newest first, up to
+/// [`MAX_CSV_ENTRIES`] (well inside Lambda's 6 MB response); a longer
+/// export is refused with a clear problem: narrow the range.
+async fn export_csv(
+    ledger: &DynamoLedger,
+    org: &ledger_domain::OrgId,
+    viewer: &ledger_domain::Actor,
+    filter: HistoryFilter,
+) -> Result<Response<Body>, ApiError> {
+    let mut entries = Vec::new();
+    let mut after = None;
+    loop {
+        let page = ledger.history(org, viewer, filter.clone(), MAX_PAGE, after).await?;
+        entries.extend(page.entries);
+        if entries.len() > MAX_CSV_ENTRIES {
+            return Err(ApiError::BadRequest(format!(
+                "an inline CSV export holds at most {MAX_CSV_ENTRIES} entries: narrow from and to"
+            )));
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/csv; charset=utf-8")
+        .header("content-disposition", "attachment; filename=\"ledger.csv\"")
+        .body(Body::Text(ledger_http::csv::history_csv(&entries)))
+        .expect("valid response"))
 }
 
 /// `from` and `to` (an RFC 3339 instant, or a UTC day: `to` a day means

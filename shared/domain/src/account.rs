@@ -60,6 +60,8 @@ pub struct Account {
     pub units_due: BTreeMap<(MeterId, NaiveDate), i64>,
     /// Low-balance alerts by id (see [`crate::alerts`]).
     pub alerts: BTreeMap<crate::AlertId, crate::alerts::Alert>,
+    /// A member's spend costing more waits for an admin (see [`crate::approval`]).
+    pub approval_above: Option<Credits>,
     /// Campaign budgets (see [`crate::controls`]).
     pub budgets: BTreeMap<crate::CampaignId, crate::controls::CampaignBudget>,
     /// Slots in use per capacity meter (`lead_slots`): never renewed.
@@ -103,6 +105,7 @@ impl Account {
             used_this_period: BTreeMap::new(),
             units_due: BTreeMap::new(),
             budgets: BTreeMap::new(),
+            approval_above: None,
             alerts: BTreeMap::new(),
             slots_used: BTreeMap::new(),
             reserved: BTreeMap::new(),

@@ -41,6 +41,9 @@ pub enum EntryKind {
     /// A member added, removed or given another role (with the license
     /// granted or expired, if the plan has licenses).
     Membership,
+    /// A member's spend held for approval, then approved, denied or
+    /// expired (`result` says which).
+    Approval,
     /// Team controls changed: a member's limits and blocked actions
     /// (`result`: limits), or a campaign's budget (budget).
     Controls,

@@ -9,6 +9,7 @@
 
 pub mod account;
 pub mod alerts;
+pub mod approval;
 pub mod bucket;
 pub mod bulk;
 pub mod capacity;
@@ -34,6 +35,7 @@ pub mod usage;
 
 pub use account::{credits_meter, Account};
 pub use alerts::{Alert, Channel, Crossing, Threshold, MAX_ALERTS};
+pub use approval::{approvals_campaign, is_approval, APPROVAL_DAYS};
 pub use bucket::{allocate, Bucket, BucketId, BucketSource, Draw};
 pub use bulk::{BulkQuote, BulkSpend, ListedSubject, SubjectOutcome, MAX_SUBJECTS};
 pub use capacity::{SlotOutcome, MAX_CONTACTS};

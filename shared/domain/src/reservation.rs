@@ -254,6 +254,14 @@ impl Account {
                 transition: transition.as_str(),
             });
         }
+        let approval = units.iter().any(crate::approval::is_approval);
+        if approval && transition == Transition::Refund {
+            return Err(DomainError::UnitState {
+                contact: units[0].contact.as_str().to_string(),
+                state: "an approval",
+                transition: transition.as_str(),
+            });
+        }
         if transition == Transition::Expire {
             if let Some(early) = units.iter().find(|u| u.deadline > now) {
                 return Err(DomainError::UnitState {
@@ -311,12 +319,30 @@ impl Account {
             })
             .collect();
         let first = &units[0];
-        let entry = self.record(EntryKind::Reservation, actor, now, merge(lines), |e| {
+        let kind = if approval {
+            EntryKind::Approval
+        } else {
+            EntryKind::Reservation
+        };
+        let entry = self.record(kind, actor, now, merge(lines), |e| {
             e.action = Some(first.action.clone());
-            e.campaign = Some(first.campaign.clone());
             e.quantity = Some(units.len() as u64);
             e.subjects = units.iter().map(|u| u.contact.clone()).collect();
-            e.result = Some(transition.as_str().into());
+            if approval {
+                // An approval's answer: approved (spent), denied, expired.
+                e.subject = Some(first.contact.clone());
+                e.result = Some(
+                    match transition {
+                        Transition::Commit => "approved",
+                        Transition::Release => "denied",
+                        _ => "expired",
+                    }
+                    .into(),
+                );
+            } else {
+                e.campaign = Some(first.campaign.clone());
+                e.result = Some(transition.as_str().into());
+            }
         });
         self.check_invariants()?;
         Ok((moved, stayed_expired, entry))
@@ -344,7 +370,7 @@ impl Account {
             .any(|((_, day), count)| *day < now.date_naive() && *count > 0)
     }
 
-    fn count_due(&mut self, unit: &Unit, delta: i64) {
+    pub(crate) fn count_due(&mut self, unit: &Unit, delta: i64) {
         let key = (unit.meter.clone(), unit.deadline.date_naive());
         let count = self.units_due.get(&key).copied().unwrap_or(0) + delta;
         if count == 0 {
@@ -354,7 +380,7 @@ impl Account {
         }
     }
 
-    fn add_reserved(&mut self, meter: &MeterId, thousandths: i64) {
+    pub(crate) fn add_reserved(&mut self, meter: &MeterId, thousandths: i64) {
         let now = self.reserved(meter).thousandths() + thousandths;
         if now == 0 {
             self.reserved.remove(meter);

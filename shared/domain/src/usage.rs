@@ -54,7 +54,7 @@ pub struct UsageTotals {
 pub fn is_usage(entry: &LedgerEntry) -> bool {
     matches!(
         entry.kind,
-        EntryKind::Spend | EntryKind::Result | EntryKind::Reservation | EntryKind::Reversal
+        EntryKind::Spend | EntryKind::Result | EntryKind::Reservation | EntryKind::Reversal | EntryKind::Approval
     )
 }
 

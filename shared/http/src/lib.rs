@@ -3,6 +3,7 @@
 //! parse, authorise, call one operation of the service layer, and render.
 
 pub mod auth;
+pub mod csv;
 pub mod input;
 pub mod problem;
 pub mod views;

@@ -109,6 +109,21 @@ pub fn outcome(applied: &Applied) -> Result<(StatusCode, Value), ApiError> {
         }
         Outcome::ResultsResumed => (StatusCode::OK, json!({ "resumed": true })),
         Outcome::ControlsSet => (StatusCode::OK, json!({ "entry_id": entry()?.id })),
+        // Accepted, not done: an admin approves or denies it.
+        Outcome::PendingApproval {
+            approval,
+            meter,
+            amount,
+        } => (
+            StatusCode::ACCEPTED,
+            json!({
+                "approval": approval.as_str(),
+                "state": "pending",
+                "meter": meter.to_string(),
+                "amount": amount.to_string(),
+                "entry_id": entry()?.id,
+            }),
+        ),
         Outcome::Reserved {
             meter,
             requested,
@@ -634,4 +649,21 @@ pub fn usage(
         })
         .collect();
     json!({ "from": from, "to": to, "group_by": group_by, "groups": groups })
+}
+
+/// Approvals still pending: what each would spend, and when it expires.
+pub fn approvals(pending: &[ledger_domain::Unit]) -> Value {
+    let list: Vec<Value> = pending
+        .iter()
+        .map(|u| {
+            json!({
+                "approval": u.contact.as_str(),
+                "action": u.action.to_string(),
+                "meter": u.meter.to_string(),
+                "amount": u.cost().to_string(),
+                "expires_at": u.deadline,
+            })
+        })
+        .collect();
+    json!({ "approvals": list })
 }

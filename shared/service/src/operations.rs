@@ -5,11 +5,11 @@ use chrono::{DateTime, Utc};
 use ledger_domain::entry::Placement;
 use ledger_domain::{
     Account, Actor, CampaignId, Credits, DomainError, HistoryScope, MemberLimits, MemberRole, OrgId, PurchaseGrant,
-    Resubscription, SpendQuote, SpendRequest, Subscription, SubscriptionStatus, UserId,
+    Resubscription, SpendQuote, SpendRequest, Subject, Subscription, SubscriptionStatus, UserId,
 };
 use ledger_store::{
     AccountStore, HistoryFilter, HistoryKey, HistoryPage, HistoryPosition, HistoryQuery, HistoryStore, RenewalIndex,
-    RequestStore,
+    RequestStore, SideWrite,
 };
 
 use crate::executor::{Created, Idempotency, Ledger};
@@ -147,6 +147,21 @@ impl<A: AccountStore, R: RequestStore, H: HistoryStore> Ledger<A, R, H> {
         .await
     }
 
+    /// Sets the approval threshold, or removes it (`None`).
+    pub async fn set_approval_threshold(
+        &self,
+        org: &OrgId,
+        above: Option<Credits>,
+        actor: Actor,
+        request: &Idempotency,
+    ) -> Result<Applied, ServiceError> {
+        self.apply(org, request, None, |account, _, now| {
+            let entry = account.set_approval_threshold(above, actor.clone(), now)?;
+            Ok((entry, Outcome::ControlsSet))
+        })
+        .await
+    }
+
     /// Sets a campaign's budget, or removes it (`None`).
     pub async fn set_budget(
         &self,
@@ -171,7 +186,20 @@ impl<A: AccountStore, R: RequestStore, H: HistoryStore> Ledger<A, R, H> {
         spend: &SpendRequest<'_>,
         request: &Idempotency,
     ) -> Result<Applied, ServiceError> {
-        self.apply(org, request, None, |account, _, now| {
+        // A member's spend above the approval threshold waits for an admin,
+        // named by its request key.
+        let approval = Subject::parse(request.key.as_str())?;
+        self.apply_with(org, request, None, |account, _, now| {
+            let quote = account.quote(spend, now)?;
+            if quote.sufficient() && account.needs_approval(spend, &quote) {
+                let (quote, unit, entry) = account.hold_for_approval(spend, &approval, now)?;
+                let outcome = Outcome::PendingApproval {
+                    approval: approval.clone(),
+                    meter: quote.meter,
+                    amount: quote.amount,
+                };
+                return Ok((entry, outcome, vec![SideWrite::PutUnit { unit, from: None }]));
+            }
             let (quote, entry) = account.spend(spend, now)?;
             let outcome = Outcome::Spent {
                 meter: quote.meter,
@@ -179,7 +207,7 @@ impl<A: AccountStore, R: RequestStore, H: HistoryStore> Ledger<A, R, H> {
                 units: quote.units,
                 charged: quote.amount,
             };
-            Ok((entry, outcome))
+            Ok((entry, outcome, Vec::new()))
         })
         .await
     }

@@ -106,6 +106,12 @@ pub enum Outcome {
     ResultsResumed,
     /// Team controls set: a member's limits, or a campaign's budget.
     ControlsSet,
+    /// A member's spend held for an admin's approval: its credits reserved.
+    PendingApproval {
+        approval: Subject,
+        meter: MeterId,
+        amount: Credits,
+    },
     /// A member added or given a role (`Some`), or removed (`None`).
     Member {
         user: UserId,
@@ -145,6 +151,11 @@ enum Stored {
     },
     ResultsResumed,
     ControlsSet,
+    PendingApproval {
+        approval: String,
+        meter: String,
+        amount: i64,
+    },
     Reserved {
         meter: String,
         requested: u64,
@@ -305,6 +316,15 @@ impl Outcome {
             },
             Outcome::ResultsResumed => Stored::ResultsResumed,
             Outcome::ControlsSet => Stored::ControlsSet,
+            Outcome::PendingApproval {
+                approval,
+                meter,
+                amount,
+            } => Stored::PendingApproval {
+                approval: approval.as_str().to_string(),
+                meter: meter.to_string(),
+                amount: amount.thousandths(),
+            },
             Outcome::Reserved {
                 meter,
                 requested,
@@ -430,6 +450,15 @@ impl Outcome {
             },
             Stored::ResultsResumed => Outcome::ResultsResumed,
             Stored::ControlsSet => Outcome::ControlsSet,
+            Stored::PendingApproval {
+                approval,
+                meter: m,
+                amount,
+            } => Outcome::PendingApproval {
+                approval: Subject::parse(&approval).map_err(|e| malformed(e.to_string()))?,
+                meter: meter(&m)?,
+                amount: Credits::from_thousandths(amount),
+            },
             Stored::Reserved {
                 meter: m,
                 requested,
@@ -623,6 +652,11 @@ mod tests {
             },
             Outcome::ResultsResumed,
             Outcome::ControlsSet,
+            Outcome::PendingApproval {
+                approval: Subject::parse("req-7").unwrap(),
+                meter: MeterId::parse("credits").unwrap(),
+                amount: Credits::whole(150),
+            },
             Outcome::Reserved {
                 meter: MeterId::parse("credits").unwrap(),
                 requested: 3,

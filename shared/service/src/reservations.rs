@@ -146,6 +146,41 @@ impl<A: AccountStore + ResultStore, R: RequestStore, H> Ledger<A, R, H> {
     }
 }
 
+impl<A: AccountStore + ResultStore, R: RequestStore, H> Ledger<A, R, H> {
+    /// An admin's answer to a spend held for approval: approved (spent for
+    /// good) or denied (back to the buckets that paid). Once each: a second
+    /// answer, or one after it expired, is a 409 `unit-state`.
+    pub async fn answer_approval(
+        &self,
+        org: &OrgId,
+        approval: &Subject,
+        approve: bool,
+        actor: Actor,
+        request: &Idempotency,
+    ) -> Result<Applied, ServiceError> {
+        let transition = if approve {
+            Transition::Commit
+        } else {
+            Transition::Release
+        };
+        let campaign = ledger_domain::approvals_campaign();
+        self.settle_units(
+            org,
+            transition,
+            &campaign,
+            std::slice::from_ref(approval),
+            actor,
+            request,
+        )
+        .await
+    }
+
+    /// The approvals still pending, oldest first.
+    pub async fn pending_approvals(&self, org: &OrgId) -> Result<Vec<Unit>, ServiceError> {
+        Ok(self.accounts.pending_approvals(org).await?)
+    }
+}
+
 /// What a reservation did (or would do), as its outcome.
 fn reserved_outcome(
     req: &ReserveRequest<'_>,

@@ -451,6 +451,42 @@ impl ResultStore for DynamoLedgerStore {
         Ok((account, taken))
     }
 
+    async fn pending_approvals(&self, org: &OrgId) -> Result<Vec<Unit>, StoreError> {
+        let prefix = unit_sk(
+            &ledger_domain::approvals_campaign(),
+            &Subject::parse("-").expect("a subject"),
+        );
+        let prefix = prefix.trim_end_matches('-').to_string();
+        let mut pending = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :approvals)")
+                .expression_attribute_values(":pk", AttributeValue::S(org_pk(org)))
+                .expression_attribute_values(":approvals", AttributeValue::S(prefix.clone()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(request_error)?;
+            for item in out.items.unwrap_or_default() {
+                let unit = unit_from_item(&item)?;
+                if unit.state == UnitState::Reserved {
+                    pending.push(unit);
+                }
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        pending.sort_by_key(|u| u.deadline);
+        Ok(pending)
+    }
+
     async fn held_results(&self, org: &OrgId, limit: u32) -> Result<Vec<HeldResult>, StoreError> {
         let out = self
             .client

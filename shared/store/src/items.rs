@@ -279,6 +279,9 @@ pub fn account_item(account: &Account, last_entry: &str) -> Item {
     for (id, alert) in &account.alerts {
         put(&alert_attr(id), alert_value(alert));
     }
+    if let Some(above) = account.approval_above {
+        put("approval_above", amount(above));
+    }
     for ((meter, day), count) in account.units_due.iter().filter(|(_, c)| **c > 0) {
         put(&units_due_attr(meter, *day), n(*count));
     }
@@ -628,6 +631,7 @@ pub fn account_from_item(item: &Item) -> Result<Account, StoreError> {
                 }
             })
             .collect::<Result<_, StoreError>>()?,
+        approval_above: a.opt_credits("approval_above")?,
         alerts: item
             .iter()
             .filter_map(|(attr, v)| Some((attr.strip_prefix("alert:")?, v)))
@@ -963,6 +967,16 @@ pub fn account_update_with(
             (None, None) => {}
         }
     }
+    if before.approval_above != after.approval_above {
+        let a = u.name("approval_above");
+        match after.approval_above {
+            Some(above) => {
+                let v = u.value(amount(above));
+                u.sets.push(format!("{a} = {v}"));
+            }
+            None => u.removes.push(a),
+        }
+    }
     // Alerts are settings: set or removed whole (an admin's change).
     let mut alerts: Vec<&AlertId> = before.alerts.keys().chain(after.alerts.keys()).collect();
     alerts.sort();
@@ -1216,6 +1230,7 @@ fn kind_name(kind: EntryKind) -> &'static str {
         EntryKind::PlanChange => "plan_change",
         EntryKind::Membership => "membership",
         EntryKind::Controls => "controls",
+        EntryKind::Approval => "approval",
         EntryKind::Result => "result",
         EntryKind::Reversal => "reversal",
         EntryKind::SlotsHeld => "slots_held",
@@ -1236,6 +1251,7 @@ fn kind_of(text: &str) -> Option<EntryKind> {
         "plan_change" => EntryKind::PlanChange,
         "membership" => EntryKind::Membership,
         "controls" => EntryKind::Controls,
+        "approval" => EntryKind::Approval,
         "result" => EntryKind::Result,
         "reversal" => EntryKind::Reversal,
         "slots_held" => EntryKind::SlotsHeld,

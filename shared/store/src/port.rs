@@ -346,6 +346,10 @@ pub trait ResultStore: Send + Sync {
         contacts: &[Subject],
     ) -> impl Future<Output = Result<std::collections::BTreeSet<Subject>, StoreError>> + Send;
 
+    /// An organization's approvals still pending (units of the approvals
+    /// campaign still reserved).
+    fn pending_approvals(&self, org: &OrgId) -> impl Future<Output = Result<Vec<Unit>, StoreError>> + Send;
+
     /// The oldest held results, in arrival order.
     fn held_results(&self, org: &OrgId, limit: u32)
         -> impl Future<Output = Result<Vec<HeldResult>, StoreError>> + Send;
