@@ -21,9 +21,11 @@ impl<A: RollupStore, R, H> Ledger<A, R, H> {
         if counters.is_empty() {
             return Ok(false);
         }
+        // Kept past the stream's 24 hours of redelivery.
+        let mark_until = self.clock.now() + chrono::Duration::days(2);
         Ok(self
             .accounts
-            .roll_up(org, entry_sk, entry.at.date_naive(), &counters)
+            .roll_up(org, entry_sk, entry.at.date_naive(), &counters, mark_until)
             .await?)
     }
 

@@ -24,10 +24,10 @@ use ledger_domain::{
 use crate::items::{
     self, account_from_item, account_item, account_update_with, claim_from_item, claim_item, entry_from_item,
     entry_item, entry_sk, entry_sk_of_id, held_from_item, held_item, held_sk, instant, kept_request_from_item, key,
-    note_from_item, note_item, note_sk, org_pk, placement_attrs, refusal_item, request_sk, rollup_from_item, rollup_sk,
-    slot_sk, unit_from_item, unit_item, unit_of_key, unit_shard, unit_sk, unlock_from_item, unlock_item, unlock_sk,
-    Attrs, Item, ACCOUNT_SK, LEDGER_BY_ACTION_INDEX, LEDGER_BY_CAMPAIGN_INDEX, LEDGER_BY_USER_INDEX, LEDGER_INDEX,
-    RENEWALS_INDEX, RENEWAL_SHARDS, RESERVATIONS_INDEX,
+    note_from_item, note_item, note_sk, org_pk, placement_attrs, refusal_item, request_sk, rolled_sk, rollup_from_item,
+    rollup_sk, slot_sk, unit_from_item, unit_item, unit_of_key, unit_shard, unit_sk, unlock_from_item, unlock_item,
+    unlock_sk, Attrs, Item, ACCOUNT_SK, LEDGER_BY_ACTION_INDEX, LEDGER_BY_CAMPAIGN_INDEX, LEDGER_BY_USER_INDEX,
+    LEDGER_INDEX, RENEWALS_INDEX, RENEWAL_SHARDS, RESERVATIONS_INDEX,
 };
 use crate::port::{
     AccountStore, Commit, CommitError, DayRollup, DuePage, EntryKey, HeldResult, HistoryKey, HistoryPage,
@@ -606,14 +606,21 @@ impl RollupStore for DynamoLedgerStore {
         entry_sk: &str,
         day: NaiveDate,
         counters: &[(String, i64)],
+        mark_until: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        // The entry is marked in the same transaction: it adds once.
-        let mark = Update::builder()
+        // A mark of its own in the same transaction: the entry adds once.
+        // (Not an attribute on the entry: that would rewrite the entry's
+        // copy in each history index.) TTL removes it after the stream's
+        // 24 hours, when no record can come again.
+        let mut mark = key(org_pk(org), rolled_sk(entry_sk));
+        mark.insert(
+            "expires_at_epoch".into(),
+            AttributeValue::N(mark_until.timestamp().to_string()),
+        );
+        let mark = Put::builder()
             .table_name(&self.table)
-            .set_key(Some(key(org_pk(org), entry_sk.to_string())))
-            .update_expression("SET rolled_up = :t")
-            .condition_expression("attribute_exists(pk) AND attribute_not_exists(rolled_up)")
-            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .set_item(Some(mark))
+            .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(request_error)?;
         let (mut adds, mut names, mut values) = (Vec::new(), HashMap::new(), Item::new());
@@ -633,7 +640,7 @@ impl RollupStore for DynamoLedgerStore {
         let out = self
             .client
             .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(mark).build())
+            .transact_items(TransactWriteItem::builder().put(mark).build())
             .transact_items(TransactWriteItem::builder().update(add).build())
             .send()
             .await;

@@ -1654,6 +1654,11 @@ pub fn rollup_sk(day: NaiveDate) -> String {
     format!("ROLLUP#{day}")
 }
 
+/// The mark that an entry is in its day's rollup.
+pub fn rolled_sk(entry_sk: &str) -> String {
+    format!("ROLLED#{entry_sk}")
+}
+
 /// A day's rollup: every counter (`<group>/<value>/<meter or entries>`).
 pub fn rollup_from_item(item: &Item) -> Result<(NaiveDate, BTreeMap<String, i64>), StoreError> {
     let a = Attrs::of(item, "rollup");

@@ -426,13 +426,15 @@ pub type DayRollup = (NaiveDate, std::collections::BTreeMap<String, i64>);
 /// Day rollups of usage, built from the stream (see [`ledger_domain::usage`]).
 pub trait RollupStore: Send + Sync {
     /// Adds one entry's counters to its day's rollup, once: false when the
-    /// entry was added before (a redelivered stream record).
+    /// entry was added before (a redelivered stream record). The mark that
+    /// says so is kept until `mark_until` (past the stream's 24 hours).
     fn roll_up(
         &self,
         org: &OrgId,
         entry_sk: &str,
         day: NaiveDate,
         counters: &[(String, i64)],
+        mark_until: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// The day rollups from `from` to `to`, both included, in day order.
