@@ -156,3 +156,51 @@ async fn an_in_app_alert_on_an_amount_puts_nothing_on_the_bus() {
     assert_eq!(notes[0]["left"], "40");
     assert_eq!(stack.bus_events().await.len(), 0);
 }
+
+#[tokio::test]
+async fn top_up_events_are_capped_per_billing_period_however_often_the_balance_falls() {
+    // starter: 500 credits; below 100, a top-up event, at most twice a month.
+    let stack = Stack::with_account("starter").await;
+    let path = format!("/v1/orgs/{ORG}/top-up");
+    let body = json!({ "meter": "credits", "below": "100", "monthly_cap": 2 }).to_string();
+    let r = call(
+        &stack.gateway(),
+        "PUT",
+        &path,
+        Some(&stack.service()),
+        Some("t"),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let top_ups = |events: Vec<Value>| events.into_iter().filter(|e| e["alert"] == "top-up").count();
+    // Falls below three times, each after a purchase lifted it back.
+    let mut fell = 0;
+    for round in 0..3 {
+        let r = spend(
+            &stack.gateway(),
+            &stack.member(),
+            &format!("fall-{round}"),
+            "ai_email_generation",
+            450,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        fell += 1;
+        let body = format!(r#"{{"credits":"450","payment_reference":"top-{round}"}}"#);
+        let r = purchase(&stack.gateway(), &stack.service(), &format!("buy-{round}"), &body).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    stack.settle().await;
+    assert_eq!(fell, 3);
+    assert_eq!(top_ups(stack.bus_events().await), 2, "capped at two this period");
+    // Delivered again: still two.
+    stack.redeliver_shuffled().await;
+    assert_eq!(top_ups(stack.bus_events().await), 0);
+    // The next period (Feb 28: its 500 and the 500 purchased) counts afresh.
+    stack.clock.advance(Duration::days(29));
+    let r = spend(&stack.gateway(), &stack.member(), "march", "ai_email_generation", 950).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    stack.settle().await;
+    assert_eq!(top_ups(stack.bus_events().await), 1);
+}

@@ -20,6 +20,10 @@
 //!   "percent": 20, "channel": "both"}`): a low-balance alert (admins and
 //!   the service); `POST /v1/orgs/{org}/notifications/{id}/read` marks an
 //!   in-app notification read (anyone in the organization).
+//! - `PUT|DELETE /v1/orgs/{org}/top-up` (`{"meter": "credits", "below":
+//!   "100", "monthly_cap": 2}`): a "top-up needed" event for the product's
+//!   payment system when the balance falls below, at most `monthly_cap`
+//!   times a billing period (admins and the service).
 //! - `PUT|DELETE /v1/orgs/{org}/approvals/threshold` (`{"credits": "100"}`):
 //!   a member's spend costing more waits for an admin; `GET
 //!   /v1/orgs/{org}/approvals` lists those pending, `POST
@@ -30,7 +34,7 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use ledger_domain::{
     Alert, AlertId, Billing, CampaignId, Channel, DomainError, MemberLimits, MemberRole, MeterId, Subject,
-    Subscription, Threshold, UserId,
+    Subscription, Threshold, TopUpTrigger, UserId,
 };
 use ledger_http::{
     applied_response, json_body, json_response, path_param, respond, route_key, views, AmountInput, ApiError, Caller,
@@ -66,6 +70,8 @@ pub async fn handle(ledger: &DynamoLedger, req: Request) -> Response<Body> {
         "PUT /v1/orgs/{org}/alerts/{alert}" => set_alert(ledger, &req, true).await,
         "DELETE /v1/orgs/{org}/alerts/{alert}" => set_alert(ledger, &req, false).await,
         "POST /v1/orgs/{org}/notifications/{notification}/read" => mark_read(ledger, &req).await,
+        "PUT /v1/orgs/{org}/top-up" => set_top_up(ledger, &req, true).await,
+        "DELETE /v1/orgs/{org}/top-up" => set_top_up(ledger, &req, false).await,
         "PUT /v1/orgs/{org}/approvals/threshold" => set_threshold(ledger, &req, true).await,
         "DELETE /v1/orgs/{org}/approvals/threshold" => set_threshold(ledger, &req, false).await,
         "GET /v1/orgs/{org}/approvals" => approvals(ledger, &req).await,
@@ -217,6 +223,42 @@ async fn set_alert(ledger: &DynamoLedger, req: &Request, set: bool) -> Result<Re
         let body = json_body::<CancelBody>(req)?;
         let idempotency = body.idempotency(req, &caller)?;
         ledger.set_alert(&org, id, None, actor, &idempotency).await?
+    };
+    Ok(applied_response(&applied))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopUpBody {
+    meter: String,
+    below: AmountInput,
+    monthly_cap: u32,
+}
+
+/// Sets (`PUT`) or removes (`DELETE`, no body) the top-up trigger.
+async fn set_top_up(ledger: &DynamoLedger, req: &Request, set: bool) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(req)?;
+    let org = caller.organization(&path_param(req, "org")?)?;
+    caller.require_admin_or_service()?;
+    let actor = caller.actor(None)?;
+    let applied = if set {
+        let body = json_body::<TopUpBody>(req)?;
+        let b = &body.value;
+        let meter = MeterId::parse(&b.meter)?;
+        if !ledger.catalog().meters.contains_key(&meter) {
+            return Err(DomainError::InvalidRequest("unknown meter".into()).into());
+        }
+        let trigger = TopUpTrigger {
+            meter,
+            below: b.below.credits()?,
+            monthly_cap: b.monthly_cap,
+        };
+        let idempotency = body.idempotency(req, &caller)?;
+        ledger.set_top_up(&org, Some(trigger), actor, &idempotency).await?
+    } else {
+        let body = json_body::<CancelBody>(req)?;
+        let idempotency = body.idempotency(req, &caller)?;
+        ledger.set_top_up(&org, None, actor, &idempotency).await?
     };
     Ok(applied_response(&applied))
 }

@@ -60,6 +60,8 @@ pub struct Account {
     pub units_due: BTreeMap<(MeterId, NaiveDate), i64>,
     /// Low-balance alerts by id (see [`crate::alerts`]).
     pub alerts: BTreeMap<crate::AlertId, crate::alerts::Alert>,
+    /// The "top-up needed" trigger (see [`crate::alerts`]).
+    pub top_up: Option<crate::alerts::TopUpTrigger>,
     /// A member's spend costing more waits for an admin (see [`crate::approval`]).
     pub approval_above: Option<Credits>,
     /// Campaign budgets (see [`crate::controls`]).
@@ -106,6 +108,7 @@ impl Account {
             units_due: BTreeMap::new(),
             budgets: BTreeMap::new(),
             approval_above: None,
+            top_up: None,
             alerts: BTreeMap::new(),
             slots_used: BTreeMap::new(),
             reserved: BTreeMap::new(),

@@ -71,10 +71,27 @@ pub struct Alert {
     pub channel: Channel,
 }
 
+/// A "top-up needed" trigger, for the product's payment system: when the
+/// meter's balance falls below `below`, an event on the bus, at most
+/// `monthly_cap` times a billing period (automatic top-ups stay bounded).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopUpTrigger {
+    pub meter: MeterId,
+    pub below: Credits,
+    pub monthly_cap: u32,
+}
+
+/// The id a top-up trigger's crossings carry.
+pub fn top_up_id() -> AlertId {
+    AlertId::parse("top-up").expect("valid alert id")
+}
+
 /// One alert that fired on one entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Crossing {
     pub alert: AlertId,
+    /// A top-up trigger's cap: at most this many a period (from its start).
+    pub cap: Option<(chrono::NaiveDate, u32)>,
     pub meter: MeterId,
     pub channel: Channel,
     /// The level in credits the balance fell below.
@@ -103,8 +120,9 @@ impl Account {
         }
     }
 
-    /// The alerts an entry crossed, given the balances right before and
-    /// right after it (the account is as of right after it).
+    /// The alerts (and the top-up trigger) an entry crossed, given the
+    /// balances right before and right after it (the account is as of
+    /// right after it).
     pub fn crossings(&self, before: &BTreeMap<MeterId, Credits>, after: &BTreeMap<MeterId, Credits>) -> Vec<Crossing> {
         self.alerts
             .iter()
@@ -114,6 +132,7 @@ impl Account {
                 let now = after.get(&alert.meter).copied().unwrap_or_default();
                 (was >= level && now < level).then(|| Crossing {
                     alert: id.clone(),
+                    cap: None,
                     meter: alert.meter.clone(),
                     channel: alert.channel,
                     level,
@@ -121,7 +140,38 @@ impl Account {
                     after: now,
                 })
             })
+            .chain(self.top_up.as_ref().and_then(|t| {
+                let was = before.get(&t.meter).copied().unwrap_or_default();
+                let now = after.get(&t.meter).copied().unwrap_or_default();
+                (was >= t.below && now < t.below).then(|| Crossing {
+                    alert: top_up_id(),
+                    cap: Some((self.period.start, t.monthly_cap)),
+                    meter: t.meter.clone(),
+                    channel: Channel::Email,
+                    level: t.below,
+                    before: was,
+                    after: now,
+                })
+            }))
             .collect()
+    }
+
+    /// Sets the top-up trigger, or removes it (`None`).
+    pub fn set_top_up(
+        &mut self,
+        trigger: Option<TopUpTrigger>,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<LedgerEntry, DomainError> {
+        if trigger.as_ref().is_some_and(|t| t.monthly_cap == 0) {
+            return Err(DomainError::InvalidRequest("monthly_cap must be at least 1".into()));
+        }
+        self.top_up = trigger;
+        let entry = self.record(EntryKind::Controls, actor, now, Vec::new(), |e| {
+            e.result = Some("top_up".into());
+        });
+        self.check_invariants()?;
+        Ok(entry)
     }
 
     /// Sets an alert (replacing one of the same id), or removes it (`None`).

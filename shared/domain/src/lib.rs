@@ -34,7 +34,7 @@ pub mod team;
 pub mod usage;
 
 pub use account::{credits_meter, Account};
-pub use alerts::{Alert, Channel, Crossing, Threshold, MAX_ALERTS};
+pub use alerts::{top_up_id, Alert, Channel, Crossing, Threshold, TopUpTrigger, MAX_ALERTS};
 pub use approval::{approvals_campaign, is_approval, APPROVAL_DAYS};
 pub use bucket::{allocate, Bucket, BucketId, BucketSource, Draw};
 pub use bulk::{BulkQuote, BulkSpend, ListedSubject, SubjectOutcome, MAX_SUBJECTS};

@@ -6,8 +6,8 @@
 //! again (at least once: receivers drop repeats by `notification_id`).
 
 use chrono::{DateTime, Utc};
-use ledger_domain::{Actor, Alert, AlertId, Crossing, OrgId};
-use ledger_store::{AccountStore, BusEvent, EventBus, Notification, NotificationStore, RequestStore};
+use ledger_domain::{top_up_id, Actor, Alert, AlertId, Crossing, OrgId, TopUpTrigger};
+use ledger_store::{AccountStore, BusEvent, EventBus, Kept, Notification, NotificationStore, RequestStore};
 use serde_json::json;
 
 use crate::executor::{Idempotency, Ledger};
@@ -16,6 +16,8 @@ use crate::ServiceError;
 
 /// The bus's detail type for a low-balance alert.
 pub const ALERT_EVENT: &str = "credit-ledger.low-balance";
+/// The bus's detail type for the top-up trigger, for the payment system.
+pub const TOP_UP_EVENT: &str = "credit-ledger.top-up-needed";
 
 /// Keeps and publishes the notifications of one entry's crossings.
 pub async fn notify_crossings<N: NotificationStore, B: EventBus>(
@@ -28,6 +30,7 @@ pub async fn notify_crossings<N: NotificationStore, B: EventBus>(
 ) -> Result<(), ServiceError> {
     let (seq, entry_sk) = entry;
     for c in crossings {
+        let cap = c.cap;
         let note = Notification {
             id: Notification::id_of(seq, &c.alert),
             alert: c.alert,
@@ -41,14 +44,22 @@ pub async fn notify_crossings<N: NotificationStore, B: EventBus>(
             read: false,
             published: !c.channel.emails(),
         };
-        let kept = notes.keep_notification(org, &note).await?;
-        let note = kept.unwrap_or(note);
+        let note = match notes.keep_notification(org, &note, cap).await? {
+            Kept::New => note,
+            Kept::Existing(kept) => kept,
+            Kept::CapReached => continue,
+        };
         if note.published {
             continue;
         }
+        let detail_type = if note.alert == top_up_id() {
+            TOP_UP_EVENT
+        } else {
+            ALERT_EVENT
+        };
         let event = BusEvent {
             id: note.id.clone(),
-            detail_type: ALERT_EVENT.into(),
+            detail_type: detail_type.into(),
             detail: json!({
                 "org": org.as_str(),
                 "notification_id": note.id,
@@ -79,6 +90,21 @@ impl<A: AccountStore + NotificationStore, R: RequestStore, H> Ledger<A, R, H> {
     ) -> Result<Applied, ServiceError> {
         self.apply(org, request, None, |account, _, now| {
             let entry = account.set_alert(&id, alert.clone(), actor.clone(), now)?;
+            Ok((entry, Outcome::ControlsSet))
+        })
+        .await
+    }
+
+    /// Sets the top-up trigger, or removes it (`None`).
+    pub async fn set_top_up(
+        &self,
+        org: &OrgId,
+        trigger: Option<TopUpTrigger>,
+        actor: Actor,
+        request: &Idempotency,
+    ) -> Result<Applied, ServiceError> {
+        self.apply(org, request, None, |account, _, now| {
+            let entry = account.set_top_up(trigger.clone(), actor.clone(), now)?;
             Ok((entry, Outcome::ControlsSet))
         })
         .await

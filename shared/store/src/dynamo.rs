@@ -31,8 +31,8 @@ use crate::items::{
 };
 use crate::port::{
     AccountStore, Commit, CommitError, DayRollup, DuePage, EntryKey, HeldResult, HistoryKey, HistoryPage,
-    HistoryPosition, HistoryQuery, HistoryStore, KeptRequest, Notification, NotificationStore, Receipt, RenewalIndex,
-    RequestStore, ResultStore, RollupStore, SideWrite, StoreError,
+    HistoryPosition, HistoryQuery, HistoryStore, Kept, KeptRequest, Notification, NotificationStore, Receipt,
+    RenewalIndex, RequestStore, ResultStore, RollupStore, SideWrite, StoreError,
 };
 
 /// Due index entries read to find one organization's overdue units.
@@ -504,8 +504,74 @@ impl ResultStore for DynamoLedgerStore {
     }
 }
 
+impl DynamoLedgerStore {
+    /// A notification and its period's count, in one transaction: the count
+    /// never passes the cap, and a redelivered record counts once.
+    async fn keep_capped_notification(
+        &self,
+        org: &OrgId,
+        note: &Notification,
+        period: NaiveDate,
+        cap: u32,
+    ) -> Result<Kept, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(note_item(org, note)))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(request_error)?;
+        let count = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(org_pk(org), format!("NOTECOUNT#{}#{period}", note.alert))))
+            .update_expression("SET n = if_not_exists(n, :zero) + :one")
+            .condition_expression("attribute_not_exists(n) OR n < :cap")
+            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":cap", AttributeValue::N(cap.to_string()))
+            .build()
+            .map_err(request_error)?;
+        let out = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .transact_items(TransactWriteItem::builder().update(count).build())
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(Kept::New),
+            Err(SdkError::ServiceError(e)) => match e.into_err() {
+                TransactWriteItemsError::TransactionCanceledException(c) => {
+                    let failed = |i: usize| {
+                        c.cancellation_reasons().get(i).and_then(|r| r.code()) == Some("ConditionalCheckFailed")
+                    };
+                    if failed(0) {
+                        match self.consistent_get(org_pk(org), note_sk(&note.id)).await? {
+                            Some(item) => note_from_item(&item).map(Kept::Existing),
+                            None => Err(StoreError::Malformed("a kept notification vanished".into())),
+                        }
+                    } else if failed(1) {
+                        Ok(Kept::CapReached)
+                    } else {
+                        Err(request_error(c))
+                    }
+                }
+                other => Err(request_error(other)),
+            },
+            Err(other) => Err(request_error(other)),
+        }
+    }
+}
+
 impl NotificationStore for DynamoLedgerStore {
-    async fn keep_notification(&self, org: &OrgId, note: &Notification) -> Result<Option<Notification>, StoreError> {
+    async fn keep_notification(
+        &self,
+        org: &OrgId,
+        note: &Notification,
+        cap: Option<(NaiveDate, u32)>,
+    ) -> Result<Kept, StoreError> {
+        if let Some((period, cap)) = cap {
+            return self.keep_capped_notification(org, note, period, cap).await;
+        }
         let out = self
             .client
             .put_item()
@@ -516,10 +582,10 @@ impl NotificationStore for DynamoLedgerStore {
             .send()
             .await;
         match out {
-            Ok(_) => Ok(None),
+            Ok(_) => Ok(Kept::New),
             Err(SdkError::ServiceError(e)) => match e.into_err() {
                 PutItemError::ConditionalCheckFailedException(kept) => match kept.item() {
-                    Some(existing) => note_from_item(existing).map(Some),
+                    Some(existing) => note_from_item(existing).map(Kept::Existing),
                     None => Err(StoreError::Malformed("condition failed without the item".into())),
                 },
                 other => Err(request_error(other)),

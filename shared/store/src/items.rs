@@ -14,8 +14,8 @@ use ledger_domain::entry::Placement;
 use ledger_domain::{
     Account, ActionId, Actor, Alert, AlertId, Billing, Bucket, BucketId, CallerKind, CampaignBudget, CampaignId,
     Channel, Credits, EntryKind, EntryLine, IdempotencyKey, LedgerEntry, Member, MemberLimits, MemberRole, MemberUsage,
-    MeterId, OrgId, Period, PurchaseRecord, Subject, Subscription, SubscriptionStatus, Threshold, Unit, UnitState,
-    Unlock, UserId,
+    MeterId, OrgId, Period, PurchaseRecord, Subject, Subscription, SubscriptionStatus, Threshold, TopUpTrigger, Unit,
+    UnitState, Unlock, UserId,
 };
 
 use crate::port::{EntryKey, HeldResult, KeptRequest, Notification, Receipt, StoreError};
@@ -282,6 +282,9 @@ pub fn account_item(account: &Account, last_entry: &str) -> Item {
     if let Some(above) = account.approval_above {
         put("approval_above", amount(above));
     }
+    if let Some(t) = &account.top_up {
+        put("top_up", top_up_value(t));
+    }
     for ((meter, day), count) in account.units_due.iter().filter(|(_, c)| **c > 0) {
         put(&units_due_attr(meter, *day), n(*count));
     }
@@ -490,6 +493,14 @@ fn alert_from_value(m: &Item) -> Result<Alert, StoreError> {
     })
 }
 
+fn top_up_value(t: &TopUpTrigger) -> AttributeValue {
+    AttributeValue::M(HashMap::from([
+        ("meter".to_string(), s(t.meter.as_str())),
+        ("below".to_string(), amount(t.below)),
+        ("monthly_cap".to_string(), n(t.monthly_cap)),
+    ]))
+}
+
 /// A campaign's budget, a top-level map (`limit`, `spent`).
 fn budget_attr(campaign: &CampaignId) -> String {
     format!("budget:{campaign}")
@@ -632,6 +643,17 @@ pub fn account_from_item(item: &Item) -> Result<Account, StoreError> {
             })
             .collect::<Result<_, StoreError>>()?,
         approval_above: a.opt_credits("approval_above")?,
+        top_up: match a.opt_map("top_up")? {
+            None => None,
+            Some(m) => {
+                let m = Attrs::of(m, "top_up");
+                Some(TopUpTrigger {
+                    meter: MeterId::parse(m.s("meter")?).map_err(|e| StoreError::Malformed(e.to_string()))?,
+                    below: m.credits("below")?,
+                    monthly_cap: m.n("monthly_cap")?,
+                })
+            }
+        },
         alerts: item
             .iter()
             .filter_map(|(attr, v)| Some((attr.strip_prefix("alert:")?, v)))
@@ -965,6 +987,16 @@ pub fn account_update_with(
                 u.sets.push(format!("{path} = {v}"));
             }
             (None, None) => {}
+        }
+    }
+    if before.top_up != after.top_up {
+        let a = u.name("top_up");
+        match &after.top_up {
+            Some(t) => {
+                let v = u.value(top_up_value(t));
+                u.sets.push(format!("{a} = {v}"));
+            }
+            None => u.removes.push(a),
         }
     }
     if before.approval_above != after.approval_above {

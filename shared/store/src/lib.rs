@@ -11,7 +11,7 @@ pub use bus::EventBridgeBus;
 pub use dynamo::DynamoLedgerStore;
 pub use port::{
     AccountStore, BusEvent, Claim, Commit, CommitError, DuePage, EarlierEntry, EntryKey, EventBus, HeldResult,
-    HistoryFilter, HistoryKey, HistoryPage, HistoryPosition, HistoryQuery, HistoryStore, KeptRequest, Notification,
-    NotificationStore, Receipt, RenewalIndex, RequestStore, ResultStore, RollupStore, SideWrite, StoreError,
-    StoredEntry,
+    HistoryFilter, HistoryKey, HistoryPage, HistoryPosition, HistoryQuery, HistoryStore, Kept, KeptRequest,
+    Notification, NotificationStore, Receipt, RenewalIndex, RequestStore, ResultStore, RollupStore, SideWrite,
+    StoreError, StoredEntry,
 };

@@ -382,15 +382,27 @@ impl Notification {
     }
 }
 
+/// What keeping a notification found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kept {
+    New,
+    /// Kept before (a redelivered record): as it is now.
+    Existing(Notification),
+    /// The period's cap is reached: nothing kept.
+    CapReached,
+}
+
 /// Notifications derived from the stream, and read over HTTP.
 pub trait NotificationStore: Send + Sync {
     /// Keeps a notification once; if one is kept under its id already,
-    /// returns that one (a redelivered stream record).
+    /// returns that one (a redelivered stream record). With a cap, it is
+    /// kept only while the period (from its start) holds fewer than `cap`.
     fn keep_notification(
         &self,
         org: &OrgId,
         note: &Notification,
-    ) -> impl Future<Output = Result<Option<Notification>, StoreError>> + Send;
+        cap: Option<(NaiveDate, u32)>,
+    ) -> impl Future<Output = Result<Kept, StoreError>> + Send;
 
     fn mark_published(&self, org: &OrgId, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 
