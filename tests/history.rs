@@ -298,3 +298,92 @@ fn fields(row: &str) -> Vec<String> {
     out.push(field);
     out
 }
+
+#[tokio::test]
+async fn credit_roi_reports_credits_per_outcome_by_campaign_and_action() {
+    let stack = Stack::with_account("starter").await;
+    let day = stack.clock.now().date_naive().to_string();
+    let spends = [
+        ("spring", "ai_email_generation", 10),
+        ("spring", "email_verification", 4),
+        ("summer", "ai_email_generation", 5),
+    ];
+    for (i, (campaign, action, quantity)) in spends.into_iter().enumerate() {
+        let body = serde_json::json!({ "action": action, "quantity": quantity, "campaign": campaign }).to_string();
+        let path = format!("/v1/orgs/{ORG}/spend");
+        let r = call(
+            &stack.gateway(),
+            "POST",
+            &path,
+            Some(&stack.member()),
+            Some(&format!("s{i}")),
+            Some(&body),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let outcomes = [
+        ("spring", "meeting_booked", 2),
+        ("spring", "reply", 3),
+        ("summer", "reply", 1),
+    ];
+    for (i, (campaign, outcome, count)) in outcomes.into_iter().enumerate() {
+        let body = serde_json::json!({ "campaign": campaign, "outcome": outcome, "count": count }).to_string();
+        let path = format!("/v1/orgs/{ORG}/outcomes");
+        let r = call(
+            &stack.gateway(),
+            "POST",
+            &path,
+            Some(&stack.service()),
+            Some(&format!("o{i}")),
+            Some(&body),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let body = serde_json::json!({ "campaign": "spring", "outcome": "a b" }).to_string();
+    let path = format!("/v1/orgs/{ORG}/outcomes");
+    let r = call(
+        &stack.gateway(),
+        "POST",
+        &path,
+        Some(&stack.service()),
+        Some("bad"),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    stack.settle().await;
+    let path = format!("/v1/orgs/{ORG}/roi?from={day}&to={day}");
+    let r = call(&stack.gateway(), "GET", &path, Some(&stack.admin()), None, None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let spring = &r.body["campaigns"][0];
+    assert_eq!(spring["campaign"], "spring");
+    assert_eq!(spring["used"]["credits"], "12");
+    assert_eq!(
+        spring["outcomes"],
+        serde_json::json!({ "meeting_booked": 2, "reply": 3 })
+    );
+    assert_eq!(
+        spring["credits_per_outcome"],
+        serde_json::json!({ "meeting_booked": "6", "reply": "4" })
+    );
+    assert_eq!(spring["by_action"]["ai_email_generation"]["credits"], "10");
+    assert_eq!(
+        spring["by_action"]["ai_email_generation"]["per_outcome"]["meeting_booked"],
+        "5"
+    );
+    assert_eq!(spring["by_action"]["email_verification"]["credits"], "2");
+    let summer = &r.body["campaigns"][1];
+    assert_eq!(
+        (
+            summer["used"]["credits"].as_str(),
+            summer["credits_per_outcome"]["reply"].as_str()
+        ),
+        (Some("5"), Some("5"))
+    );
+    // Outcomes are not usage: the usage report counts spends only.
+    let usage_path = format!("/v1/orgs/{ORG}/usage?from={day}&to={day}&group_by=campaign");
+    let r = call(&stack.gateway(), "GET", &usage_path, Some(&stack.admin()), None, None).await;
+    assert_eq!(r.body["groups"][0]["entries"], 2, "{}", r.body);
+}

@@ -20,6 +20,9 @@
 //!   "percent": 20, "channel": "both"}`): a low-balance alert (admins and
 //!   the service); `POST /v1/orgs/{org}/notifications/{id}/read` marks an
 //!   in-app notification read (anyone in the organization).
+//! - `POST /v1/orgs/{org}/outcomes` (`{"campaign": "spring", "outcome":
+//!   "meeting_booked", "count": 1}`): what a campaign brought, for credit
+//!   ROI (anyone in the organization, and the service).
 //! - `PUT|DELETE /v1/orgs/{org}/top-up` (`{"meter": "credits", "below":
 //!   "100", "monthly_cap": 2}`): a "top-up needed" event for the product's
 //!   payment system when the balance falls below, at most `monthly_cap`
@@ -70,6 +73,7 @@ pub async fn handle(ledger: &DynamoLedger, req: Request) -> Response<Body> {
         "PUT /v1/orgs/{org}/alerts/{alert}" => set_alert(ledger, &req, true).await,
         "DELETE /v1/orgs/{org}/alerts/{alert}" => set_alert(ledger, &req, false).await,
         "POST /v1/orgs/{org}/notifications/{notification}/read" => mark_read(ledger, &req).await,
+        "POST /v1/orgs/{org}/outcomes" => record_outcome(ledger, &req).await,
         "PUT /v1/orgs/{org}/top-up" => set_top_up(ledger, &req, true).await,
         "DELETE /v1/orgs/{org}/top-up" => set_top_up(ledger, &req, false).await,
         "PUT /v1/orgs/{org}/approvals/threshold" => set_threshold(ledger, &req, true).await,
@@ -224,6 +228,33 @@ async fn set_alert(ledger: &DynamoLedger, req: &Request, set: bool) -> Result<Re
         let idempotency = body.idempotency(req, &caller)?;
         ledger.set_alert(&org, id, None, actor, &idempotency).await?
     };
+    Ok(applied_response(&applied))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutcomeBody {
+    campaign: String,
+    outcome: String,
+    #[serde(default = "one")]
+    count: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+async fn record_outcome(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(req)?;
+    let org = caller.organization(&path_param(req, "org")?)?;
+    let body = json_body::<OutcomeBody>(req)?;
+    let b = &body.value;
+    let campaign = CampaignId::parse(&b.campaign)?;
+    let actor = caller.actor(None)?;
+    let idempotency = body.idempotency(req, &caller)?;
+    let applied = ledger
+        .record_outcome(&org, campaign, b.outcome.clone(), b.count, actor, &idempotency)
+        .await?;
     Ok(applied_response(&applied))
 }
 

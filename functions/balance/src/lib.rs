@@ -38,6 +38,7 @@ async fn route(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, A
         "GET /v1/orgs/{org}/notifications" => notifications(ledger, req).await,
         "GET /v1/orgs/{org}/alerts" => alerts(ledger, req).await,
         "GET /v1/orgs/{org}/usage" => usage(ledger, req).await,
+        "GET /v1/orgs/{org}/roi" => roi(ledger, req).await,
         _ => Err(ApiError::RouteNotFound(format!(
             "{} {}",
             req.method(),
@@ -173,6 +174,23 @@ fn filter_text(f: &HistoryFilter) -> String {
     format!("{:?}|{:?}|{by}", f.from, f.to)
 }
 
+/// Credit ROI over a range of UTC days, by campaign (admins and the service).
+async fn roi(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(req)?;
+    let org = caller.organization(&path_param(req, "org")?)?;
+    caller.require_admin_or_service()?;
+    only_query_params(req, &["from", "to"])?;
+    let (from, to) = (report_day(req, "from")?, report_day(req, "to")?);
+    let report = ledger.roi(&org, from, to).await?;
+    Ok(json_response(StatusCode::OK, &views::roi(from, to, &report)))
+}
+
+fn report_day(req: &Request, name: &str) -> Result<NaiveDate, ApiError> {
+    let text = query_param(req, name).ok_or_else(|| ApiError::BadRequest(format!("{name} is required")))?;
+    NaiveDate::parse_from_str(&text, "%Y-%m-%d")
+        .map_err(|_| ApiError::BadRequest(format!("{name} must be a date (YYYY-MM-DD)")))
+}
+
 /// Usage over a range of UTC days, grouped by action, user, campaign or
 /// day, from the day rollups (admins and the service).
 async fn usage(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, ApiError> {
@@ -180,12 +198,7 @@ async fn usage(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, A
     let org = caller.organization(&path_param(req, "org")?)?;
     caller.require_admin_or_service()?;
     only_query_params(req, &["from", "to", "group_by"])?;
-    let day = |name: &str| -> Result<NaiveDate, ApiError> {
-        let text = query_param(req, name).ok_or_else(|| ApiError::BadRequest(format!("{name} is required")))?;
-        NaiveDate::parse_from_str(&text, "%Y-%m-%d")
-            .map_err(|_| ApiError::BadRequest(format!("{name} must be a date (YYYY-MM-DD)")))
-    };
-    let (from, to) = (day("from")?, day("to")?);
+    let (from, to) = (report_day(req, "from")?, report_day(req, "to")?);
     let group_text = query_param(req, "group_by").unwrap_or_else(|| "action".into());
     let group = UsageGroup::parse(&group_text)
         .ok_or_else(|| ApiError::BadRequest("group_by: action, user, campaign or day".into()))?;

@@ -208,6 +208,35 @@ impl Account {
         Ok(entry)
     }
 
+    /// Records outcomes a campaign brought (`count` of `kind`): an entry of
+    /// no credits, which credit ROI counts.
+    pub fn record_outcome(
+        &mut self,
+        campaign: &CampaignId,
+        kind: &str,
+        count: u64,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<LedgerEntry, DomainError> {
+        let valid = !kind.is_empty()
+            && kind.len() <= 64
+            && kind
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid || count == 0 || count > 10_000 {
+            return Err(DomainError::InvalidRequest(
+                "an outcome is 1-64 letters, digits, _ or -, with a count of 1-10000".into(),
+            ));
+        }
+        let entry = self.record(EntryKind::Outcome, actor, now, Vec::new(), |e| {
+            e.campaign = Some(campaign.clone());
+            e.result = Some(kind.to_string());
+            e.quantity = Some(count);
+        });
+        self.check_invariants()?;
+        Ok(entry)
+    }
+
     /// Sets a campaign's budget, or removes it (`None`). A new budget counts
     /// from now; changing one keeps what was spent.
     pub fn set_budget(

@@ -44,6 +44,9 @@ pub enum EntryKind {
     /// A member's spend held for approval, then approved, denied or
     /// expired (`result` says which).
     Approval,
+    /// An outcome a campaign brought (a meeting booked, a reply): what
+    /// credit ROI counts against the credits the campaign used.
+    Outcome,
     /// Team controls changed: a member's limits and blocked actions
     /// (`result`: limits), or a campaign's budget (budget).
     Controls,

@@ -60,8 +60,20 @@ pub fn is_usage(entry: &LedgerEntry) -> bool {
 
 /// What one entry adds to its day's rollup: counters named
 /// `<group>/<value>/<meter>` (thousandths used) and
-/// `<group>/<value>/entries`. Ids never hold a `/`.
+/// `<group>/<value>/entries`; for credit ROI, a campaign's credits by
+/// action (`campaign_action/<campaign>#<action>/<meter>`) and its outcomes
+/// (`campaign/<campaign>/outcome:<kind>`). Ids never hold a `/` or a `#`.
 pub fn rollup_counters(entry: &LedgerEntry) -> Vec<(String, i64)> {
+    if entry.kind == EntryKind::Outcome {
+        let (Some(campaign), Some(kind)) = (&entry.campaign, &entry.result) else {
+            return Vec::new();
+        };
+        let count = entry.quantity.unwrap_or(1) as i64;
+        return vec![
+            (format!("campaign/{campaign}/outcome:{kind}"), count),
+            (format!("all//outcome:{kind}"), count),
+        ];
+    }
     if !is_usage(entry) {
         return Vec::new();
     }
@@ -80,6 +92,11 @@ pub fn rollup_counters(entry: &LedgerEntry) -> Vec<(String, i64)> {
         *used.entry(line.meter()).or_default() -= line.amount.thousandths();
     }
     let mut counters = Vec::new();
+    if let (Some(c), Some(a)) = (&entry.campaign, &entry.action) {
+        for (meter, thousandths) in &used {
+            counters.push((format!("campaign_action/{c}#{a}/{meter}"), *thousandths));
+        }
+    }
     for (group, value) in groups {
         counters.push((format!("{group}/{value}/entries"), 1));
         for (meter, thousandths) in &used {
@@ -112,11 +129,56 @@ pub fn totals<'a, D: ToString>(
             let totals = report.entry(key).or_default();
             match what {
                 "entries" => totals.entries += value,
+                // Outcomes are ROI's, not usage.
+                outcome if outcome.starts_with("outcome:") => {}
                 meter => {
                     if let Ok(m) = MeterId::parse(meter) {
                         *totals.used.entry(m).or_default() += value;
                     }
                 }
+            }
+        }
+    }
+    report
+}
+
+/// One campaign's credit ROI: what it used (per meter, by action) and
+/// what it brought (outcomes by kind).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CampaignRoi {
+    pub used: BTreeMap<MeterId, i64>,
+    /// Credits of the `credits` meter by action (thousandths).
+    pub by_action: BTreeMap<String, i64>,
+    pub outcomes: BTreeMap<String, i64>,
+}
+
+/// Credit ROI by campaign, from day rollups' counters.
+pub fn roi<'a>(days: impl IntoIterator<Item = &'a BTreeMap<String, i64>>) -> BTreeMap<String, CampaignRoi> {
+    let mut report: BTreeMap<String, CampaignRoi> = BTreeMap::new();
+    for counters in days {
+        for (name, value) in counters {
+            let mut parts = name.splitn(3, '/');
+            let (Some(prefix), Some(key), Some(what)) = (parts.next(), parts.next(), parts.next()) else {
+                continue;
+            };
+            match prefix {
+                "campaign" => {
+                    let line = report.entry(key.to_string()).or_default();
+                    if let Some(kind) = what.strip_prefix("outcome:") {
+                        *line.outcomes.entry(kind.to_string()).or_default() += value;
+                    } else if what != "entries" {
+                        if let Ok(m) = MeterId::parse(what) {
+                            *line.used.entry(m).or_default() += value;
+                        }
+                    }
+                }
+                "campaign_action" if what == "credits" => {
+                    if let Some((campaign, action)) = key.split_once('#') {
+                        let line = report.entry(campaign.to_string()).or_default();
+                        *line.by_action.entry(action.to_string()).or_default() += value;
+                    }
+                }
+                _ => {}
             }
         }
     }

@@ -109,6 +109,7 @@ pub fn outcome(applied: &Applied) -> Result<(StatusCode, Value), ApiError> {
         }
         Outcome::ResultsResumed => (StatusCode::OK, json!({ "resumed": true })),
         Outcome::ControlsSet => (StatusCode::OK, json!({ "entry_id": entry()?.id })),
+        Outcome::Recorded => (StatusCode::CREATED, json!({ "entry_id": entry()?.id })),
         // Accepted, not done: an admin approves or denies it.
         Outcome::PendingApproval {
             approval,
@@ -666,4 +667,48 @@ pub fn approvals(pending: &[ledger_domain::Unit]) -> Value {
         })
         .collect();
     json!({ "approvals": list })
+}
+
+/// Credit ROI by campaign: credits used (per meter and, for credits, by
+/// action), outcomes, and credits per outcome of each kind.
+pub fn roi(from: NaiveDate, to: NaiveDate, report: &BTreeMap<String, ledger_domain::usage::CampaignRoi>) -> Value {
+    let per = |credits: i64, count: i64| Credits::from_thousandths(credits / count.max(1)).to_string();
+    let campaigns: Vec<Value> = report
+        .iter()
+        .map(|(campaign, r)| {
+            let credits = r
+                .used
+                .iter()
+                .find(|(m, _)| m.as_str() == "credits")
+                .map(|(_, v)| *v)
+                .unwrap_or(0);
+            let used: BTreeMap<String, String> = r
+                .used
+                .iter()
+                .map(|(m, v)| (m.to_string(), Credits::from_thousandths(*v).to_string()))
+                .collect();
+            let per_outcome: BTreeMap<&String, String> =
+                r.outcomes.iter().map(|(k, n)| (k, per(credits, *n))).collect();
+            let by_action: BTreeMap<&String, Value> = r
+                .by_action
+                .iter()
+                .map(|(action, spent)| {
+                    let per_outcome: BTreeMap<&String, String> =
+                        r.outcomes.iter().map(|(k, n)| (k, per(*spent, *n))).collect();
+                    (
+                        action,
+                        json!({ "credits": Credits::from_thousandths(*spent).to_string(), "per_outcome": per_outcome }),
+                    )
+                })
+                .collect();
+            json!({
+                "campaign": campaign,
+                "used": used,
+                "outcomes": r.outcomes,
+                "credits_per_outcome": per_outcome,
+                "by_action": by_action,
+            })
+        })
+        .collect();
+    json!({ "from": from, "to": to, "campaigns": campaigns })
 }

@@ -147,6 +147,23 @@ impl<A: AccountStore, R: RequestStore, H: HistoryStore> Ledger<A, R, H> {
         .await
     }
 
+    /// Records outcomes a campaign brought, for credit ROI.
+    pub async fn record_outcome(
+        &self,
+        org: &OrgId,
+        campaign: CampaignId,
+        kind: String,
+        count: u64,
+        actor: Actor,
+        request: &Idempotency,
+    ) -> Result<Applied, ServiceError> {
+        self.apply(org, request, None, |account, _, now| {
+            let entry = account.record_outcome(&campaign, &kind, count, actor.clone(), now)?;
+            Ok((entry, Outcome::Recorded))
+        })
+        .await
+    }
+
     /// Sets the approval threshold, or removes it (`None`).
     pub async fn set_approval_threshold(
         &self,

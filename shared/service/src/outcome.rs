@@ -106,6 +106,9 @@ pub enum Outcome {
     ResultsResumed,
     /// Team controls set: a member's limits, or a campaign's budget.
     ControlsSet,
+    /// An entry recorded with nothing to report but itself (a campaign's
+    /// outcomes).
+    Recorded,
     /// A member's spend held for an admin's approval: its credits reserved.
     PendingApproval {
         approval: Subject,
@@ -151,6 +154,7 @@ enum Stored {
     },
     ResultsResumed,
     ControlsSet,
+    Recorded,
     PendingApproval {
         approval: String,
         meter: String,
@@ -316,6 +320,7 @@ impl Outcome {
             },
             Outcome::ResultsResumed => Stored::ResultsResumed,
             Outcome::ControlsSet => Stored::ControlsSet,
+            Outcome::Recorded => Stored::Recorded,
             Outcome::PendingApproval {
                 approval,
                 meter,
@@ -450,6 +455,7 @@ impl Outcome {
             },
             Stored::ResultsResumed => Outcome::ResultsResumed,
             Stored::ControlsSet => Outcome::ControlsSet,
+            Stored::Recorded => Outcome::Recorded,
             Stored::PendingApproval {
                 approval,
                 meter: m,
@@ -652,6 +658,7 @@ mod tests {
             },
             Outcome::ResultsResumed,
             Outcome::ControlsSet,
+            Outcome::Recorded,
             Outcome::PendingApproval {
                 approval: Subject::parse("req-7").unwrap(),
                 meter: MeterId::parse("credits").unwrap(),

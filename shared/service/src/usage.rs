@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
-use ledger_domain::usage::{rollup_counters, totals, UsageGroup, UsageTotals};
+use ledger_domain::usage::{roi, rollup_counters, totals, CampaignRoi, UsageGroup, UsageTotals};
 use ledger_domain::{DomainError, LedgerEntry, OrgId};
 use ledger_store::RollupStore;
 
@@ -29,6 +29,18 @@ impl<A: RollupStore, R, H> Ledger<A, R, H> {
             .await?)
     }
 
+    /// Credit ROI from `from` to `to` (UTC days, both included), by campaign.
+    pub async fn roi(
+        &self,
+        org: &OrgId,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<BTreeMap<String, CampaignRoi>, ServiceError> {
+        check_range(from, to)?;
+        let days = self.accounts.rollups(org, from, to).await?;
+        Ok(roi(days.iter().map(|(_, counters)| counters)))
+    }
+
     /// Usage from `from` to `to` (UTC days, both included), by group.
     pub async fn usage(
         &self,
@@ -37,13 +49,17 @@ impl<A: RollupStore, R, H> Ledger<A, R, H> {
         to: NaiveDate,
         group: UsageGroup,
     ) -> Result<BTreeMap<String, UsageTotals>, ServiceError> {
-        if to < from || (to - from).num_days() >= MAX_REPORT_DAYS {
-            return Err(DomainError::InvalidRequest(format!(
-                "a usage report covers 1-{MAX_REPORT_DAYS} days, from <= to"
-            ))
-            .into());
-        }
+        check_range(from, to)?;
         let days = self.accounts.rollups(org, from, to).await?;
         Ok(totals(group, days.iter().map(|(day, counters)| (day, counters))))
     }
+}
+
+fn check_range(from: NaiveDate, to: NaiveDate) -> Result<(), ServiceError> {
+    if to < from || (to - from).num_days() >= MAX_REPORT_DAYS {
+        return Err(
+            DomainError::InvalidRequest(format!("a report covers 1-{MAX_REPORT_DAYS} days, from <= to")).into(),
+        );
+    }
+    Ok(())
 }
