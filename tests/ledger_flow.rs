@@ -347,3 +347,90 @@ async fn a_refusal_is_kept_under_its_key_and_a_new_key_asks_afresh() {
     assert_eq!(entries.len(), 4);
     assert_eq!(ledger_total(&entries, "credits"), thousandths("497"));
 }
+
+#[tokio::test]
+async fn voiding_a_refunded_purchase_takes_back_what_is_left_of_that_pack_only() {
+    // starter: 500 plan credits; three packs bought: 100, 50, 30.
+    let stack = Stack::with_account("starter").await;
+    let gw = stack.gateway();
+    let mut packs = Vec::new();
+    for (i, credits) in [100, 50, 30].into_iter().enumerate() {
+        let body = format!(r#"{{"credits":"{credits}","payment_reference":"pay-{i}"}}"#);
+        let r = purchase(&gw, &stack.service(), &format!("buy-{i}"), &body).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        packs.push(r.body["entry"]["id"].as_str().unwrap().to_string());
+    }
+    // 520 spent: the plan's 500, then 20 of the first pack.
+    let r = spend(&gw, &stack.member(), "s1", "ai_email_generation", 520).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let void = |key: &str, entry: &str| {
+        let body = serde_json::json!({ "entry_id": entry, "reason": "refunded" }).to_string();
+        let (gw, token, key) = (stack.gateway(), stack.service(), key.to_string());
+        async move {
+            call(
+                &gw,
+                "POST",
+                &format!("/v1/orgs/{ORG}/reversals"),
+                Some(&token),
+                Some(&key),
+                Some(&body),
+            )
+            .await
+        }
+    };
+    // The second pack, untouched: all of it leaves.
+    let r = void("v-b", &packs[1]).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(
+        (r.body["taken_back"].as_str(), r.body["not_taken_back"].as_str()),
+        (Some("50"), Some("0"))
+    );
+    // The first, 20 spent: 80 leave, the 20 stay spent.
+    let r = void("v-a", &packs[0]).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(
+        (r.body["taken_back"].as_str(), r.body["not_taken_back"].as_str()),
+        (Some("80"), Some("20"))
+    );
+    assert_eq!(
+        available(&gw, &stack.member(), "credits").await,
+        "30",
+        "the third pack, untouched"
+    );
+    // Spending skips the voided ranges: the next spend draws the third pack.
+    let r = spend(&gw, &stack.member(), "s2", "ai_email_generation", 10).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["buckets"][0]["offset"], "150", "{}", r.body);
+    let r = void("v-c", &packs[2]).await;
+    assert_eq!(
+        (r.body["taken_back"].as_str(), r.body["not_taken_back"].as_str()),
+        (Some("20"), Some("10"))
+    );
+    assert_eq!(available(&gw, &stack.member(), "credits").await, "0");
+    // Once each: the same void under another key replays the first; another
+    // one of the same pack is refused. Only purchases are voided.
+    let r = void("v-a-again", &packs[0]).await;
+    assert_eq!((r.status, r.replayed), (201, true), "{}", r.body);
+    assert_eq!(r.body["taken_back"], "80");
+    let body = serde_json::json!({ "entry_id": packs[0], "reason": "refunded", "note": "again" }).to_string();
+    let path = format!("/v1/orgs/{ORG}/reversals");
+    let r = call(
+        &gw,
+        "POST",
+        &path,
+        Some(&stack.service()),
+        Some("v-a-other"),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    stack.settle().await;
+    let entries = ledger(&gw, &stack.admin(), 100).await;
+    let a_spend = entries.iter().find(|e| e["kind"] == "spend").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = void("v-spend", &a_spend).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(ledger_total(&entries, "credits"), 0, "history sums to the balance");
+}

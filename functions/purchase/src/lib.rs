@@ -49,10 +49,10 @@ async fn reverse(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>,
     let body = json_body::<ReversalBody>(req)?;
     let b = &body.value;
     let reason = match ReversalReason::parse(&b.reason) {
-        Some(r @ (ReversalReason::InvalidResult | ReversalReason::Correction)) => r,
+        Some(r @ (ReversalReason::InvalidResult | ReversalReason::Correction | ReversalReason::Refunded)) => r,
         _ => {
             return Err(ApiError::BadRequest(
-                "reason must be `invalid_result` or `correction`".into(),
+                "reason must be `invalid_result`, `correction` or `refunded` (a purchase)".into(),
             ))
         }
     };

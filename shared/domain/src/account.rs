@@ -252,6 +252,7 @@ impl Account {
                     expires_at,
                     granted_at: now,
                     granted_by,
+                    voided: Vec::new(),
                 });
                 // One canonical order (by grant), whatever stored or read them.
                 self.buckets

@@ -157,6 +157,9 @@ pub struct Bucket {
     pub granted_at: DateTime<Utc>,
     /// The ledger entry that opened it.
     pub granted_by: u64,
+    /// The purchased pool's voided ranges (offset, amount), by offset: the
+    /// part of a voided pack that was not spent yet, which spending skips.
+    pub voided: Vec<(Credits, Credits)>,
 }
 
 impl Bucket {
@@ -172,7 +175,20 @@ impl Bucket {
     /// purchased pool a pack granted at offset `o` of `n` credits has had
     /// `clamp(consumed - o, 0, n)` of them spent.
     pub fn consumed(&self) -> Credits {
-        self.granted.checked_sub(self.remaining).unwrap_or(Credits::ZERO)
+        let taken: Credits = self.voided.iter().map(|(_, a)| *a).sum();
+        let drawn = self
+            .granted
+            .checked_sub(self.remaining)
+            .and_then(|d| d.checked_sub(taken))
+            .unwrap_or(Credits::ZERO);
+        // Spending skips each voided range it reaches.
+        let mut at = drawn;
+        for (offset, amount) in &self.voided {
+            if *offset <= at {
+                at = at.checked_add(*amount).unwrap_or(at);
+            }
+        }
+        at
     }
 
     /// Spending priority: credits that expire first are spent first (a
@@ -316,6 +332,7 @@ mod tests {
                     expires_at,
                     granted_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
                     granted_by: by,
+                    voided: Vec::new(),
                 }
             },
         )

@@ -22,6 +22,10 @@ pub enum ReversalReason {
     InvalidResult,
     /// An operator's correction (with a note).
     Correction,
+    /// A purchase refunded by the payment provider: the pack is voided.
+    /// What is left of it leaves the balance; what was spent of it stays
+    /// spent (the reversal says how much it could not take back).
+    Refunded,
 }
 
 impl ReversalReason {
@@ -30,6 +34,7 @@ impl ReversalReason {
             ReversalReason::Bounced => "bounced",
             ReversalReason::InvalidResult => "invalid_result",
             ReversalReason::Correction => "correction",
+            ReversalReason::Refunded => "refunded",
         }
     }
 
@@ -38,6 +43,7 @@ impl ReversalReason {
             ReversalReason::Bounced,
             ReversalReason::InvalidResult,
             ReversalReason::Correction,
+            ReversalReason::Refunded,
         ]
         .into_iter()
         .find(|r| r.as_str() == text)
@@ -65,6 +71,9 @@ impl Account {
         actor: Actor,
         now: DateTime<Utc>,
     ) -> Result<(Reversal, LedgerEntry), DomainError> {
+        if reason == ReversalReason::Refunded {
+            return self.void_purchase(original, note, actor, now);
+        }
         if !matches!(original.kind, EntryKind::Spend | EntryKind::Result) {
             return Err(DomainError::NotReversible(format!(
                 "only charges are reversed, not a {:?} entry",
@@ -127,6 +136,62 @@ impl Account {
             e.campaign = original.campaign.clone();
             e.reverses = Some(original.id.clone());
             e.result = Some(reason.as_str().to_string());
+            e.note = note;
+        });
+        self.check_invariants()?;
+        Ok((reversal, entry))
+    }
+}
+
+impl Account {
+    /// Voids one purchased pack: the part of it not spent yet leaves the
+    /// purchased pool (a range spending skips from now on), the part spent
+    /// stays spent (`stayed_expired` of the answer: not taken back); other
+    /// packs are untouched.
+    fn void_purchase(
+        &mut self,
+        original: &LedgerEntry,
+        note: Option<String>,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<(Reversal, LedgerEntry), DomainError> {
+        let pack = original
+            .lines
+            .iter()
+            .find(|l| original.kind == EntryKind::Purchase && l.source() == BucketSource::Purchased)
+            .ok_or_else(|| DomainError::NotReversible("only a purchase is voided as refunded".into()))?;
+        let start = pack.offset.unwrap_or_default();
+        let end = start.checked_add(pack.amount).expect("credits within range");
+        let pool = self
+            .buckets
+            .iter_mut()
+            .find(|b| b.id == pack.bucket)
+            .ok_or_else(|| DomainError::InvariantViolated("a purchase's pool is gone".into()))?;
+        let at = pool.consumed();
+        let from = if at > start { at } else { start };
+        let left = end.checked_sub(from).filter(|l| l.is_positive()).unwrap_or_default();
+        let mut lines = Vec::new();
+        if left.is_positive() {
+            pool.remaining = pool
+                .remaining
+                .checked_sub(left)
+                .filter(|r| !r.is_negative())
+                .ok_or_else(|| DomainError::InvariantViolated("a voided pack exceeds the pool".into()))?;
+            pool.voided.push((from, left));
+            pool.voided.sort();
+            lines.push(EntryLine {
+                bucket: pool.id.clone(),
+                amount: -left,
+                offset: Some(from),
+            });
+        }
+        let reversal = Reversal {
+            returned: -left,
+            stayed_expired: pack.amount.checked_sub(left).unwrap_or_default(),
+        };
+        let entry = self.record(EntryKind::Reversal, actor, now, lines, |e| {
+            e.reverses = Some(original.id.clone());
+            e.result = Some(ReversalReason::Refunded.as_str().to_string());
             e.note = note;
         });
         self.check_invariants()?;

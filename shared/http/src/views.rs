@@ -186,14 +186,25 @@ pub fn outcome(applied: &Applied) -> Result<(StatusCode, Value), ApiError> {
             stayed_expired,
         } => {
             let e = entry()?;
-            let body = json!({
-                "entry": self::entry(e),
-                "reverses": original,
-                "reason": reason.as_str(),
-                "returned": returned.to_string(),
-                // Plan credits of a month that has renewed since the charge.
-                "stayed_expired": stayed_expired.to_string(),
-            });
+            let body = match reason {
+                // A voided pack: what left the balance, and what was spent
+                // of it already (spent, it stays spent).
+                ledger_domain::ReversalReason::Refunded => json!({
+                    "entry": self::entry(e),
+                    "reverses": original,
+                    "reason": reason.as_str(),
+                    "taken_back": Credits::ZERO.checked_sub(*returned).unwrap_or_default().to_string(),
+                    "not_taken_back": stayed_expired.to_string(),
+                }),
+                _ => json!({
+                    "entry": self::entry(e),
+                    "reverses": original,
+                    "reason": reason.as_str(),
+                    "returned": returned.to_string(),
+                    // Plan credits of a month that has renewed since the charge.
+                    "stayed_expired": stayed_expired.to_string(),
+                }),
+            };
             (StatusCode::CREATED, body)
         }
         Outcome::SpentSubjects {

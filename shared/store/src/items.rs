@@ -542,7 +542,24 @@ fn bucket_value(b: &Bucket) -> AttributeValue {
     if let Some(at) = b.expires_at {
         m.insert("expires_at".into(), s(instant(at)));
     }
+    if !b.voided.is_empty() {
+        m.insert("voided".into(), voided_value(&b.voided));
+    }
     AttributeValue::M(m)
+}
+
+fn voided_value(ranges: &[(Credits, Credits)]) -> AttributeValue {
+    AttributeValue::L(
+        ranges
+            .iter()
+            .map(|(o, a)| {
+                AttributeValue::M(HashMap::from([
+                    ("offset".to_string(), amount(*o)),
+                    ("amount".to_string(), amount(*a)),
+                ]))
+            })
+            .collect(),
+    )
 }
 
 pub fn account_from_item(item: &Item) -> Result<Account, StoreError> {
@@ -569,6 +586,12 @@ pub fn account_from_item(item: &Item) -> Result<Account, StoreError> {
                 expires_at: b.opt_parsed("expires_at", parse_instant)?,
                 granted_at: b.instant("granted_at")?,
                 granted_by: b.n("granted_by")?,
+                voided: maps(b.list("voided")?, "voided range")
+                    .map(|r| {
+                        let r = r?;
+                        Ok((r.credits("offset")?, r.credits("amount")?))
+                    })
+                    .collect::<Result<_, StoreError>>()?,
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
@@ -963,6 +986,24 @@ pub fn account_update_with(
                     let d = u.value(n(a.granted.thousandths() - b.granted.thousandths()));
                     u.conditions.push(format!("{path}.{granted} = {was}"));
                     u.sets.push(format!("{path}.{granted} = {path}.{granted} + {d}"));
+                }
+                let draws_pool = a.remaining < b.remaining && b.source() == ledger_domain::BucketSource::Purchased;
+                if a.voided != b.voided || draws_pool {
+                    // Conditioned on the ranges as read: two voids at once
+                    // must not lose one, and a draw must skip every range
+                    // (its offset says which pack paid).
+                    let voided = u.name("voided");
+                    match b.voided.len() {
+                        0 => u.conditions.push(format!("attribute_not_exists({path}.{voided})")),
+                        n => {
+                            let v = u.value(AttributeValue::N(n.to_string()));
+                            u.conditions.push(format!("size({path}.{voided}) = {v}"));
+                        }
+                    }
+                    if a.voided != b.voided {
+                        let v = u.value(voided_value(&a.voided));
+                        u.sets.push(format!("{path}.{voided} = {v}"));
+                    }
                 }
                 let delta = a.remaining.thousandths() - b.remaining.thousandths();
                 if delta != 0 {
