@@ -158,15 +158,20 @@ impl Stack {
         poller.drain(&self.ledger(), &publisher).await.unwrap()
     }
 
-    /// Delivers the whole stream again from its start, as Lambda may after
-    /// a failure: every record a second time.
-    pub async fn redeliver_stream(&self) -> usize {
+    /// The stream caught up, and a publisher onto this stack's bus.
+    async fn settled_publisher(&self) -> ledger_store::EventBridgeBus {
         self.settle().await;
         let bus = match &*self.stream.lock().await {
             Some((_, bus)) => bus.name.clone(),
             None => unreachable!("settled above"),
         };
-        let publisher = ledger_store::EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&self.config), &bus);
+        ledger_store::EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&self.config), &bus)
+    }
+
+    /// Delivers the whole stream again from its start, as Lambda may after
+    /// a failure: every record a second time.
+    pub async fn redeliver_stream(&self) -> usize {
+        let publisher = self.settled_publisher().await;
         let mut again = ledger_local::streams::StreamPoller::for_table(&self.config, &self.table)
             .await
             .unwrap();
@@ -177,12 +182,7 @@ impl Stack {
     /// shuffled (across items and within one), in batches: the worst of
     /// at-least-once delivery. Returns how many records it delivered.
     pub async fn redeliver_shuffled(&self) -> usize {
-        self.settle().await;
-        let bus = match &*self.stream.lock().await {
-            Some((_, bus)) => bus.name.clone(),
-            None => unreachable!("settled above"),
-        };
-        let publisher = ledger_store::EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&self.config), &bus);
+        let publisher = self.settled_publisher().await;
         let mut again = ledger_local::streams::StreamPoller::for_table(&self.config, &self.table)
             .await
             .unwrap();

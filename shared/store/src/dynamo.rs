@@ -530,31 +530,40 @@ impl DynamoLedgerStore {
             .expression_attribute_values(":cap", AttributeValue::N(cap.to_string()))
             .build()
             .map_err(request_error)?;
-        let out = self
+        match self
+            .transact_conditions(vec![
+                TransactWriteItem::builder().put(put).build(),
+                TransactWriteItem::builder().update(count).build(),
+            ])
+            .await?
+        {
+            None => Ok(Kept::New),
+            Some(0) => match self.consistent_get(org_pk(org), note_sk(&note.id)).await? {
+                Some(item) => note_from_item(&item).map(Kept::Existing),
+                None => Err(StoreError::Malformed("a kept notification vanished".into())),
+            },
+            Some(_) => Ok(Kept::CapReached),
+        }
+    }
+
+    /// A transaction whose items are conditional: `Some(i)` when item `i`
+    /// failed its condition (and nothing was written).
+    async fn transact_conditions(&self, items: Vec<TransactWriteItem>) -> Result<Option<usize>, StoreError> {
+        match self
             .client
             .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(put).build())
-            .transact_items(TransactWriteItem::builder().update(count).build())
+            .set_transact_items(Some(items))
             .send()
-            .await;
-        match out {
-            Ok(_) => Ok(Kept::New),
+            .await
+        {
+            Ok(_) => Ok(None),
             Err(SdkError::ServiceError(e)) => match e.into_err() {
-                TransactWriteItemsError::TransactionCanceledException(c) => {
-                    let failed = |i: usize| {
-                        c.cancellation_reasons().get(i).and_then(|r| r.code()) == Some("ConditionalCheckFailed")
-                    };
-                    if failed(0) {
-                        match self.consistent_get(org_pk(org), note_sk(&note.id)).await? {
-                            Some(item) => note_from_item(&item).map(Kept::Existing),
-                            None => Err(StoreError::Malformed("a kept notification vanished".into())),
-                        }
-                    } else if failed(1) {
-                        Ok(Kept::CapReached)
-                    } else {
-                        Err(request_error(c))
-                    }
-                }
+                TransactWriteItemsError::TransactionCanceledException(c) => c
+                    .cancellation_reasons()
+                    .iter()
+                    .position(|r| r.code() == Some("ConditionalCheckFailed"))
+                    .map(Some)
+                    .ok_or_else(|| request_error(c)),
                 other => Err(request_error(other)),
             },
             Err(other) => Err(request_error(other)),
@@ -703,25 +712,13 @@ impl RollupStore for DynamoLedgerStore {
             .set_expression_attribute_values(Some(values))
             .build()
             .map_err(request_error)?;
-        let out = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(mark).build())
-            .transact_items(TransactWriteItem::builder().update(add).build())
-            .send()
-            .await;
-        match out {
-            Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(e)) => match e.into_err() {
-                TransactWriteItemsError::TransactionCanceledException(c)
-                    if c.cancellation_reasons().first().and_then(|r| r.code()) == Some("ConditionalCheckFailed") =>
-                {
-                    Ok(false)
-                }
-                other => Err(request_error(other)),
-            },
-            Err(other) => Err(request_error(other)),
-        }
+        let added = self
+            .transact_conditions(vec![
+                TransactWriteItem::builder().put(mark).build(),
+                TransactWriteItem::builder().update(add).build(),
+            ])
+            .await?;
+        Ok(added.is_none())
     }
 
     async fn rollups(&self, org: &OrgId, from: NaiveDate, to: NaiveDate) -> Result<Vec<DayRollup>, StoreError> {
