@@ -1958,14 +1958,15 @@ mod tests {
                 t.replace(placeholder.as_str(), &shown)
             })
         };
-        // What the spend drew on, and the grants it saw (a grant it missed
-        // could change which bucket pays first); nothing else is read.
-        // The plan's 3,000 went to the helper's spend: the pool pays.
+        // What the spend drew on, the pool's voided ranges it skipped (none),
+        // and the grants it saw (a grant it missed could change which
+        // bucket pays first); nothing else is read. The plan's 3,000 went
+        // to the helper's spend: the pool pays.
         let plan = "bucket:purchased:credits";
         assert_eq!(
             values(&names(&u.condition_expression())),
             format!(
-                "attribute_exists(pk) AND period_start = 2026-03-31 AND {plan}.remaining >= 2000 AND grants = {}",
+                "attribute_exists(pk) AND period_start = 2026-03-31 AND attribute_not_exists({plan}.voided) AND {plan}.remaining >= 2000 AND grants = {}",
                 before.grants
             )
         );
