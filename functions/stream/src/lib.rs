@@ -30,7 +30,9 @@ pub async fn handle<B: EventBus>(ledger: &DynamoLedger, bus: &B, event: Event) -
     for record in event.records {
         let id = record.change.sequence_number.clone();
         let span = info_span!("stream record", sequence = id.as_deref().unwrap_or_default());
-        if let Err(e) = process(ledger, bus, &record).instrument(span).await {
+        // Boxed: the record's future nests the store's, and an unboxed chain
+        // overflows the compiler's layout depth on a clean build.
+        if let Err(e) = Box::pin(process(ledger, bus, &record).instrument(span)).await {
             error!(error = %e, "stream record failed; the batch resumes from it");
             let mut failure = DynamoDbBatchItemFailure::default();
             failure.item_identifier = id;
