@@ -106,6 +106,12 @@ pub fn rollup_counters(entry: &LedgerEntry) -> Vec<(String, i64)> {
     counters
 }
 
+/// A counter's name as its parts: group, value, what it counts.
+fn counter_parts(name: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = name.splitn(3, '/');
+    Some((parts.next()?, parts.next()?, parts.next()?))
+}
+
 /// A report's totals by group value, from day rollups' counters. For
 /// [`UsageGroup::Day`] the key is the day.
 pub fn totals<'a, D: ToString>(
@@ -115,8 +121,7 @@ pub fn totals<'a, D: ToString>(
     let mut report: BTreeMap<String, UsageTotals> = BTreeMap::new();
     for (day, counters) in days {
         for (name, value) in counters {
-            let mut parts = name.splitn(3, '/');
-            let (Some(prefix), Some(key), Some(what)) = (parts.next(), parts.next(), parts.next()) else {
+            let Some((prefix, key, what)) = counter_parts(name) else {
                 continue;
             };
             if prefix != group.prefix() {
@@ -157,8 +162,7 @@ pub fn roi<'a>(days: impl IntoIterator<Item = &'a BTreeMap<String, i64>>) -> BTr
     let mut report: BTreeMap<String, CampaignRoi> = BTreeMap::new();
     for counters in days {
         for (name, value) in counters {
-            let mut parts = name.splitn(3, '/');
-            let (Some(prefix), Some(key), Some(what)) = (parts.next(), parts.next(), parts.next()) else {
+            let Some((prefix, key, what)) = counter_parts(name) else {
                 continue;
             };
             match prefix {

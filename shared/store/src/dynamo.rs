@@ -25,9 +25,9 @@ use crate::items::{
     self, account_from_item, account_item, account_update_with, claim_from_item, claim_item, entry_from_item,
     entry_item, entry_sk, entry_sk_of_id, held_from_item, held_item, held_sk, instant, kept_request_from_item, key,
     note_from_item, note_item, note_sk, org_pk, placement_attrs, refusal_item, request_sk, rolled_sk, rollup_from_item,
-    rollup_sk, slot_sk, unit_from_item, unit_item, unit_of_key, unit_shard, unit_sk, unlock_from_item, unlock_item,
-    unlock_sk, Attrs, Item, ACCOUNT_SK, LEDGER_BY_ACTION_INDEX, LEDGER_BY_CAMPAIGN_INDEX, LEDGER_BY_USER_INDEX,
-    LEDGER_INDEX, RENEWALS_INDEX, RENEWAL_SHARDS, RESERVATIONS_INDEX,
+    rollup_sk, slot_sk, unit_from_item, unit_item, unit_of_key, unit_prefix, unit_shard, unit_sk, unlock_from_item,
+    unlock_item, unlock_sk, Attrs, Item, ACCOUNT_SK, LEDGER_BY_ACTION_INDEX, LEDGER_BY_CAMPAIGN_INDEX,
+    LEDGER_BY_USER_INDEX, LEDGER_INDEX, RENEWALS_INDEX, RENEWAL_SHARDS, RESERVATIONS_INDEX,
 };
 use crate::port::{
     AccountStore, Commit, CommitError, DayRollup, DuePage, EntryKey, HeldResult, HistoryKey, HistoryPage,
@@ -452,35 +452,15 @@ impl ResultStore for DynamoLedgerStore {
     }
 
     async fn pending_approvals(&self, org: &OrgId) -> Result<Vec<Unit>, StoreError> {
-        let prefix = unit_sk(
-            &ledger_domain::approvals_campaign(),
-            &Subject::parse("-").expect("a subject"),
-        );
-        let prefix = prefix.trim_end_matches('-').to_string();
+        let prefix = unit_prefix(&ledger_domain::approvals_campaign());
+        let items = self
+            .partition_query(org, "begins_with(sk, :a)", vec![AttributeValue::S(prefix)])
+            .await?;
         let mut pending = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :approvals)")
-                .expression_attribute_values(":pk", AttributeValue::S(org_pk(org)))
-                .expression_attribute_values(":approvals", AttributeValue::S(prefix.clone()))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(request_error)?;
-            for item in out.items.unwrap_or_default() {
-                let unit = unit_from_item(&item)?;
-                if unit.state == UnitState::Reserved {
-                    pending.push(unit);
-                }
-            }
-            match out.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => break,
+        for item in items {
+            let unit = unit_from_item(&item)?;
+            if unit.state == UnitState::Reserved {
+                pending.push(unit);
             }
         }
         pending.sort_by_key(|u| u.deadline);
@@ -722,27 +702,41 @@ impl RollupStore for DynamoLedgerStore {
     }
 
     async fn rollups(&self, org: &OrgId, from: NaiveDate, to: NaiveDate) -> Result<Vec<DayRollup>, StoreError> {
-        let mut days = Vec::new();
+        let bounds = vec![AttributeValue::S(rollup_sk(from)), AttributeValue::S(rollup_sk(to))];
+        let items = self.partition_query(org, "sk BETWEEN :a AND :b", bounds).await?;
+        items.iter().map(rollup_from_item).collect()
+    }
+}
+
+impl DynamoLedgerStore {
+    /// Every item of an organization's partition whose sort key meets
+    /// `sk_condition` (values `:a`, `:b`, ... in order), all pages, read
+    /// consistently.
+    async fn partition_query(
+        &self,
+        org: &OrgId,
+        sk_condition: &str,
+        values: Vec<AttributeValue>,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
-            let out = self
+            let mut query = self
                 .client
                 .query()
                 .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .key_condition_expression(format!("pk = :pk AND {sk_condition}"))
                 .expression_attribute_values(":pk", AttributeValue::S(org_pk(org)))
-                .expression_attribute_values(":from", AttributeValue::S(rollup_sk(from)))
-                .expression_attribute_values(":to", AttributeValue::S(rollup_sk(to)))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(request_error)?;
-            for item in out.items.unwrap_or_default() {
-                days.push(rollup_from_item(&item)?);
+                .consistent_read(true)
+                .set_exclusive_start_key(start);
+            for (name, value) in [":a", ":b"].into_iter().zip(values.iter().cloned()) {
+                query = query.expression_attribute_values(name, value);
             }
+            let out = query.send().await.map_err(request_error)?;
+            items.extend(out.items.unwrap_or_default());
             match out.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(days),
+                _ => return Ok(items),
             }
         }
     }

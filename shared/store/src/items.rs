@@ -1604,8 +1604,13 @@ pub fn slot_sk(meter: &MeterId, contact: &Subject) -> String {
     format!("SLOT#{meter}#{}", contact.as_str())
 }
 
+/// Where a campaign's units start in the organization's partition.
+pub fn unit_prefix(campaign: &CampaignId) -> String {
+    format!("UNIT#{campaign}#")
+}
+
 pub fn unit_sk(campaign: &CampaignId, contact: &Subject) -> String {
-    format!("UNIT#{campaign}#{}", contact.as_str())
+    format!("{}{}", unit_prefix(campaign), contact.as_str())
 }
 
 pub fn unit_item(org: &OrgId, unit: &Unit) -> Item {
