@@ -204,3 +204,98 @@ async fn top_up_events_are_capped_per_billing_period_however_often_the_balance_f
     stack.settle().await;
     assert_eq!(top_ups(stack.bus_events().await), 1);
 }
+
+#[tokio::test]
+async fn racing_spends_borrow_no_further_than_the_overdraft_and_a_purchase_repays_it_first() {
+    // starter: 500 credits; the service allows 50 below zero.
+    let stack = Stack::with_account("starter").await;
+    let (gw, service) = (stack.gateway(), stack.service());
+    let path = format!("/v1/orgs/{ORG}/overdraft");
+    let body = json!({ "meter": "credits", "allowance": "50" }).to_string();
+    let r = call(&gw, "PUT", &path, Some(&stack.admin()), Some("od-admin"), Some(&body)).await;
+    assert_eq!(
+        (r.status, r.body["type"].as_str()),
+        (403, Some("urn:credit-ledger:problem:forbidden")),
+        "credit before payment is the service's to give: {}",
+        r.body
+    );
+    let r = call(&gw, "PUT", &path, Some(&service), Some("od-50"), Some(&body)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let overdraft = |b: &Value| b["meters"]["credits"]["overdraft"].clone();
+    assert_eq!(
+        overdraft(&balance(&gw, &stack.admin()).await),
+        json!({ "allowance": "50", "owed": "0", "balance": "500" })
+    );
+    let r = spend(&gw, &stack.member(), "most", "ai_email_generation", 480).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // 20 left and 50 to borrow: thirty spends of 3 race for 70.
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let (gateway, token) = (stack.gateway(), stack.member());
+        tasks.push(tokio::spawn(async move {
+            let body = r#"{"action":"ai_email_generation","quantity":3}"#;
+            call_retrying(
+                &gateway,
+                "POST",
+                &format!("/v1/orgs/{ORG}/spend"),
+                &token,
+                &format!("race-{i}"),
+                body,
+            )
+            .await
+            .0
+            .status
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    let charged = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(
+        (charged, statuses.iter().filter(|s| **s == 402).count()),
+        (23, 7),
+        "23 × 3 = 69 of the 70: {statuses:?}"
+    );
+    let b = balance(&gw, &stack.admin()).await;
+    assert_eq!(
+        overdraft(&b),
+        json!({ "allowance": "50", "owed": "49", "balance": "-49" })
+    );
+    assert_eq!(b["meters"]["credits"]["available"], "1", "one credit still to borrow");
+    // The allowance cannot go below what is owed.
+    let lower = json!({ "meter": "credits", "allowance": "40" }).to_string();
+    let r = call(&gw, "PUT", &path, Some(&service), Some("od-40"), Some(&lower)).await;
+    assert_eq!(
+        (r.status, r.body["type"].as_str(), r.body["owed"].as_str()),
+        (409, Some("urn:credit-ledger:problem:overdraft-owed"), Some("49"))
+    );
+    // A pack repays what is owed first; the rest is the pool's.
+    let r = purchase(
+        &gw,
+        &service,
+        "repay",
+        r#"{"package":"credits_500","payment_reference":"pay-od"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let b = balance(&gw, &stack.admin()).await;
+    assert_eq!(
+        overdraft(&b),
+        json!({ "allowance": "50", "owed": "0", "balance": "451" })
+    );
+    assert_eq!(b["meters"]["credits"]["available"], "501");
+    // Every credit accounted for: the entries sum to the balance.
+    stack.settle().await;
+    let entries = ledger(&gw, &stack.admin(), 100).await;
+    assert_eq!(ledger_total(&entries, "credits"), thousandths("451"));
+    let repaid: Vec<&Value> = entries[0]["lines"].as_array().unwrap().iter().collect();
+    assert_eq!(
+        repaid
+            .iter()
+            .map(|l| (l["source"].as_str(), l["amount"].as_str()))
+            .collect::<Vec<_>>(),
+        vec![(Some("overdraft"), Some("49")), (Some("purchased"), Some("451"))],
+        "{repaid:?}"
+    );
+}

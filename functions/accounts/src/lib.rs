@@ -27,6 +27,9 @@
 //!   "100", "monthly_cap": 2}`): a "top-up needed" event for the product's
 //!   payment system when the balance falls below, at most `monthly_cap`
 //!   times a billing period (admins and the service).
+//! - `PUT /v1/orgs/{org}/overdraft` (`{"meter": "credits", "allowance":
+//!   "100"}`): how far below zero the balance may go; credit extended
+//!   before payment, so the service's only. `"0"` removes it.
 //! - `PUT|DELETE /v1/orgs/{org}/approvals/threshold` (`{"credits": "100"}`):
 //!   a member's spend costing more waits for an admin; `GET
 //!   /v1/orgs/{org}/approvals` lists those pending, `POST
@@ -76,6 +79,7 @@ pub async fn handle(ledger: &DynamoLedger, req: Request) -> Response<Body> {
         "POST /v1/orgs/{org}/outcomes" => record_outcome(ledger, &req).await,
         "PUT /v1/orgs/{org}/top-up" => set_top_up(ledger, &req, true).await,
         "DELETE /v1/orgs/{org}/top-up" => set_top_up(ledger, &req, false).await,
+        "PUT /v1/orgs/{org}/overdraft" => set_overdraft(ledger, &req).await,
         "PUT /v1/orgs/{org}/approvals/threshold" => set_threshold(ledger, &req, true).await,
         "DELETE /v1/orgs/{org}/approvals/threshold" => set_threshold(ledger, &req, false).await,
         "GET /v1/orgs/{org}/approvals" => approvals(ledger, &req).await,
@@ -291,6 +295,33 @@ async fn set_top_up(ledger: &DynamoLedger, req: &Request, set: bool) -> Result<R
         let idempotency = body.idempotency(req, &caller)?;
         ledger.set_top_up(&org, None, actor, &idempotency).await?
     };
+    Ok(applied_response(&applied))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverdraftBody {
+    meter: String,
+    allowance: AmountInput,
+}
+
+/// Sets a meter's overdraft allowance: the service's only, as it lets an
+/// organization spend credits nobody has paid for yet.
+async fn set_overdraft(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(req)?;
+    let org = caller.organization(&path_param(req, "org")?)?;
+    caller.require_service()?;
+    let actor = caller.actor(None)?;
+    let body = json_body::<OverdraftBody>(req)?;
+    let meter = MeterId::parse(&body.value.meter)?;
+    if !ledger.catalog().meters.contains_key(&meter) {
+        return Err(DomainError::InvalidRequest("unknown meter".into()).into());
+    }
+    let allowance = body.value.allowance.credits()?;
+    let idempotency = body.idempotency(req, &caller)?;
+    let applied = ledger
+        .set_overdraft(&org, meter, allowance, actor, &idempotency)
+        .await?;
     Ok(applied_response(&applied))
 }
 

@@ -128,12 +128,13 @@ impl Account {
         Ok((account, entry))
     }
 
-    /// Available balance of a meter: what its buckets hold.
+    /// Balance of a meter: what its buckets hold, less what is owed on its
+    /// overdraft (below zero while more is owed than held).
     pub fn available(&self, meter: &MeterId) -> Credits {
         self.buckets
             .iter()
             .filter(|b| b.meter() == meter)
-            .map(|b| b.remaining)
+            .map(|b| b.balance())
             .sum()
     }
 
@@ -618,6 +619,7 @@ mod tests {
         Spend(&'static str, u64, bool),
         Buy(i64),
         Advance(i64),
+        Overdraft(i64),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -636,6 +638,7 @@ mod tests {
                 .prop_map(|(a, q, up_to)| Op::Spend(a, q, up_to)),
             (1i64..300).prop_map(Op::Buy),
             (1i64..40).prop_map(Op::Advance),
+            (0i64..200).prop_map(Op::Overdraft),
         ]
     }
 
@@ -643,7 +646,7 @@ mod tests {
         /// Conservation: whatever happens, each meter's balance equals the sum
         /// of its ledger entries after every one of them (what the sequencer
         /// records as each entry's balance after), one entry per change,
-        /// and no bucket goes negative.
+        /// no bucket goes negative and no balance below its overdraft.
         #[test]
         fn entries_always_sum_to_the_balance(ops in prop::collection::vec(op(), 1..60)) {
             let mut now = at(2026, 1, 31);
@@ -662,13 +665,22 @@ mod tests {
                         now += chrono::Duration::days(days);
                         if let Some(e) = account.renew_if_due(&catalog, now).unwrap() { entries.push(e) }
                     }
+                    Op::Overdraft(c) => {
+                        let meter = credits_meter();
+                        match account.set_overdraft(&meter, Credits::whole(c), Actor::system(), now) {
+                            Ok(e) => entries.push(e),
+                            Err(DomainError::OverdraftOwed { owed, .. }) => prop_assert!(Credits::whole(c) < owed),
+                            Err(e) => prop_assert!(false, "{e}"),
+                        }
+                    }
                 }
                 account.check_invariants().unwrap();
                 for e in &entries[placed..] {
                     for l in &e.lines {
                         let r = running.entry(l.meter().clone()).or_default();
                         *r = r.checked_add(l.amount).unwrap();
-                        prop_assert!(!r.is_negative());
+                        let allowed = account.overdraft(l.meter()).map(|b| b.granted).unwrap_or_default();
+                        prop_assert!(*r >= -allowed, "{} below its overdraft", l.meter());
                     }
                 }
                 placed = entries.len();

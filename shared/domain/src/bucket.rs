@@ -30,6 +30,9 @@ pub enum BucketSource {
     Trial,
     Adjustment,
     Purchased,
+    /// Credits the account may owe: spent after everything else, repaid
+    /// first by the next purchase.
+    Overdraft,
 }
 
 impl BucketSource {
@@ -41,6 +44,7 @@ impl BucketSource {
             BucketSource::Trial => "trial",
             BucketSource::Adjustment => "adjustment",
             BucketSource::Purchased => "purchased",
+            BucketSource::Overdraft => "overdraft",
         }
     }
 }
@@ -64,6 +68,10 @@ pub enum BucketId {
     Trial { meter: MeterId },
     /// Every pack bought for a meter, spent oldest first: `purchased:<meter>`.
     Purchased { meter: MeterId },
+    /// The overdraft allowance of a meter: `granted` is the allowance,
+    /// `remaining` what may still be borrowed, so what is owed is their
+    /// difference: `overdraft:<meter>`.
+    Overdraft { meter: MeterId },
 }
 
 impl BucketId {
@@ -73,7 +81,8 @@ impl BucketId {
             | BucketId::Rollover { meter, .. }
             | BucketId::License { meter, .. }
             | BucketId::Trial { meter }
-            | BucketId::Purchased { meter } => meter,
+            | BucketId::Purchased { meter }
+            | BucketId::Overdraft { meter } => meter,
         }
     }
 
@@ -84,6 +93,7 @@ impl BucketId {
             BucketId::License { .. } => BucketSource::License,
             BucketId::Trial { .. } => BucketSource::Trial,
             BucketId::Purchased { .. } => BucketSource::Purchased,
+            BucketId::Overdraft { .. } => BucketSource::Overdraft,
         }
     }
 
@@ -125,6 +135,7 @@ impl BucketId {
             },
             ("trial", None) => BucketId::Trial { meter },
             ("purchased", None) => BucketId::Purchased { meter },
+            ("overdraft", None) => BucketId::Overdraft { meter },
             _ => return Err(bad()),
         };
         match parts.next() {
@@ -142,6 +153,7 @@ impl fmt::Display for BucketId {
             BucketId::License { meter, period, user } => write!(f, "license:{meter}:{period}:{user}"),
             BucketId::Trial { meter } => write!(f, "trial:{meter}"),
             BucketId::Purchased { meter } => write!(f, "purchased:{meter}"),
+            BucketId::Overdraft { meter } => write!(f, "overdraft:{meter}"),
         }
     }
 }
@@ -169,6 +181,25 @@ impl Bucket {
 
     pub fn source(&self) -> BucketSource {
         self.id.source()
+    }
+
+    /// What is owed: borrowed from an overdraft and not repaid yet (nothing
+    /// for every other bucket).
+    pub fn owed(&self) -> Credits {
+        match self.source() {
+            BucketSource::Overdraft => self.granted.checked_sub(self.remaining).unwrap_or_default(),
+            _ => Credits::ZERO,
+        }
+    }
+
+    /// What it adds to the balance: what it holds, or for an overdraft,
+    /// minus what is owed (what may still be borrowed is spendable but not
+    /// the account's).
+    pub fn balance(&self) -> Credits {
+        match self.source() {
+            BucketSource::Overdraft => -self.owed(),
+            _ => self.remaining,
+        }
     }
 
     /// How far spending has moved through the bucket's grants. In the
@@ -280,6 +311,7 @@ mod tests {
             },
             BucketId::Trial { meter: meter() },
             BucketId::Purchased { meter: meter() },
+            BucketId::Overdraft { meter: meter() },
             BucketId::Rollover {
                 meter: meter(),
                 period: NaiveDate::from_ymd_opt(2026, 2, 28).unwrap(),

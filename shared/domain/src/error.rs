@@ -55,6 +55,8 @@ pub enum DomainError {
     EntryNotFound(String),
     #[error("this entry cannot be reversed: {0}")]
     NotReversible(String),
+    #[error("the account owes {owed} credits on its overdraft: the allowance cannot go below that ({allowance}) until a purchase repays it")]
+    OverdraftOwed { owed: Credits, allowance: Credits },
     #[error("no account for this organization; subscribe first")]
     AccountNotFound,
     #[error("invalid catalog: {0}")]

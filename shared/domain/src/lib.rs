@@ -22,6 +22,7 @@ mod error;
 pub mod ids;
 mod invariants;
 mod lifecycle;
+mod overdraft;
 pub mod period;
 pub mod purchase;
 pub mod renewal;

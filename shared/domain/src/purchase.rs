@@ -71,6 +71,7 @@ impl Account {
     /// Adds a purchased pack to the purchased pool: never expiring, spent
     /// after every expiring credit, oldest pack first. The entry's line says
     /// where the pack starts in the pool, so its credits stay traceable.
+    /// What the overdraft owes is repaid out of the pack first.
     pub fn purchase(
         &mut self,
         grant: PurchaseGrant,
@@ -80,9 +81,14 @@ impl Account {
         if !grant.credits.is_positive() {
             return Err(DomainError::InvalidRequest("a purchase adds a positive amount".into()));
         }
-        let pool = BucketId::Purchased { meter: credits_meter() };
-        let line = self.grant(pool, grant.credits, None, now);
-        let entry = self.record(EntryKind::Purchase, actor, now, vec![line], |e| {
+        // What the overdraft owes is repaid first; the rest is the pack.
+        let meter = credits_meter();
+        let (repaid, rest) = self.repay(&meter, grant.credits);
+        let mut lines: Vec<_> = repaid.into_iter().collect();
+        if rest.is_positive() {
+            lines.push(self.grant(BucketId::Purchased { meter }, rest, None, now));
+        }
+        let entry = self.record(EntryKind::Purchase, actor, now, lines, |e| {
             e.purchase = Some(PurchaseRecord {
                 package: grant.package,
                 credits: grant.credits,

@@ -12,7 +12,7 @@
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 
 use crate::account::Account;
-use crate::bucket::{allocate, BucketId, BucketSource};
+use crate::bucket::{allocate, BucketId};
 use crate::catalog::Action;
 use crate::entry::{Actor, EntryKind, EntryLine, LedgerEntry};
 use crate::{ActionId, CampaignId, Credits, DomainError, MeterId, Subject};
@@ -289,22 +289,8 @@ impl Account {
                         self.add_reserved(&unit.meter, -cost.thousandths());
                     }
                     for (bucket, amount) in &unit.draws {
-                        match self.buckets.iter_mut().find(|b| &b.id == bucket && b.is_live(now)) {
-                            Some(b) => {
-                                b.remaining = b
-                                    .remaining
-                                    .checked_add(*amount)
-                                    .filter(|r| *r <= b.granted)
-                                    .ok_or_else(|| {
-                                        DomainError::InvariantViolated(format!("bucket {} over-returned", b.id))
-                                    })?;
-                                let pooled = b.source() == BucketSource::Purchased;
-                                lines.push(EntryLine {
-                                    bucket: b.id.clone(),
-                                    amount: *amount,
-                                    offset: pooled.then(|| b.consumed()),
-                                });
-                            }
+                        match self.give_back(bucket, *amount, now)? {
+                            Some(given) => lines.extend(given),
                             None => stayed_expired = stayed_expired.checked_add(*amount).expect("credits within range"),
                         }
                     }

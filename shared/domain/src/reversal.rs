@@ -91,23 +91,9 @@ impl Account {
         };
         for line in debits {
             let amount = -line.amount;
-            let bucket = self
-                .buckets
-                .iter_mut()
-                .find(|b| b.id == line.bucket && b.expires_at.is_none_or(|at| now < at));
-            match bucket {
-                Some(b) => {
-                    b.remaining = b
-                        .remaining
-                        .checked_add(amount)
-                        .filter(|r| *r <= b.granted)
-                        .ok_or_else(|| DomainError::InvariantViolated(format!("bucket {} over-returned", b.id)))?;
-                    let pooled = b.source() == BucketSource::Purchased;
-                    lines.push(EntryLine {
-                        bucket: b.id.clone(),
-                        amount,
-                        offset: pooled.then(|| b.consumed()),
-                    });
+            match self.give_back(&line.bucket, amount, now)? {
+                Some(given) => {
+                    lines.extend(given);
                     reversal.returned = reversal.returned.checked_add(amount).expect("credits within range");
                 }
                 None => {
@@ -155,11 +141,27 @@ impl Account {
         actor: Actor,
         now: DateTime<Utc>,
     ) -> Result<(Reversal, LedgerEntry), DomainError> {
-        let pack = original
-            .lines
-            .iter()
-            .find(|l| original.kind == EntryKind::Purchase && l.source() == BucketSource::Purchased)
-            .ok_or_else(|| DomainError::NotReversible("only a purchase is voided as refunded".into()))?;
+        let bought = match (original.kind, &original.purchase) {
+            (EntryKind::Purchase, Some(p)) => p.credits,
+            _ => {
+                return Err(DomainError::NotReversible(
+                    "only a purchase is voided as refunded".into(),
+                ))
+            }
+        };
+        let Some(pack) = original.lines.iter().find(|l| l.source() == BucketSource::Purchased) else {
+            // All of it repaid an overdraft: spent already.
+            let reversal = Reversal {
+                returned: Credits::ZERO,
+                stayed_expired: bought,
+            };
+            let entry = self.record(EntryKind::Reversal, actor, now, Vec::new(), |e| {
+                e.reverses = Some(original.id.clone());
+                e.result = Some(ReversalReason::Refunded.as_str().to_string());
+                e.note = note;
+            });
+            return Ok((reversal, entry));
+        };
         let start = pack.offset.unwrap_or_default();
         let end = start.checked_add(pack.amount).expect("credits within range");
         let pool = self
@@ -187,7 +189,8 @@ impl Account {
         }
         let reversal = Reversal {
             returned: -left,
-            stayed_expired: pack.amount.checked_sub(left).unwrap_or_default(),
+            // What repaid an overdraft counts as spent.
+            stayed_expired: bought.checked_sub(left).unwrap_or_default(),
         };
         let entry = self.record(EntryKind::Reversal, actor, now, lines, |e| {
             e.reverses = Some(original.id.clone());

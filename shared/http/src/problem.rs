@@ -165,6 +165,11 @@ impl ApiError {
                 D::UnitState { .. } => (StatusCode::CONFLICT, "unit-state", "Unit not in that state", none()),
                 D::EntryNotFound(_) => (StatusCode::NOT_FOUND, "entry-not-found", "No such entry", none()),
                 D::NotReversible(_) => (StatusCode::CONFLICT, "not-reversible", "Entry not reversible", none()),
+                D::OverdraftOwed { owed, .. } => {
+                    let mut m = Map::new();
+                    m.insert("owed".into(), json!(owed.to_string()));
+                    (StatusCode::CONFLICT, "overdraft-owed", "Overdraft still owed", m)
+                }
                 D::MemberNotFound(_) => (StatusCode::NOT_FOUND, "member-not-found", "No such member", none()),
                 D::ActionBlocked { action, .. } => {
                     let mut m = Map::new();

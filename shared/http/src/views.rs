@@ -411,6 +411,18 @@ struct MeterView {
     /// the slots in use, which never renew).
     #[serde(skip_serializing_if = "Option::is_none")]
     capacity: Option<u64>,
+    /// How far below zero the meter may go, and how far it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    overdraft: Option<OverdraftView>,
+}
+
+#[derive(Serialize)]
+struct OverdraftView {
+    allowance: String,
+    /// Borrowed and not repaid yet: the next purchase repays it first.
+    owed: String,
+    /// The meter's balance: what its buckets hold less what is owed.
+    balance: String,
 }
 
 #[derive(Serialize)]
@@ -493,6 +505,11 @@ pub fn balance(account: &Account, catalog: &Catalog, viewer: &Actor, now: DateTi
                     .to_string(),
                 buckets,
                 capacity: None,
+                overdraft: account.overdraft(&meter).map(|b| OverdraftView {
+                    allowance: b.granted.to_string(),
+                    owed: b.owed().to_string(),
+                    balance: account.available(&meter).to_string(),
+                }),
             },
         );
     }
@@ -514,6 +531,7 @@ pub fn balance(account: &Account, catalog: &Catalog, viewer: &Actor, now: DateTi
                 used_this_period: used.to_string(),
                 buckets: Vec::new(),
                 capacity: Some(capacity),
+                overdraft: None,
             },
         );
     }

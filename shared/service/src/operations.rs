@@ -4,8 +4,8 @@
 use chrono::{DateTime, Utc};
 use ledger_domain::entry::Placement;
 use ledger_domain::{
-    Account, Actor, CampaignId, Credits, DomainError, HistoryScope, MemberLimits, MemberRole, OrgId, PurchaseGrant,
-    Resubscription, SpendQuote, SpendRequest, Subject, Subscription, SubscriptionStatus, UserId,
+    Account, Actor, CampaignId, Credits, DomainError, HistoryScope, MemberLimits, MemberRole, MeterId, OrgId,
+    PurchaseGrant, Resubscription, SpendQuote, SpendRequest, Subject, Subscription, SubscriptionStatus, UserId,
 };
 use ledger_store::{
     AccountStore, HistoryFilter, HistoryKey, HistoryPage, HistoryPosition, HistoryQuery, HistoryStore, RenewalIndex,
@@ -174,6 +174,22 @@ impl<A: AccountStore, R: RequestStore, H: HistoryStore> Ledger<A, R, H> {
     ) -> Result<Applied, ServiceError> {
         self.apply(org, request, None, |account, _, now| {
             let entry = account.set_approval_threshold(above, actor.clone(), now)?;
+            Ok((entry, Outcome::ControlsSet))
+        })
+        .await
+    }
+
+    /// Sets how far below zero a meter's balance may go (zero: not at all).
+    pub async fn set_overdraft(
+        &self,
+        org: &OrgId,
+        meter: MeterId,
+        allowance: Credits,
+        actor: Actor,
+        request: &Idempotency,
+    ) -> Result<Applied, ServiceError> {
+        self.apply(org, request, None, |account, _, now| {
+            let entry = account.set_overdraft(&meter, allowance, actor.clone(), now)?;
             Ok((entry, Outcome::ControlsSet))
         })
         .await

@@ -1030,6 +1030,39 @@ pub fn account_update_with(
             (None, None) => {}
         }
     }
+    // An overdraft is borrowed only while the purchased pool is empty and
+    // repaid before the pool is raised: a spend drawing on it and a
+    // purchase decided at once must not both commit, or credits would sit
+    // in the pool while the overdraft stays owed. So a draw is conditioned
+    // on the pool's grants as read, and a repayment or a purchase on what
+    // the overdraft held.
+    for od in after
+        .buckets
+        .iter()
+        .filter(|b| b.source() == ledger_domain::BucketSource::Overdraft)
+    {
+        let Some(was) = find(before, &od.id) else { continue };
+        let pool = BucketId::Purchased {
+            meter: od.meter().clone(),
+        };
+        let (pool_before, pool_after) = (find(before, &pool), find(after, &pool));
+        if od.remaining < was.remaining {
+            let path = u.name(&bucket_attr(&pool));
+            match &pool_before {
+                Some(p) => {
+                    let (granted, held) = (u.name("granted"), u.value(amount(p.granted)));
+                    u.conditions.push(format!("{path}.{granted} = {held}"));
+                }
+                None => u.conditions.push(format!("attribute_not_exists({path})")),
+            }
+        }
+        let pool_raised = pool_before.map(|p| p.granted) != pool_after.map(|p| p.granted);
+        if od.remaining > was.remaining || pool_raised {
+            let path = u.name(&bucket_attr(&od.id));
+            let (remaining, held) = (u.name("remaining"), u.value(amount(was.remaining)));
+            u.conditions.push(format!("{path}.{remaining} = {held}"));
+        }
+    }
     if before.top_up != after.top_up {
         let a = u.name("top_up");
         match &after.top_up {
@@ -1949,38 +1982,84 @@ mod tests {
             .spend(&req, Utc.with_ymd_and_hms(2026, 4, 1, 0, 0, 0).unwrap())
             .unwrap();
         let u = account_update(&before, &after, "REQ#s");
-        let names = |text: &str| {
-            u.names.iter().fold(text.to_string(), |t, (placeholder, name)| {
-                t.replace(placeholder.as_str(), name)
-            })
-        };
-        let values = |text: &str| {
-            u.values.iter().fold(text.to_string(), |t, (placeholder, v)| {
-                let shown = match v {
-                    AttributeValue::S(x) | AttributeValue::N(x) => x.clone(),
-                    _ => "{..}".into(),
-                };
-                t.replace(placeholder.as_str(), &shown)
-            })
-        };
         // What the spend drew on, the pool's voided ranges it skipped (none),
         // and the grants it saw (a grant it missed could change which
         // bucket pays first); nothing else is read. The plan's 3,000 went
         // to the helper's spend: the pool pays.
         let plan = "bucket:purchased:credits";
         assert_eq!(
-            values(&names(&u.condition_expression())),
+            shown(&u, &u.condition_expression()),
             format!(
                 "attribute_exists(pk) AND period_start = 2026-03-31 AND attribute_not_exists({plan}.voided) AND {plan}.remaining >= 2000 AND grants = {}",
                 before.grants
             )
         );
         assert_eq!(
-            values(&names(&u.update_expression())),
+            shown(&u, &u.update_expression()),
             format!(
                 "SET used:credits = if_not_exists(used:credits, 0) + 2000, {plan}.remaining = {plan}.remaining + -2000, seq = seq + 1, last_entry = REQ#s REMOVE batch_entries"
             )
         );
+    }
+
+    /// An update's expression with its placeholders replaced by what they
+    /// stand for.
+    fn shown(u: &AccountUpdate, text: &str) -> String {
+        let named = u.names.iter().fold(text.to_string(), |t, (placeholder, name)| {
+            t.replace(placeholder.as_str(), name)
+        });
+        u.values.iter().fold(named, |t, (placeholder, v)| {
+            let shown = match v {
+                AttributeValue::S(x) | AttributeValue::N(x) => x.clone(),
+                _ => "{..}".into(),
+            };
+            t.replace(placeholder.as_str(), &shown)
+        })
+    }
+
+    #[test]
+    fn borrowing_and_purchasing_at_once_cannot_both_commit() {
+        // The pool holds 499 of its 500; the overdraft allows 100.
+        let (catalog, mut before, _) = account();
+        let now = Utc.with_ymd_and_hms(2026, 4, 1, 0, 0, 0).unwrap();
+        let meter = ledger_domain::credits_meter();
+        before
+            .set_overdraft(&meter, Credits::whole(100), Actor::system(), now)
+            .unwrap();
+        let (action_id, action) = catalog.action("ai_email_generation").unwrap();
+        let req = SpendRequest {
+            action_id,
+            action,
+            quantity: 500,
+            mode: SpendMode::All,
+            actor: Actor::system(),
+            campaign: None,
+            subject: None,
+        };
+        let mut borrowed = before.clone();
+        borrowed.spend(&req, now).unwrap();
+        let u = account_update(&before, &borrowed, "REQ#s");
+        let conditions = shown(&u, &u.condition_expression());
+        assert!(
+            conditions.contains("bucket:overdraft:credits.remaining >= 1000")
+                && conditions.contains("bucket:purchased:credits.granted = 500000"),
+            "a draw on the overdraft holds only while no pack came in: {conditions}"
+        );
+        let mut bought = borrowed.clone();
+        let grant = PurchaseGrant::priced(&catalog, Some("credits_500"), None, "pi_2").unwrap();
+        bought.purchase(grant, Actor::system(), now).unwrap();
+        let u = account_update(&borrowed, &bought, "REQ#p");
+        let conditions = shown(&u, &u.condition_expression());
+        assert!(
+            conditions.contains("bucket:overdraft:credits.remaining = 99000"),
+            "a repayment holds only while the debt is what was read: {conditions}"
+        );
+        // With nothing owed a purchase still checks that nothing was borrowed meanwhile.
+        let mut again = bought.clone();
+        let grant = PurchaseGrant::priced(&catalog, Some("credits_500"), None, "pi_3").unwrap();
+        again.purchase(grant, Actor::system(), now).unwrap();
+        let u = account_update(&bought, &again, "REQ#q");
+        assert!(shown(&u, &u.condition_expression()).contains("bucket:overdraft:credits.remaining = 100000"));
     }
 
     #[test]
