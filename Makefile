@@ -29,7 +29,7 @@ test: setup
 	infra/test.sh
 
 build: setup
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --arm64 -p spend -p purchase -p balance -p accounts -p stream -p reset -p results
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --arm64 -p spend -p purchase -p balance -p accounts -p stream -p reset -p results -p exports
 
 # The scheduled renewal, once, now, against the stack `make run` started.
 sweep:

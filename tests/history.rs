@@ -257,6 +257,94 @@ async fn thousands_of_entries_filter_page_and_add_up_by_every_key() {
         assert_eq!(thousandths(&row[col("credits_change")]), net, "{row:?}");
     }
 
+    // The same period as an export job, as a whole year would go: written
+    // to S3 a part a run (pages of 100, each run out of time after its
+    // first part, so it queues its own continuation), then linked.
+    let start = format!("/v1/orgs/{ORG}/exports?{query}");
+    let r = call(
+        &stack.gateway(),
+        "POST",
+        &start,
+        Some(&stack.admin()),
+        Some("export-1"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["state"].as_str()),
+        (202, Some("running")),
+        "{}",
+        r.body
+    );
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let again = call(
+        &stack.gateway(),
+        "POST",
+        &start,
+        Some(&stack.admin()),
+        Some("export-1"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (again.status, again.body["id"].as_str()),
+        (202, Some(id.as_str())),
+        "the same job"
+    );
+    let other = format!("/v1/orgs/{ORG}/exports?from={d1}");
+    let reused = call(
+        &stack.gateway(),
+        "POST",
+        &other,
+        Some(&stack.admin()),
+        Some("export-1"),
+        None,
+    )
+    .await;
+    assert_eq!(reused.status, 422, "another filter under the same key: {}", reused.body);
+    let status = format!("/v1/orgs/{ORG}/exports/{id}");
+    let runs = stack.run_exports(100, 1_024, std::time::Duration::ZERO).await;
+    let parts = json_entries.len().div_ceil(100);
+    assert!(
+        runs >= parts,
+        "one part a run, each run continuing the job: {runs} runs"
+    );
+    let r = call(&stack.gateway(), "GET", &status, Some(&stack.admin()), None, None).await;
+    assert_eq!(
+        (
+            r.body["state"].as_str(),
+            r.body["rows"].as_u64(),
+            r.body["parts"].as_u64()
+        ),
+        (Some("done"), Some(json_entries.len() as u64), Some(parts as u64)),
+        "{}",
+        r.body
+    );
+    let url = r.body["url"].as_str().unwrap();
+    let file = reqwest::get(url).await.unwrap();
+    assert_eq!(file.status(), 200);
+    assert_eq!(
+        file.text().await.unwrap(),
+        text,
+        "the file is the inline CSV, byte for byte"
+    );
+    // Delivered again after it is done: nothing changes.
+    ledger_store::ExportFiles::new(
+        ledger_store::ExportFiles::s3_client(&stack.config),
+        "test-exports",
+        aws_sdk_sqs::Client::new(&stack.config),
+        &stack.export_queue,
+    )
+    .schedule(&ledger_domain::OrgId::parse(ORG).unwrap(), &id)
+    .await
+    .unwrap();
+    assert_eq!(stack.run_exports(100, 1_024, std::time::Duration::ZERO).await, 1);
+    let r = call(&stack.gateway(), "GET", &status, Some(&stack.admin()), None, None).await;
+    assert_eq!(r.body["parts"].as_u64(), Some(parts as u64));
+    // A member sees only their own exports.
+    let r = call(&stack.gateway(), "GET", &status, Some(&stack.member()), None, None).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+
     // The whole stream again, shuffled: nothing changes.
     let before = report("campaign").await;
     assert!(stack.redeliver_shuffled().await > made.len());

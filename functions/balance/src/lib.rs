@@ -2,7 +2,11 @@
 //! `GET /v1/orgs/{org}/ledger`, `GET /v1/orgs/{org}/notifications` (in-app
 //! alert notifications, newest first), `GET /v1/orgs/{org}/alerts`, and the
 //! problem+json answer for any route that does not exist (the API's
-//! `$default` route).
+//! `$default` route). A history too long for one response is exported:
+//! `POST /v1/orgs/{org}/exports` (the `/ledger` filters as query
+//! parameters) starts a job the exports function writes to S3;
+//! `GET /v1/orgs/{org}/exports/{export}` says how far it got and, once
+//! done, links the file.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -10,7 +14,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use ledger_domain::usage::UsageGroup;
-use ledger_domain::{ActionId, CampaignId, UserId};
+use ledger_domain::{ActionId, CampaignId, HistoryScope, IdempotencyKey, UserId};
+use ledger_http::csv::HistoryCsv;
 use ledger_http::{
     json_response, only_query_params, path_param, query_param, respond, route_key, views, ApiError, Caller,
     DynamoLedger,
@@ -39,6 +44,8 @@ async fn route(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, A
         "GET /v1/orgs/{org}/alerts" => alerts(ledger, req).await,
         "GET /v1/orgs/{org}/usage" => usage(ledger, req).await,
         "GET /v1/orgs/{org}/roi" => roi(ledger, req).await,
+        "POST /v1/orgs/{org}/exports" => start_export(ledger, req).await,
+        "GET /v1/orgs/{org}/exports/{export}" => export(ledger, req).await,
         _ => Err(ApiError::RouteNotFound(format!(
             "{} {}",
             req.method(),
@@ -82,6 +89,68 @@ async fn history(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>,
     Ok(json_response(StatusCode::OK, &body))
 }
 
+/// Starts exporting the filtered history as CSV (anyone in the
+/// organization: a member exports their own entries). Once per
+/// Idempotency-Key: the same key answers the same job.
+async fn start_export(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(req)?;
+    let org = caller.organization(&path_param(req, "org")?)?;
+    only_query_params(req, &["from", "to", "action", "user", "campaign"])?;
+    let filter = history_filter(req)?;
+    let key = req
+        .headers()
+        .get("idempotency-key")
+        .ok_or(ApiError::IdempotencyKeyMissing)?
+        .to_str()
+        .map_err(|_| ledger_domain::DomainError::InvalidIdempotencyKey)
+        .and_then(IdempotencyKey::parse)?;
+    let viewer = caller.actor(None)?;
+    if let (HistoryScope::User(me), Some(by)) = (viewer.history_scope(), &filter.by) {
+        if *by != HistoryKey::User(me) {
+            return Err(ledger_domain::DomainError::InvalidRequest(
+                "a member's history lists their own entries: filter it by time only".into(),
+            )
+            .into());
+        }
+    }
+    let text = filter_text(&filter);
+    let job = ledger.start_export(&org, viewer, filter, key.as_str(), &text).await?;
+    Ok(json_response(StatusCode::ACCEPTED, &export_view(&job, None)))
+}
+
+/// An export as it stands, with a download link once done.
+async fn export(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(req)?;
+    let org = caller.organization(&path_param(req, "org")?)?;
+    only_query_params(req, &[])?;
+    let id = path_param(req, "export")?;
+    let (job, link) = ledger.export(&org, &id).await?;
+    // Only whoever started it (or an admin, or the service) sees it.
+    let viewer = caller.actor(None)?;
+    if viewer.caller == ledger_domain::CallerKind::Member && job.viewer.user != viewer.user {
+        return Err(ledger_service::ServiceError::ExportNotFound.into());
+    }
+    Ok(json_response(StatusCode::OK, &export_view(&job, link)))
+}
+
+fn export_view(job: &ledger_store::ExportJob, link: Option<String>) -> serde_json::Value {
+    let link_expires = link
+        .as_ref()
+        .map(|_| Utc::now() + chrono::Duration::from_std(ledger_service::exports::LINK_VALID).unwrap_or_default());
+    json!({
+        "id": job.id,
+        "state": job.state.as_str(),
+        "rows": job.rows,
+        "parts": job.parts.len(),
+        "from": job.filter.from,
+        "to": job.filter.to,
+        "created_at": job.created_at,
+        "finished_at": job.finished_at,
+        "url": link,
+        "url_expires_at": link_expires,
+    })
+}
+
 fn wants_csv(req: &Request) -> bool {
     req.headers()
         .get("accept")
@@ -105,7 +174,7 @@ async fn export_csv(
         entries.extend(page.entries);
         if entries.len() > MAX_CSV_ENTRIES {
             return Err(ApiError::BadRequest(format!(
-                "an inline CSV export holds at most {MAX_CSV_ENTRIES} entries: narrow from and to"
+                "an inline CSV export holds at most {MAX_CSV_ENTRIES} entries: narrow from and to, or POST /exports for a file of any length"
             )));
         }
         match page.next {
@@ -117,7 +186,7 @@ async fn export_csv(
         .status(StatusCode::OK)
         .header("content-type", "text/csv; charset=utf-8")
         .header("content-disposition", "attachment; filename=\"ledger.csv\"")
-        .body(Body::Text(ledger_http::csv::history_csv(&entries)))
+        .body(Body::Text(HistoryCsv::for_catalog(ledger.catalog()).document(&entries)))
         .expect("valid response"))
 }
 

@@ -1,12 +1,12 @@
-//! The results queue on moto's SQS, delivered to the results function as
-//! Lambda's event source mapping would: up to ten messages a batch as the
+//! A queue on moto's SQS (the results queue, the exports queue), delivered
+//! to its function as Lambda's event source mapping would: up to ten messages a batch as the
 //! `SqsEvent` Lambda builds, the ones the function reports failed left on
 //! the queue (here visible again at once, so a local drain does not wait out
 //! the visibility timeout), the rest deleted. The queue's redrive policy
 //! moves a message that keeps failing to the dead-letter queue.
 
 use anyhow::{Context, Result};
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use ledger_service::DynamoLedger;
 
@@ -34,14 +34,24 @@ impl QueuePoller {
         }
     }
 
-    /// One batch: received, handed to the function, settled. `None` when
-    /// the queue had nothing.
+    /// One batch to the results function: received, handed over, settled.
+    /// `None` when the queue had nothing.
     pub async fn deliver_batch(&self, ledger: &DynamoLedger) -> Result<Option<(usize, usize)>> {
+        self.deliver_batch_to(BATCH_SIZE, |event| results::handle(ledger, event))
+            .await
+    }
+
+    /// One batch of up to `batch_size` to `function`.
+    pub async fn deliver_batch_to<F, R>(&self, batch_size: i32, function: F) -> Result<Option<(usize, usize)>>
+    where
+        F: Fn(SqsEvent) -> R,
+        R: std::future::Future<Output = SqsBatchResponse>,
+    {
         let out = self
             .client
             .receive_message()
             .queue_url(&self.queue_url)
-            .max_number_of_messages(BATCH_SIZE)
+            .max_number_of_messages(batch_size)
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .send()
             .await
@@ -66,7 +76,7 @@ impl QueuePoller {
                 .collect();
             event.records.push(message);
         }
-        let response = results::handle(ledger, event).await;
+        let response = function(event).await;
         let failed: Vec<&str> = response
             .batch_item_failures
             .iter()
@@ -111,8 +121,17 @@ impl QueuePoller {
     /// Delivers batches until the queue is empty (messages that keep failing
     /// end in the dead-letter queue on the way).
     pub async fn drain(&self, ledger: &DynamoLedger) -> Result<Delivered> {
+        self.drain_to(BATCH_SIZE, |event| results::handle(ledger, event)).await
+    }
+
+    /// [`QueuePoller::drain`] to any function.
+    pub async fn drain_to<F, R>(&self, batch_size: i32, function: F) -> Result<Delivered>
+    where
+        F: Fn(SqsEvent) -> R,
+        R: std::future::Future<Output = SqsBatchResponse>,
+    {
         let mut delivered = Delivered::default();
-        while let Some((messages, failed)) = self.deliver_batch(ledger).await? {
+        while let Some((messages, failed)) = self.deliver_batch_to(batch_size, &function).await? {
             delivered.batches += 1;
             delivered.messages += messages;
             delivered.failed += failed;

@@ -186,6 +186,24 @@ impl Template {
         Ok(())
     }
 
+    /// The buckets the template declares (logical ids).
+    pub fn bucket_ids(&self) -> Vec<String> {
+        self.of_type("AWS::S3::Bucket").map(|(id, _)| id.to_string()).collect()
+    }
+
+    /// Creates a bucket of the template on moto's S3, under `name` (one that
+    /// exists already is kept: tests share one).
+    pub async fn create_bucket(&self, client: &aws_sdk_s3::Client, logical_id: &str, name: &str) -> Result<()> {
+        if !self.bucket_ids().iter().any(|b| b == logical_id) {
+            bail!("template.yaml declares no bucket {logical_id}");
+        }
+        match client.create_bucket().bucket(name).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_bucket_already_owned_by_you()) => Ok(()),
+            Err(e) => Err(anyhow!("creating bucket {name}: {e:?}")),
+        }
+    }
+
     pub fn queues(&self) -> Vec<QueueDef> {
         self.of_type("AWS::SQS::Queue")
             .map(|(id, q)| {

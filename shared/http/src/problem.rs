@@ -77,6 +77,15 @@ impl ApiError {
                 "Idempotency-Key reused",
                 none(),
             ),
+            ApiError::Service(ServiceError::ExportNotFound) => {
+                (StatusCode::NOT_FOUND, "export-not-found", "No such export", none())
+            }
+            ApiError::Service(ServiceError::ExportsUnavailable) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "exports-unavailable",
+                "Exports not configured",
+                none(),
+            ),
             ApiError::Service(ServiceError::NotificationNotFound) => (
                 StatusCode::NOT_FOUND,
                 "notification-not-found",

@@ -36,7 +36,25 @@ pub async fn from_env() -> Result<DynamoLedger, Box<dyn std::error::Error + Send
     let catalog = catalog_from_env()?;
     let config = aws_config::load_from_env().await;
     let client = aws_sdk_dynamodb::Client::new(&config);
-    Ok(dynamo_ledger(client, &table, Arc::new(catalog), Arc::new(SystemClock)))
+    let ledger = dynamo_ledger(client, &table, Arc::new(catalog), Arc::new(SystemClock));
+    Ok(match export_files(&config) {
+        Some(files) => ledger.with_exports(files),
+        None => ledger,
+    })
+}
+
+/// Where history exports go, for the functions that write or link them:
+/// `EXPORT_BUCKET` and `EXPORT_QUEUE_URL` (`AWS_ENDPOINT_URL_S3` points S3
+/// at moto locally).
+pub fn export_files(config: &aws_config::SdkConfig) -> Option<ledger_store::ExportFiles> {
+    let bucket = std::env::var("EXPORT_BUCKET").ok()?;
+    let queue = std::env::var("EXPORT_QUEUE_URL").ok()?;
+    Some(ledger_store::ExportFiles::new(
+        ledger_store::ExportFiles::s3_client(config),
+        &bucket,
+        aws_sdk_sqs::Client::new(config),
+        &queue,
+    ))
 }
 
 pub fn dynamo_ledger(

@@ -29,6 +29,10 @@ pub enum ServiceError {
     AlreadySettled,
     #[error("no such notification in this organization")]
     NotificationNotFound,
+    #[error("no such export in this organization")]
+    ExportNotFound,
+    #[error("history exports are not configured for this function (EXPORT_BUCKET, EXPORT_QUEUE_URL)")]
+    ExportsUnavailable,
     #[error(transparent)]
     Store(#[from] StoreError),
 }

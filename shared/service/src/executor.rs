@@ -75,6 +75,8 @@ pub struct Ledger<A, R = A, H = A> {
     pub(crate) clock: Arc<dyn Clock>,
     cache: Mutex<HashMap<OrgId, Account>>,
     retry: RetryPolicy,
+    /// Where history exports go, if this function writes or links them.
+    pub(crate) exports: Option<ledger_store::ExportFiles>,
 }
 
 impl<S: Clone> Ledger<S, S, S> {
@@ -94,7 +96,13 @@ impl<A, R, H> Ledger<A, R, H> {
             clock,
             cache: Mutex::new(HashMap::new()),
             retry: RetryPolicy::default(),
+            exports: None,
         }
+    }
+
+    pub fn with_exports(mut self, exports: ledger_store::ExportFiles) -> Self {
+        self.exports = Some(exports);
+        self
     }
 
     pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {

@@ -8,6 +8,7 @@ mod capacity;
 pub mod config;
 mod error;
 mod executor;
+pub mod exports;
 pub mod notify;
 mod operations;
 mod outcome;

@@ -40,8 +40,8 @@ const OVERDUE_READ: i32 = 100;
 
 #[derive(Clone, Debug)]
 pub struct DynamoLedgerStore {
-    client: Client,
-    table: String,
+    pub(crate) client: Client,
+    pub(crate) table: String,
 }
 
 impl DynamoLedgerStore {

@@ -93,11 +93,11 @@ fn shard_of(org: &OrgId) -> u32 {
     hash % RENEWAL_SHARDS
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-fn n(v: impl ToString) -> AttributeValue {
+pub(crate) fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
@@ -213,7 +213,7 @@ impl<'a> Attrs<'a> {
     }
 }
 
-fn parse_instant(text: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_instant(text: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&Utc))
 }
 
@@ -1371,7 +1371,7 @@ fn kind_of(text: &str) -> Option<EntryKind> {
     })
 }
 
-fn caller_name(caller: CallerKind) -> &'static str {
+pub(crate) fn caller_name(caller: CallerKind) -> &'static str {
     match caller {
         CallerKind::Admin => "admin",
         CallerKind::Member => "member",
@@ -1380,7 +1380,7 @@ fn caller_name(caller: CallerKind) -> &'static str {
     }
 }
 
-fn caller_of(text: &str) -> Option<CallerKind> {
+pub(crate) fn caller_of(text: &str) -> Option<CallerKind> {
     Some(match text {
         "admin" => CallerKind::Admin,
         "member" => CallerKind::Member,

@@ -4,11 +4,13 @@
 
 pub mod bus;
 pub mod dynamo;
+pub mod exports;
 pub mod items;
 pub mod port;
 
 pub use bus::EventBridgeBus;
 pub use dynamo::DynamoLedgerStore;
+pub use exports::{ExportFiles, ExportJob, ExportState};
 pub use port::{
     AccountStore, BusEvent, Claim, Commit, CommitError, DuePage, EarlierEntry, EntryKey, EventBus, HeldResult,
     HistoryFilter, HistoryKey, HistoryPage, HistoryPosition, HistoryQuery, HistoryStore, Kept, KeptRequest,

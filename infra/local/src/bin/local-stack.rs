@@ -39,8 +39,18 @@ async fn main() -> Result<()> {
         .create_event_bus(&events, &sqs_client, "LedgerEventBus", "ledger-local")
         .await?;
 
+    let s3 = ledger_store::ExportFiles::s3_client(&config);
+    template.create_bucket(&s3, "ExportBucket", "ledger-exports").await?;
+    let export_queue = queues
+        .iter()
+        .find(|(id, _)| id == "ExportQueue")
+        .map(|(_, url)| url.clone())
+        .context("template.yaml declares no ExportQueue")?;
+    let export_files = ledger_store::ExportFiles::new(s3, "ledger-exports", sqs_client.clone(), &export_queue);
+
     let catalog = Arc::new(catalog_from_env()?);
-    let ledger = dynamo_ledger(dynamo.clone(), "LedgerTable", catalog.clone(), Arc::new(SystemClock));
+    let ledger = dynamo_ledger(dynamo.clone(), "LedgerTable", catalog.clone(), Arc::new(SystemClock))
+        .with_exports(export_files.clone());
     // The table's stream into the stream function, as Lambda's event source
     // mapping would deliver it.
     let mut poller = StreamPoller::for_table(&config, "LedgerTable").await?;
@@ -68,6 +78,26 @@ async fn main() -> Result<()> {
             }
         });
     }
+    // The exports queue into the exports function (one job a message).
+    let exporter =
+        dynamo_ledger(dynamo.clone(), "LedgerTable", catalog.clone(), Arc::new(SystemClock)).with_exports(export_files);
+    let export_consumer = ledger_local::results_queue::QueuePoller::new(&config, export_queue);
+    tokio::spawn(async move {
+        loop {
+            let run = |event| {
+                let limits = exports::ExportLimits {
+                    page: exports::PAGE,
+                    part_bytes: exports::MIN_PART_BYTES,
+                    deadline: std::time::Instant::now() + std::time::Duration::from_secs(840),
+                };
+                exports::handle(&exporter, event, limits)
+            };
+            if let Err(e) = export_consumer.drain_to(1, run).await {
+                tracing::warn!(error = %e, "export delivery failed; retrying");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    });
     // The scheduled renewal, every minute (`make sweep` runs it at once).
     let resetter = dynamo_ledger(dynamo, "LedgerTable", catalog, Arc::new(SystemClock));
     tokio::spawn(async move {
