@@ -134,6 +134,22 @@ async fn members_spend_their_own_license_first_then_the_organizations_credits() 
         .collect();
     assert_eq!(members, vec!["alice", "bob", "carol"]);
     assert_eq!(r.body["members"][2]["licenses"], serde_json::json!([]));
+    // What each spent, by the usage rollups (no limit counts it on the
+    // account): alice 250 today, the others nothing.
+    stack.settle().await;
+    let r = call(&gw, "GET", &format!("/v1/orgs/{ORG}/members"), Some(&admin), None, None).await;
+    let spent: Vec<(&str, &str)> = r.body["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["controls"]["used_today"].as_str().unwrap(),
+                m["controls"]["used_this_period"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(spent, vec![("250", "250"), ("0", "0"), ("0", "0")], "{}", r.body);
 
     // Bob leaves: what he had left expires and his seat stays used this month.
     let path = format!("/v1/orgs/{ORG}/members/bob");

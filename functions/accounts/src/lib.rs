@@ -395,7 +395,11 @@ async fn members(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>,
     let org = caller.organization(&path_param(req, "org")?)?;
     caller.require_admin_or_service()?;
     let account = ledger.balance(&org).await?;
-    Ok(json_response(StatusCode::OK, &views::members(&account, ledger.now())))
+    let now = ledger.now();
+    let rolled = ledger
+        .member_spending(&org, account.period.start, now.date_naive())
+        .await?;
+    Ok(json_response(StatusCode::OK, &views::members(&account, now, &rolled)))
 }
 
 /// Resuming is idempotent by nature (each held result is settled once, in

@@ -77,7 +77,7 @@ pub struct Headroom {
 }
 
 /// One member's gauge: what they spent under their limits.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MemberGauge {
     pub used_today: Credits,
     pub used_this_period: Credits,

@@ -567,7 +567,7 @@ pub fn balance(account: &Account, catalog: &Catalog, viewer: &Actor, now: DateTi
         controls: user
             .and_then(|u| account.members.get(u))
             .filter(|m| m.limits != Default::default())
-            .map(|m| controls(account, m, now)),
+            .map(|m| controls(account, m, now, None)),
         budgets: account
             .budgets
             .iter()
@@ -584,23 +584,33 @@ pub fn balance(account: &Account, catalog: &Catalog, viewer: &Actor, now: DateTi
     .expect("serializable")
 }
 
-/// A member's team controls and what they spent under them.
-fn controls(account: &Account, member: &ledger_domain::Member, now: DateTime<Utc>) -> Value {
-    let gauge = account.gauge(member.usage.as_ref(), now);
+/// A member's team controls and what they spent: counted on the account
+/// under a limit (exact at commit), else `rolled` up from the stream.
+fn controls(
+    account: &Account,
+    member: &ledger_domain::Member,
+    now: DateTime<Utc>,
+    rolled: Option<&ledger_domain::MemberGauge>,
+) -> Value {
     let limits = &member.limits;
-    let counted = member.usage.is_some();
+    let gauge = match (&member.usage, rolled) {
+        (Some(usage), _) => Some(account.gauge(Some(usage), now)),
+        (None, Some(rolled)) => Some(rolled.clone()),
+        (None, None) => None,
+    };
     json!({
         "daily_limit": limits.daily.map(|c| c.to_string()),
         "monthly_limit": limits.monthly.map(|c| c.to_string()),
-        "used_today": counted.then(|| gauge.used_today.to_string()),
-        "used_this_period": counted.then(|| gauge.used_this_period.to_string()),
+        "used_today": gauge.as_ref().map(|g| g.used_today.to_string()),
+        "used_this_period": gauge.as_ref().map(|g| g.used_this_period.to_string()),
         "blocked_actions": limits.blocked.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
     })
 }
 
 /// The organization's members, in the order they joined, with this
-/// month's licenses and their team controls.
-pub fn members(account: &Account, now: DateTime<Utc>) -> Value {
+/// month's licenses and their team controls; `rolled` is what each spent
+/// by the usage rollups (for those no limit counts on the account).
+pub fn members(account: &Account, now: DateTime<Utc>, rolled: &BTreeMap<String, ledger_domain::MemberGauge>) -> Value {
     let licenses = account.licenses();
     let members: Vec<Value> = account
         .members_by_joining()
@@ -612,7 +622,8 @@ pub fn members(account: &Account, now: DateTime<Utc>) -> Value {
                 .filter(|l| &l.user == user)
                 .map(|l| json!({ "meter": l.meter.to_string(), "granted": l.granted.to_string(), "used": l.used().to_string(), "left": l.remaining.to_string(), "resets_at": l.expires_at }))
                 .collect();
-            json!({ "user": user.to_string(), "role": m.role, "joined_at": m.joined_at, "licenses": own, "controls": controls(account, m, now) })
+            let spent = rolled.get(user.as_str()).cloned().unwrap_or_default();
+            json!({ "user": user.to_string(), "role": m.role, "joined_at": m.joined_at, "licenses": own, "controls": controls(account, m, now, Some(&spent)) })
         })
         .collect();
     json!({ "members": members, "seats": account.subscription.seats })

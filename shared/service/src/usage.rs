@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 use ledger_domain::usage::{roi, rollup_counters, totals, CampaignRoi, UsageGroup, UsageTotals};
-use ledger_domain::{DomainError, LedgerEntry, OrgId};
+use ledger_domain::{credits_meter, Credits, DomainError, LedgerEntry, MemberGauge, OrgId};
 use ledger_store::RollupStore;
 
 use crate::executor::Ledger;
@@ -39,6 +39,39 @@ impl<A: RollupStore, R, H> Ledger<A, R, H> {
         check_range(from, to)?;
         let days = self.accounts.rollups(org, from, to).await?;
         Ok(roi(days.iter().map(|(_, counters)| counters)))
+    }
+
+    /// What each user spent of credits today and since `period_start`
+    /// (UTC days), from the day rollups: the gauge of members no limit
+    /// counts on the account. A second or so behind, like the stream.
+    pub async fn member_spending(
+        &self,
+        org: &OrgId,
+        period_start: NaiveDate,
+        today: NaiveDate,
+    ) -> Result<BTreeMap<String, MemberGauge>, ServiceError> {
+        let from = period_start.min(today);
+        check_range(from, today)?;
+        let days = self.accounts.rollups(org, from, today).await?;
+        let credits =
+            |totals: &UsageTotals| Credits::from_thousandths(totals.used.get(&credits_meter()).copied().unwrap_or(0));
+        let period = totals(UsageGroup::User, days.iter().map(|(day, counters)| (day, counters)));
+        let on_the_day = totals(
+            UsageGroup::User,
+            days.iter()
+                .filter(|(day, _)| *day == today)
+                .map(|(day, counters)| (day, counters)),
+        );
+        Ok(period
+            .into_iter()
+            .map(|(user, spent)| {
+                let gauge = MemberGauge {
+                    used_today: on_the_day.get(&user).map(credits).unwrap_or_default(),
+                    used_this_period: credits(&spent),
+                };
+                (user, gauge)
+            })
+            .collect())
     }
 
     /// Usage from `from` to `to` (UTC days, both included), by group.
