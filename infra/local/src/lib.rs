@@ -15,7 +15,7 @@ use lambda_http::{Body, Request, Response};
 pub use ledger_http::auth::SERVICE_SCOPE;
 use ledger_http::DynamoLedger;
 
-/// The functions the template's `BuildProperties.Binary` names, by name.
+/// The HTTP functions the template's `LEDGER_FUNCTION` variables name.
 pub async fn invoke(ledger: &DynamoLedger, function: &str, request: Request) -> Response<Body> {
     match function {
         "spend" => spend::handle(ledger, request).await,

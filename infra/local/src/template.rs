@@ -14,7 +14,7 @@ pub struct Template {
     root: Value,
 }
 
-/// An HTTP API route and the function (cargo binary) that serves it.
+/// An HTTP API route and the function (its `LEDGER_FUNCTION`) that serves it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
     /// `GET`, `POST`, ... or `ANY`.
@@ -83,9 +83,10 @@ impl Template {
             let Some(events) = f["Properties"]["Events"].as_mapping() else {
                 continue;
             };
-            let function = f["Metadata"]["BuildProperties"]["Binary"]
+            // One binary serves every function; its LEDGER_FUNCTION says which.
+            let function = f["Properties"]["Environment"]["Variables"]["LEDGER_FUNCTION"]
                 .as_str()
-                .ok_or_else(|| anyhow!("function {id} names no Binary in Metadata.BuildProperties"))?;
+                .ok_or_else(|| anyhow!("function {id} sets no LEDGER_FUNCTION"))?;
             for (_, event) in events {
                 if event["Type"].as_str() != Some("HttpApi") {
                     continue;
