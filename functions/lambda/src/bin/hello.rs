@@ -1,0 +1,13 @@
+//! The measuring stick for cold starts: a Rust function on the same runtime,
+//! built with the same profile, that answers every event with itself and
+//! does nothing else. `make coldstart` runs it beside `ledger`.
+
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| async move {
+        Ok::<_, Error>(event.payload)
+    }))
+    .await
+}
