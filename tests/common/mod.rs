@@ -72,7 +72,7 @@ impl Stack {
             std::env::var("AWS_ENDPOINT_URL_DYNAMODB").is_ok(),
             "integration tests run against DynamoDB Local: use `make test`, which starts it"
         );
-        let config = aws_config::load_from_env().await;
+        let config = ledger_service::config::sdk_config().await;
         let requests = RequestCounter::default();
         let client = requests.client(&config);
         let template = Template::load(&ledger_local::project_root().join("template.yaml")).unwrap();

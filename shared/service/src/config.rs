@@ -34,7 +34,7 @@ pub fn catalog_from_env() -> Result<Catalog, DomainError> {
 pub async fn from_env() -> Result<DynamoLedger, Box<dyn std::error::Error + Send + Sync>> {
     let table = std::env::var("TABLE_NAME").map_err(|_| "TABLE_NAME is not set")?;
     let catalog = catalog_from_env()?;
-    let config = aws_config::load_from_env().await;
+    let config = sdk_config().await;
     let client = aws_sdk_dynamodb::Client::new(&config);
     let ledger = dynamo_ledger(client, &table, Arc::new(catalog), Arc::new(SystemClock));
     Ok(match export_files(&config) {
@@ -57,6 +57,21 @@ pub fn export_files(config: &aws_config::SdkConfig) -> Option<ledger_store::Expo
     ))
 }
 
+/// The SDK configuration from the environment (region, credentials,
+/// `AWS_ENDPOINT_URL_*`), with the one HTTPS client every SDK client of
+/// this process shares: rustls on ring. The SDKs' own default client
+/// (rustls on aws-lc) is not compiled in: ring is the smaller library.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    use aws_smithy_http_client::tls;
+    let https = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+        .build_https();
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(https)
+        .load()
+        .await
+}
+
 pub fn dynamo_ledger(
     client: aws_sdk_dynamodb::Client,
     table: &str,
@@ -70,7 +85,7 @@ pub fn dynamo_ledger(
 /// as usual (`AWS_ENDPOINT_URL_EVENTBRIDGE` points it at moto locally).
 pub async fn bus_from_env() -> Result<ledger_store::EventBridgeBus, Box<dyn std::error::Error + Send + Sync>> {
     let bus = std::env::var("EVENT_BUS_NAME").map_err(|_| "EVENT_BUS_NAME is not set")?;
-    let config = aws_config::load_from_env().await;
+    let config = sdk_config().await;
     Ok(ledger_store::EventBridgeBus::new(
         aws_sdk_eventbridge::Client::new(&config),
         &bus,

@@ -142,7 +142,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() -> Result<()> {
     let quick = std::env::args().nth(1).as_deref() == Some("quick");
-    let config = aws_config::load_from_env().await;
+    let config = ledger_service::config::sdk_config().await;
     let counter = RequestCounter::default();
     let client = counter.client(&config);
     let template = Template::load(&ledger_local::project_root().join("template.yaml"))?;

@@ -258,7 +258,7 @@ async fn main() -> Result<()> {
     }
     // The table, bus, bucket and queues the functions name, and an account to spend on.
     let template = Template::load(&root.join("template.yaml"))?;
-    let config = aws_config::load_from_env().await;
+    let config = ledger_service::config::sdk_config().await;
     let dynamo = aws_sdk_dynamodb::Client::new(&config);
     template.create_table(&dynamo, "LedgerTable", "coldstart").await?;
     let sqs = aws_sdk_sqs::Client::new(&config);

@@ -27,7 +27,7 @@ async fn main() -> Result<()> {
     let sqs = env("AWS_ENDPOINT_URL_SQS", "http://127.0.0.1:5000");
     let port: u16 = env("API_PORT", "3000").parse().context("API_PORT")?;
 
-    let config = aws_config::load_from_env().await;
+    let config = ledger_service::config::sdk_config().await;
     let dynamo = aws_sdk_dynamodb::Client::new(&config);
     for id in template.table_ids() {
         template.create_table(&dynamo, &id, &id).await?;

@@ -23,7 +23,7 @@ async fn main() -> Result<()> {
             std::env::set_var(name, value);
         }
     }
-    let config = aws_config::load_from_env().await;
+    let config = ledger_service::config::sdk_config().await;
     let ledger = dynamo_ledger(
         aws_sdk_dynamodb::Client::new(&config),
         "LedgerTable",
