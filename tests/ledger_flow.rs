@@ -168,6 +168,25 @@ async fn a_warm_spend_is_one_dynamodb_request() {
     );
     assert_eq!(stack.dynamodb_requests() - before, 1);
     assert_eq!(available(&gw, &stack.member(), "credits").await, "4997");
+
+    // The other contracts: a balance is one read, a purchase one transaction.
+    let before = stack.dynamodb_requests();
+    balance(&gw, &stack.member()).await;
+    assert_eq!(stack.dynamodb_requests() - before, 1, "a balance is one GetItem");
+    let before = stack.dynamodb_requests();
+    let bought = purchase(
+        &gw,
+        &stack.service(),
+        "buy-count",
+        r#"{"package":"credits_500","payment_reference":"pay-count"}"#,
+    )
+    .await;
+    assert_eq!(bought.status, 201, "{}", bought.body);
+    assert_eq!(
+        stack.dynamodb_requests() - before,
+        1,
+        "a purchase is one TransactWriteItems (with its payment claim)"
+    );
 }
 
 #[tokio::test]
