@@ -344,6 +344,18 @@ async fn thousands_of_entries_filter_page_and_add_up_by_every_key() {
     // A member sees only their own exports.
     let r = call(&stack.gateway(), "GET", &status, Some(&stack.member()), None, None).await;
     assert_eq!(r.status, 404, "{}", r.body);
+    // ...and exports only their own entries, as they list them.
+    let others = format!("/v1/orgs/{ORG}/exports?user=alice");
+    let r = call(
+        &stack.gateway(),
+        "POST",
+        &others,
+        Some(&stack.member()),
+        Some("export-m"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
 
     // The whole stream again, shuffled: nothing changes.
     let before = report("campaign").await;

@@ -14,7 +14,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use ledger_domain::usage::UsageGroup;
-use ledger_domain::{ActionId, CampaignId, HistoryScope, IdempotencyKey, UserId};
+use ledger_domain::{ActionId, CampaignId, UserId};
 use ledger_http::csv::HistoryCsv;
 use ledger_http::{
     json_response, only_query_params, path_param, query_param, respond, route_key, views, ApiError, Caller,
@@ -97,25 +97,14 @@ async fn start_export(ledger: &DynamoLedger, req: &Request) -> Result<Response<B
     let org = caller.organization(&path_param(req, "org")?)?;
     only_query_params(req, &["from", "to", "action", "user", "campaign"])?;
     let filter = history_filter(req)?;
-    let key = req
-        .headers()
-        .get("idempotency-key")
-        .ok_or(ApiError::IdempotencyKeyMissing)?
-        .to_str()
-        .map_err(|_| ledger_domain::DomainError::InvalidIdempotencyKey)
-        .and_then(IdempotencyKey::parse)?;
+    let key = ledger_http::input::idempotency_key(req)?;
     let viewer = caller.actor(None)?;
-    if let (HistoryScope::User(me), Some(by)) = (viewer.history_scope(), &filter.by) {
-        if *by != HistoryKey::User(me) {
-            return Err(ledger_domain::DomainError::InvalidRequest(
-                "a member's history lists their own entries: filter it by time only".into(),
-            )
-            .into());
-        }
-    }
     let text = filter_text(&filter);
     let job = ledger.start_export(&org, viewer, filter, key.as_str(), &text).await?;
-    Ok(json_response(StatusCode::ACCEPTED, &export_view(&job, None)))
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &export_view(&job, None, ledger.now()),
+    ))
 }
 
 /// An export as it stands, with a download link once done.
@@ -130,13 +119,13 @@ async fn export(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, 
     if viewer.caller == ledger_domain::CallerKind::Member && job.viewer.user != viewer.user {
         return Err(ledger_service::ServiceError::ExportNotFound.into());
     }
-    Ok(json_response(StatusCode::OK, &export_view(&job, link)))
+    Ok(json_response(StatusCode::OK, &export_view(&job, link, ledger.now())))
 }
 
-fn export_view(job: &ledger_store::ExportJob, link: Option<String>) -> serde_json::Value {
+fn export_view(job: &ledger_store::ExportJob, link: Option<String>, now: DateTime<Utc>) -> serde_json::Value {
     let link_expires = link
         .as_ref()
-        .map(|_| Utc::now() + chrono::Duration::from_std(ledger_service::exports::LINK_VALID).unwrap_or_default());
+        .map(|_| now + chrono::Duration::from_std(ledger_service::exports::LINK_VALID).unwrap_or_default());
     json!({
         "id": job.id,
         "state": job.state.as_str(),

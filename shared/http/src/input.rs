@@ -96,14 +96,7 @@ impl<T> JsonBody<T> {
     /// of route, path, caller and body, so reusing a key elsewhere (or another
     /// user sending the same key) is caught, never replayed.
     pub fn idempotency(&self, req: &Request, caller: &Caller) -> Result<Idempotency, ApiError> {
-        let header = req
-            .headers()
-            .get("idempotency-key")
-            .ok_or(ApiError::IdempotencyKeyMissing)?;
-        let key = header
-            .to_str()
-            .map_err(|_| ledger_domain::DomainError::InvalidIdempotencyKey)
-            .and_then(IdempotencyKey::parse)?;
+        let key = idempotency_key(req)?;
         let mut hash = Sha256::new();
         hash.update(route_key(req).as_bytes());
         hash.update([0]);
@@ -117,6 +110,18 @@ impl<T> JsonBody<T> {
         let fingerprint = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
         Ok(Idempotency { key, fingerprint })
     }
+}
+
+/// The request's Idempotency-Key header, parsed (required).
+pub fn idempotency_key(req: &Request) -> Result<IdempotencyKey, ApiError> {
+    let header = req
+        .headers()
+        .get("idempotency-key")
+        .ok_or(ApiError::IdempotencyKeyMissing)?;
+    Ok(header
+        .to_str()
+        .map_err(|_| ledger_domain::DomainError::InvalidIdempotencyKey)
+        .and_then(IdempotencyKey::parse)?)
 }
 
 /// An amount as a request spells it: a decimal string or a JSON number,

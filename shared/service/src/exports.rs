@@ -60,6 +60,7 @@ impl<A: AccountStore, R: RequestStore> Ledger<A, R, ledger_store::DynamoLedgerSt
         request: &str,
         filter_text: &str,
     ) -> Result<ExportJob, ServiceError> {
+        crate::operations::check_history_filter(&viewer.history_scope(), &filter)?;
         let files = self.export_files()?;
         let now = self.clock.now();
         // An open range ends as the job starts (a second on, for entries of

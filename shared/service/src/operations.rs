@@ -287,14 +287,7 @@ impl<A: AccountStore, R: RequestStore, H: HistoryStore> Ledger<A, R, H> {
         after: Option<HistoryPosition>,
     ) -> Result<HistoryPage, ServiceError> {
         let scope = viewer.history_scope();
-        if let (HistoryScope::User(me), Some(by)) = (&scope, &filter.by) {
-            if *by != HistoryKey::User(me.clone()) {
-                return Err(DomainError::InvalidRequest(
-                    "a member's history lists their own entries: filter it by time only".into(),
-                )
-                .into());
-            }
-        }
+        check_history_filter(&scope, &filter)?;
         let query = HistoryQuery {
             scope,
             filter,
@@ -309,6 +302,20 @@ impl<A: AccountStore, R: RequestStore, H: HistoryStore> Ledger<A, R, H> {
         }
         Ok(page)
     }
+}
+
+/// A member's history lists their own entries: only a time filter, or
+/// their own user, is theirs to ask (a listing or an export alike).
+pub(crate) fn check_history_filter(scope: &HistoryScope, filter: &HistoryFilter) -> Result<(), ServiceError> {
+    if let (HistoryScope::User(me), Some(by)) = (scope, &filter.by) {
+        if *by != HistoryKey::User(me.clone()) {
+            return Err(DomainError::InvalidRequest(
+                "a member's history lists their own entries: filter it by time only".into(),
+            )
+            .into());
+        }
+    }
+    Ok(())
 }
 
 impl<A, R, H: HistoryStore> Ledger<A, R, H> {
