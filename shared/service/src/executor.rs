@@ -123,7 +123,7 @@ impl<A, R, H> Ledger<A, R, H> {
         &self.accounts
     }
 
-    fn cached(&self, org: &OrgId) -> Option<Account> {
+    pub(crate) fn cached(&self, org: &OrgId) -> Option<Account> {
         self.cache.lock().expect("cache lock").get(org).cloned()
     }
 

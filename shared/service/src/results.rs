@@ -211,12 +211,23 @@ impl<A: AccountStore + ResultStore, R: RequestStore, H: HistoryStore> Ledger<A, 
         if !simple {
             return Ok(None);
         }
-        let keys: Vec<IdempotencyKey> = requests.iter().map(|r| r.key.clone()).collect();
-        let (account, taken) = self.accounts.load_account_and_keys(org, &keys).await?;
-        let before = account.ok_or(DomainError::AccountNotFound)?;
-        if taken > 0 {
-            return Ok(None);
-        }
+        // A warm instance decides on the account it last wrote and reads
+        // nothing: the transaction's conditions (the account as guessed,
+        // every key and unlock still free) reject a stale guess, and the
+        // batch then goes one by one on fresh reads.
+        let guessed = self.cached(org);
+        let fresh = guessed.is_none();
+        let before = match guessed {
+            Some(account) => account,
+            None => {
+                let keys: Vec<IdempotencyKey> = requests.iter().map(|r| r.key.clone()).collect();
+                let (account, taken) = self.accounts.load_account_and_keys(org, &keys).await?;
+                if taken > 0 {
+                    return Ok(None);
+                }
+                account.ok_or(DomainError::AccountNotFound)?
+            }
+        };
         // The unlocks of every subject an action charges once, per action.
         let mut unlocked: BTreeMap<(ActionId, Subject), Unlock> = BTreeMap::new();
         let mut by_action: BTreeMap<ActionId, Vec<Subject>> = BTreeMap::new();
@@ -226,7 +237,7 @@ impl<A: AccountStore + ResultStore, R: RequestStore, H: HistoryStore> Ledger<A, 
                 by_action.entry(action_id.clone()).or_default().push(r.subject.clone());
             }
         }
-        for (action, subjects) in &by_action {
+        for (action, subjects) in by_action.iter().filter(|_| fresh) {
             for (subject, unlock) in self.accounts.load_unlocks(org, action, subjects).await? {
                 unlocked.insert((action.clone(), subject), unlock);
             }
@@ -271,6 +282,9 @@ impl<A: AccountStore + ResultStore, R: RequestStore, H: HistoryStore> Ledger<A, 
                 outcome: r.outcome.clone(),
                 charge: d.charge,
             };
+            if !fresh && outcome.needs_fresh_state() {
+                return Ok(None);
+            }
             let key = EntryKey::Request(request.key.clone());
             let mut entry = d.entry;
             entry.id = key.entry_id();

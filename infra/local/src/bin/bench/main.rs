@@ -8,10 +8,21 @@
 //! - a hot organization with 1 to 100 concurrent function instances, next to
 //!   the raw rate of a bare 2-item transaction, and 100 organizations;
 //! - the hot organization under AWS's transaction rule (see `aws_conflicts`);
-//! - item sizes, write units per spend and per index, on-demand cost.
+//! - item sizes, write units per spend and per index, on-demand cost;
+//! - the capabilities' operations: a spend under a per-user limit, a bulk
+//!   spend of 50 subjects, reserve/commit/release, a results batch of 10,
+//!   one renewal, one stream batch (`operations`);
+//! - the renewal sweep over 1,000, 5,000 and 10,000 due accounts (`sweeps`).
 //!
 //! `bench contention` runs the concurrency sections only; `bench quick` a
-//! short run of everything (the test command runs it).
+//! short run of everything (the test command runs it). `infra/bench.sh`
+//! adds the package size and the cold starts.
+
+// The capabilities' futures nest deep (handler inside gateway inside counter).
+#![recursion_limit = "256"]
+
+mod operations;
+mod sweeps;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,12 +31,12 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::future::join_all;
-use ledger_domain::{Catalog, SystemClock};
+use ledger_domain::{Catalog, Clock, SystemClock};
 use ledger_local::gateway::Gateway;
 use ledger_local::metrics::RequestCounter;
 use ledger_local::template::{Route, Template};
 use ledger_local::tokens::DevAuthority;
-use ledger_service::dynamo_ledger;
+use ledger_service::{dynamo_ledger, DynamoLedger};
 use ledger_store::items::item_size;
 use serde_json::Value;
 
@@ -34,6 +45,7 @@ const WRITE_UNIT_PRICE: f64 = 0.625;
 const READ_UNIT_PRICE: f64 = 0.125;
 
 struct Bench {
+    config: aws_config::SdkConfig,
     client: aws_sdk_dynamodb::Client,
     counter: RequestCounter,
     table: String,
@@ -42,18 +54,22 @@ struct Bench {
     catalog: Arc<Catalog>,
     /// Spends per measured level: steady figures, or a quick run.
     spends_per_level: usize,
+    quick: bool,
 }
 
 impl Bench {
     /// A new function instance (its own cache), as a fresh Lambda environment.
     fn instance(&self) -> Gateway {
-        let ledger = dynamo_ledger(
-            self.client.clone(),
-            &self.table,
-            self.catalog.clone(),
-            Arc::new(SystemClock),
-        );
-        Gateway::new(self.routes.clone(), self.authority.clone(), Arc::new(ledger))
+        self.gateway(Arc::new(self.ledger(Arc::new(SystemClock))))
+    }
+
+    /// A new function instance's ledger, on the given clock.
+    fn ledger(&self, clock: Arc<dyn Clock>) -> DynamoLedger {
+        dynamo_ledger(self.client.clone(), &self.table, self.catalog.clone(), clock)
+    }
+
+    fn gateway(&self, ledger: Arc<DynamoLedger>) -> Gateway {
+        Gateway::new(self.routes.clone(), self.authority.clone(), ledger)
     }
 
     fn admin(&self, org: &str) -> String {
@@ -69,7 +85,19 @@ impl Bench {
         key: Option<&str>,
         body: &str,
     ) -> (u16, Value) {
-        let mut headers = vec![("authorization".to_string(), format!("Bearer {}", self.admin(org)))];
+        self.call_as(gw, method, path, &self.admin(org), key, body).await
+    }
+
+    async fn call_as(
+        &self,
+        gw: &Gateway,
+        method: &str,
+        path: &str,
+        token: &str,
+        key: Option<&str>,
+        body: &str,
+    ) -> (u16, Value) {
+        let mut headers = vec![("authorization".to_string(), format!("Bearer {token}"))];
         if let Some(k) = key {
             headers.push(("idempotency-key".into(), k.into()));
         }
@@ -149,6 +177,7 @@ async fn main() -> Result<()> {
     let table = format!("BenchLedger-{}", chrono::Utc::now().timestamp_millis());
     template.create_table(&client, "LedgerTable", &table).await?;
     let bench = Bench {
+        config: config.clone(),
         client,
         counter,
         table,
@@ -157,6 +186,7 @@ async fn main() -> Result<()> {
         catalog: Arc::new(Catalog::default_catalog()),
         // `bench quick`: a short run of every section (the test command's).
         spends_per_level: if quick { 40 } else { 800 },
+        quick,
     };
 
     // `bench contention` runs only the concurrency section.
@@ -168,6 +198,8 @@ async fn main() -> Result<()> {
     aws_conflict_model(&bench).await;
     if !only_contention {
         capacity(&bench).await?;
+        operations::requests(&bench).await?;
+        sweeps::sweeps(&bench).await?;
     }
     Ok(())
 }
@@ -501,16 +533,25 @@ async fn capacity(bench: &Bench) -> Result<()> {
     let entry = bench.item("ORG#latency", "REQ#l1").await?;
     let (a, e) = (item_size(&account), item_size(&entry));
     let kb = |bytes: usize| bytes.div_ceil(1024);
+    // An index copy costs only if the entry carries that index's key.
+    let copy = |attr: &str| if entry.contains_key(attr) { kb(e) } else { 0 };
     // Transactional writes cost two write units per KB of each item, others
     // one; each index holding a copy of the item costs one more per KB of
-    // the copy. `renewals_due` holds the account's keys only, which a spend
-    // leaves unchanged: nothing there until the account renews.
+    // the copy. The history indexes take the entry once the sequencer has
+    // placed it (`placed` is their sort key), so the put itself writes none.
+    // `renewals_due` holds the account's keys only, which a spend leaves
+    // unchanged: nothing there until the account renews.
     let parts = [
         ("account item (transactional update)", 2 * kb(a)),
         ("entry item (transactional put)", 2 * kb(e)),
-        ("entry placement (the stream function's update)", kb(e)),
-        ("index ledger (entry copy, once placed)", kb(e)),
-        ("index ledger_by_user (entry copy, entries with a user)", kb(e)),
+        ("entry placement (the sequencer's update, from the stream)", kb(e)),
+        ("index ledger (entry copy, once placed)", copy("ledger_org")),
+        ("index ledger_by_user (entries with a user)", copy("ledger_user")),
+        ("index ledger_by_action (every spend)", copy("ledger_action")),
+        (
+            "index ledger_by_campaign (entries with a campaign; none here)",
+            copy("ledger_campaign"),
+        ),
         ("index renewals_due (keys unchanged by a spend)", 0),
     ];
     let wru: usize = parts.iter().map(|(_, u)| u).sum();
