@@ -6,7 +6,7 @@ VENV := .venv
 help:
 	@echo "make run    - start DynamoDB Local, moto (SQS) and the HTTP API on 127.0.0.1 (Ctrl-C stops; CATALOG=<name> picks a catalog)"
 	@echo "make test   - fmt, clippy, cfn-lint, unit and integration tests (starts its own servers)"
-	@echo "make build  - build the one Lambda binary every function runs (cargo lambda build --release, arm64)"
+	@echo "make build  - build the Lambda binaries: ledger (every function but exports) and ledger-exports (cargo lambda build --release, arm64)"
 	@echo "make sam-build - the README's deploy path up to sam build: SAM CLI (.venv-sam), the arm64 target, sam validate --lint, sam build"
 	@echo "make bench  - every figure in one run: package size and build, requests per operation, hot organization, capacity units, renewal sweep at 1k-10k, cold starts"
 	@echo "make coldstart - each function's cold start (init, first answer, peak RSS) beside a hello world"
@@ -32,7 +32,7 @@ test: setup
 	infra/test.sh
 
 build: setup
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --arm64 -p ledger-lambda
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --arm64 -p ledger-lambda --bin ledger --bin ledger-exports
 
 # The deploy path exactly as the README says, up to `sam build` (then
 # `sam deploy --guided`): SAM CLI in a venv of its own, cargo-lambda (and

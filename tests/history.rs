@@ -330,7 +330,7 @@ async fn thousands_of_entries_filter_page_and_add_up_by_every_key() {
     );
     // Delivered again after it is done: nothing changes.
     ledger_store::ExportFiles::new(
-        ledger_store::ExportFiles::s3_client(&stack.config),
+        &stack.config,
         "test-exports",
         aws_sdk_sqs::Client::new(&stack.config),
         &stack.export_queue,

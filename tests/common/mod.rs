@@ -98,7 +98,7 @@ impl Stack {
             .unwrap()
             .queue_url
             .unwrap();
-        let exports = ledger_store::ExportFiles::new(s3, "test-exports", sqs, &export_queue);
+        let exports = ledger_store::ExportFiles::new(&config, "test-exports", sqs, &export_queue).with_uploads(s3);
         Stack {
             export_queue,
             exports,

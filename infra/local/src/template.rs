@@ -105,6 +105,16 @@ impl Template {
         Ok(routes)
     }
 
+    /// The binary that runs the function whose `LEDGER_FUNCTION` is
+    /// `function` (its `BuildProperties.Binary`, what `sam build` packages).
+    pub fn binary_of(&self, function: &str) -> Result<String> {
+        self.of_type("AWS::Serverless::Function")
+            .find(|(_, f)| f["Properties"]["Environment"]["Variables"]["LEDGER_FUNCTION"].as_str() == Some(function))
+            .and_then(|(_, f)| f["Metadata"]["BuildProperties"]["Binary"].as_str())
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("no function of template.yaml runs {function} with a Binary"))
+    }
+
     pub fn table_ids(&self) -> Vec<String> {
         self.of_type("AWS::DynamoDB::Table")
             .map(|(id, _)| id.to_string())

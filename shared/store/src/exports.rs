@@ -12,7 +12,6 @@ use std::time::Duration;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use chrono::{DateTime, Utc};
@@ -252,9 +251,15 @@ impl DynamoLedgerStore {
 /// Where exports go: the bucket their files are written to, and the queue
 /// that runs their jobs (a job that runs out of time queues its own
 /// continuation).
+///
+/// Only the exports function writes files, so only it holds an S3 client
+/// ([`ExportFiles::with_uploads`]); the functions that start jobs and hand
+/// out links sign those links with SigV4 themselves, and their binary links
+/// no S3 SDK (with its checksum tables, a third of the package).
 #[derive(Clone, Debug)]
 pub struct ExportFiles {
-    s3: aws_sdk_s3::Client,
+    uploads: Option<aws_sdk_s3::Client>,
+    links: LinkSigner,
     bucket: String,
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
@@ -264,24 +269,45 @@ fn s3_error<E: std::fmt::Debug>(e: E) -> StoreError {
     StoreError::Request(format!("{e:?}"))
 }
 
+/// The S3 endpoint set for this process (moto locally), if any.
+fn s3_endpoint() -> Option<String> {
+    std::env::var("AWS_ENDPOINT_URL_S3")
+        .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+        .ok()
+        .filter(|e| !e.trim().is_empty())
+}
+
 impl ExportFiles {
-    pub fn new(s3: aws_sdk_s3::Client, bucket: &str, sqs: aws_sdk_sqs::Client, queue_url: &str) -> Self {
+    /// Starting jobs and linking their files; see [`ExportFiles::with_uploads`].
+    pub fn new(config: &aws_types::SdkConfig, bucket: &str, sqs: aws_sdk_sqs::Client, queue_url: &str) -> Self {
         ExportFiles {
-            s3,
+            uploads: None,
+            links: LinkSigner::new(config, bucket),
             bucket: bucket.to_string(),
             sqs,
             queue_url: queue_url.to_string(),
         }
     }
 
+    /// Writing the files too: the exports function's.
+    pub fn with_uploads(mut self, s3: aws_sdk_s3::Client) -> Self {
+        self.uploads = Some(s3);
+        self
+    }
+
     /// An S3 client for the SDK config: path-style addressing when an
     /// endpoint is set (moto on loopback has no bucket subdomains).
-    pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
-        let local = std::env::var("AWS_ENDPOINT_URL_S3").is_ok() || std::env::var("AWS_ENDPOINT_URL").is_ok();
+    pub fn s3_client(config: &aws_types::SdkConfig) -> aws_sdk_s3::Client {
         let s3 = aws_sdk_s3::config::Builder::from(config)
-            .force_path_style(local)
+            .force_path_style(s3_endpoint().is_some())
             .build();
         aws_sdk_s3::Client::from_conf(s3)
+    }
+
+    fn s3(&self) -> Result<&aws_sdk_s3::Client, StoreError> {
+        self.uploads
+            .as_ref()
+            .ok_or_else(|| StoreError::Request("only the exports function writes export files".into()))
     }
 
     /// Asks the exports function to run (or go on with) a job.
@@ -299,7 +325,7 @@ impl ExportFiles {
 
     pub async fn begin(&self, object: &str) -> Result<String, StoreError> {
         let out = self
-            .s3
+            .s3()?
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(object)
@@ -321,7 +347,7 @@ impl ExportFiles {
         bytes: Vec<u8>,
     ) -> Result<String, StoreError> {
         let out = self
-            .s3
+            .s3()?
             .upload_part()
             .bucket(&self.bucket)
             .key(object)
@@ -341,7 +367,7 @@ impl ExportFiles {
             .enumerate()
             .map(|(i, tag)| CompletedPart::builder().part_number(i as i32 + 1).e_tag(tag).build())
             .collect();
-        self.s3
+        self.s3()?
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(object)
@@ -355,15 +381,162 @@ impl ExportFiles {
 
     /// A link that downloads the file for `valid` without credentials.
     pub async fn link(&self, object: &str, valid: Duration) -> Result<String, StoreError> {
-        let presigning = PresigningConfig::expires_in(valid).map_err(s3_error)?;
-        let request = self
-            .s3
-            .get_object()
-            .bucket(&self.bucket)
-            .key(object)
-            .presigned(presigning)
+        self.links
+            .presign_get(object, valid, std::time::SystemTime::now())
             .await
+    }
+}
+
+/// Presigned GET links for one bucket (SigV4, query-string form), as S3's
+/// own presigner makes them: virtual-hosted on AWS, path-style under a
+/// local endpoint.
+#[derive(Clone, Debug)]
+struct LinkSigner {
+    credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+    region: String,
+    /// Everything before the object's key.
+    base: String,
+}
+
+/// What SigV4 leaves unencoded in a path segment or a query value.
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+impl LinkSigner {
+    fn new(config: &aws_types::SdkConfig, bucket: &str) -> Self {
+        let region = config
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "us-east-1".into());
+        let base = match s3_endpoint() {
+            Some(endpoint) => format!("{}/{bucket}", endpoint.trim_end_matches('/')),
+            None => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+        };
+        LinkSigner {
+            credentials: config.credentials_provider(),
+            region,
+            base,
+        }
+    }
+
+    async fn presign_get(
+        &self,
+        object: &str,
+        valid: Duration,
+        at: std::time::SystemTime,
+    ) -> Result<String, StoreError> {
+        use aws_credential_types::provider::ProvideCredentials;
+        use aws_sigv4::http_request::{
+            sign, PercentEncodingMode, SignableBody, SignableRequest, SignatureLocation, SigningSettings,
+            UriPathNormalizationMode,
+        };
+        use percent_encoding::utf8_percent_encode;
+
+        let provider = self
+            .credentials
+            .as_ref()
+            .ok_or_else(|| StoreError::Request("no credentials to sign an export link".into()))?;
+        let identity = provider.provide_credentials().await.map_err(s3_error)?.into();
+        let mut settings = SigningSettings::default();
+        settings.signature_location = SignatureLocation::QueryParams;
+        settings.expires_in = Some(valid);
+        // S3 takes the path as written: encoded once, never normalised.
+        settings.percent_encoding_mode = PercentEncodingMode::Single;
+        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name("s3")
+            .time(at)
+            .settings(settings)
+            .build()
+            .map_err(s3_error)?
+            .into();
+        let key: Vec<String> = object
+            .split('/')
+            .map(|segment| utf8_percent_encode(segment, UNRESERVED).to_string())
+            .collect();
+        // The operation named in the query, as S3's presigner names it.
+        let url = format!("{}/{}?x-id=GetObject", self.base, key.join("/"));
+        let request = SignableRequest::new("GET", url.as_str(), std::iter::empty(), SignableBody::UnsignedPayload)
             .map_err(s3_error)?;
-        Ok(request.uri().to_string())
+        let (_, query) = sign(request, &params).map_err(s3_error)?.into_parts().0.into_parts();
+        let query: Vec<String> = query
+            .iter()
+            .map(|(name, value)| format!("{name}={}", utf8_percent_encode(value, UNRESERVED)))
+            .collect();
+        Ok(format!("{url}&{}", query.join("&")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use aws_credential_types::provider::SharedCredentialsProvider;
+    use aws_credential_types::Credentials;
+    use aws_sdk_s3::presigning::PresigningConfig;
+
+    use super::LinkSigner;
+
+    /// Our SigV4 link against the S3 SDK's presigner, same credentials,
+    /// instant and object, virtual-hosted and path-style: the same URL.
+    #[tokio::test]
+    async fn an_export_link_is_the_one_s3s_own_presigner_makes() {
+        let credentials = Credentials::new(
+            "AKIDEXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG",
+            Some("session+token/=".into()),
+            None,
+            "test",
+        );
+        let config = aws_types::SdkConfig::builder()
+            .region(aws_types::region::Region::new("eu-west-1"))
+            .credentials_provider(SharedCredentialsProvider::new(credentials))
+            .behavior_version(aws_smithy_runtime_api::client::behavior_version::BehaviorVersion::latest())
+            .build();
+        let at = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        let valid = Duration::from_secs(900);
+        let object = "exports/acme/20261130T101500.123456-a1b2.csv";
+        for endpoint in [None, Some("http://127.0.0.1:5000")] {
+            let base = match endpoint {
+                Some(e) => format!("{e}/ledger-exports"),
+                None => "https://ledger-exports.s3.eu-west-1.amazonaws.com".to_string(),
+            };
+            let ours = LinkSigner {
+                credentials: config.credentials_provider(),
+                region: "eu-west-1".into(),
+                base,
+            }
+            .presign_get(object, valid, at)
+            .await
+            .unwrap();
+            let mut s3 = aws_sdk_s3::config::Builder::from(&config).force_path_style(endpoint.is_some());
+            if let Some(e) = endpoint {
+                s3 = s3.endpoint_url(e);
+            }
+            let presigning = PresigningConfig::builder()
+                .start_time(at)
+                .expires_in(valid)
+                .build()
+                .unwrap();
+            let theirs = aws_sdk_s3::Client::from_conf(s3.build())
+                .get_object()
+                .bucket("ledger-exports")
+                .key(object)
+                .presigned(presigning)
+                .await
+                .unwrap();
+            let sorted = |url: &str| {
+                let (path, query) = url.split_once('?').unwrap();
+                let mut params: Vec<String> = query.split('&').map(str::to_string).collect();
+                params.sort();
+                (path.to_string(), params)
+            };
+            assert_eq!(sorted(&ours), sorted(theirs.uri()), "{endpoint:?}");
+        }
     }
 }

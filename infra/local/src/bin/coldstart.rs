@@ -4,7 +4,10 @@
 //! takes its answer; the release binary is started fresh for every run.
 //! Printed per function: the median over the runs of init (process start
 //! to its first `next`), first answer (process start to its response) and
-//! peak RSS, beside the Rust hello world on the same runtime and profile.
+//! peak RSS, beside the Rust hello world on the same runtime and profile;
+//! then one process kept warm for 200 more invocations, and the CPU time
+//! (every thread) each of those took: the function's own cost per warm
+//! invocation, apart from DynamoDB Local's latency.
 //! The handlers run against DynamoDB Local and moto (`infra/coldstart.sh`
 //! starts them), so a first answer includes the function's real requests.
 //! Asserts nothing.
@@ -27,6 +30,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Mutex};
 
 const RUNS: usize = 10;
+/// Invocations of one warm process, for its CPU time per invocation.
+const WARM_INVOCATIONS: usize = 200;
 const ORG: &str = "coldstart";
 
 /// What the runtime API saw of one process.
@@ -38,7 +43,8 @@ enum Seen {
 }
 
 struct RuntimeApi {
-    event: Mutex<Option<String>>,
+    /// The invocations to hand out, in order.
+    events: Mutex<std::collections::VecDeque<String>>,
     seen: mpsc::UnboundedSender<Seen>,
 }
 
@@ -55,9 +61,9 @@ impl RuntimeApi {
         };
         if path == "/2018-06-01/runtime/invocation/next" {
             let _ = self.seen.send(Seen::Next(at));
-            let event = self.event.lock().await.take();
+            let event = self.events.lock().await.pop_front();
             let Some(event) = event else {
-                // One invocation a process: later polls wait until it is killed.
+                // Every invocation served: later polls wait until it is killed.
                 std::future::pending::<()>().await;
                 unreachable!();
             };
@@ -99,12 +105,38 @@ impl RuntimeApi {
     }
 }
 
-/// One run: the binary started with `env`, served `event`, killed after
-/// its answer. Returns (init, first answer, peak RSS in KiB, status).
-async fn run_once(binary: &PathBuf, env: &[(String, String)], event: &str) -> Result<(Duration, Duration, u64, u16)> {
+/// What one process did.
+struct Run {
+    init: Duration,
+    first_answer: Duration,
+    /// CPU time of the process (every thread) per invocation after the
+    /// first: what a warm invocation costs in the function's own code,
+    /// whatever DynamoDB Local's latency.
+    warm_cpu: Option<Duration>,
+    peak_rss_kib: u64,
+    status: u16,
+}
+
+/// CPU time of every thread of `pid` so far (`/proc/<pid>/task/*/schedstat`).
+fn cpu_time(pid: u32) -> Duration {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten();
+    let ns: u64 = tasks
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
+        .sum();
+    Duration::from_nanos(ns)
+}
+
+/// One process: the binary started with `env`, served `events` in turn,
+/// killed after its last answer.
+async fn run_once(binary: &PathBuf, env: &[(String, String)], events: Vec<String>) -> Result<Run> {
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let invocations = events.len();
     let api = Arc::new(RuntimeApi {
-        event: Mutex::new(Some(event.to_string())),
+        events: Mutex::new(events.into()),
         seen: tx,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -134,19 +166,32 @@ async fn run_once(binary: &PathBuf, env: &[(String, String)], event: &str) -> Re
         .with_context(|| format!("starting {}", binary.display()))?;
     let pid = child.id().context("no pid")?;
     let mut init = None;
-    let outcome = tokio::time::timeout(Duration::from_secs(30), async {
+    let (mut first, mut answers, mut cpu_after_first) = (None, 0, Duration::ZERO);
+    let outcome = tokio::time::timeout(Duration::from_secs(120), async {
         while let Some(seen) = rx.recv().await {
             match seen {
                 Seen::Next(at) => {
                     init.get_or_insert(at - started);
                 }
-                Seen::Answer(at, status) => return Ok((at - started, status)),
+                Seen::Answer(at, status) => {
+                    answers += 1;
+                    if first.is_none() {
+                        first = Some((at - started, status));
+                        cpu_after_first = cpu_time(pid);
+                    }
+                    if answers == invocations {
+                        return Ok(first.expect("the first answer"));
+                    }
+                }
                 Seen::Error(text) => bail!("the function reported an error: {text}"),
             }
         }
         bail!("the runtime API closed")
     })
     .await;
+    // The process is polling for its next event: its CPU time is settled.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let warm_cpu = (invocations > 1).then(|| (cpu_time(pid) - cpu_after_first) / (invocations as u32 - 1));
     // Peak RSS before the process goes.
     let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -165,9 +210,15 @@ async fn run_once(binary: &PathBuf, env: &[(String, String)], event: &str) -> Re
     let (answered, status) = match outcome {
         Ok(Ok(answer)) => answer,
         Ok(Err(e)) => bail!("{e}; stderr: {stderr}"),
-        Err(_) => bail!("no answer in 30 s; stderr: {stderr}"),
+        Err(_) => bail!("no answer in 120 s; stderr: {stderr}"),
     };
-    Ok((init.unwrap_or(answered), answered, rss, status))
+    Ok(Run {
+        init: init.unwrap_or(answered),
+        first_answer: answered,
+        warm_cpu,
+        peak_rss_kib: rss,
+        status,
+    })
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -247,8 +298,12 @@ fn events() -> Vec<(&'static str, String)> {
 async fn main() -> Result<()> {
     let root = ledger_local::project_root();
     let release = root.join("target/release");
-    let (ledger_bin, hello_bin) = (release.join("ledger"), release.join("hello"));
-    for b in [&ledger_bin, &hello_bin] {
+    let hello_bin = release.join("hello");
+    for b in [
+        release.join("ledger"),
+        release.join("ledger-exports"),
+        hello_bin.clone(),
+    ] {
         if !b.exists() {
             bail!(
                 "{} is not built: cargo build --release -p ledger-lambda --bins",
@@ -320,8 +375,8 @@ async fn main() -> Result<()> {
 
     println!("Cold starts: {RUNS} fresh processes each, against a local Lambda Runtime API (medians)");
     println!(
-        "{:<10} {:>10} {:>14} {:>10} {:>12} {:>8}",
-        "function", "init ms", "1st answer ms", "peak MiB", "init/hello", "status"
+        "{:<10} {:>10} {:>14} {:>10} {:>12} {:>14} {:>8}",
+        "function", "init ms", "1st answer ms", "peak MiB", "init/hello", "warm CPU ms", "status"
     );
     let mut rows = Vec::new();
     let hello_event = json!({ "hello": "world" }).to_string();
@@ -330,38 +385,50 @@ async fn main() -> Result<()> {
     for (name, event) in events() {
         let mut e = env.clone();
         e.push(("LEDGER_FUNCTION".into(), name.to_string()));
-        measured.push((name, ledger_bin.clone(), e, event));
+        measured.push((name, release.join(template.binary_of(name)?), e, event));
     }
     for (name, binary, env, event) in &measured {
         let (mut inits, mut answers, mut rss, mut status) = (Vec::new(), Vec::new(), Vec::new(), 0);
+        // Each invocation is a new request (fresh idempotency keys and references).
+        let fresh = |i: usize| event.replace("cold-", &format!("cold-{}-{i}-", uuid_ish()));
         for _ in 0..RUNS {
-            // Each run is a new request (fresh idempotency keys and references).
-            let event = event.replace("cold-", &format!("cold-{}-", uuid_ish()));
-            let (init, answered, peak, s) = run_once(binary, env, &event).await?;
-            inits.push(init.as_secs_f64() * 1e3);
-            answers.push(answered.as_secs_f64() * 1e3);
-            rss.push(peak as f64 / 1024.0);
-            status = s;
+            let run = run_once(binary, env, vec![fresh(0)]).await?;
+            inits.push(run.init.as_secs_f64() * 1e3);
+            answers.push(run.first_answer.as_secs_f64() * 1e3);
+            rss.push(run.peak_rss_kib as f64 / 1024.0);
+            status = run.status;
         }
-        rows.push((name.to_string(), median(inits), median(answers), median(rss), status));
+        // Then one process kept warm for WARM_INVOCATIONS more.
+        let warm = run_once(binary, env, (0..=WARM_INVOCATIONS).map(fresh).collect()).await?;
+        let warm_cpu = warm.warm_cpu.unwrap_or_default().as_secs_f64() * 1e3;
+        rows.push((
+            name.to_string(),
+            median(inits),
+            median(answers),
+            median(rss),
+            warm_cpu,
+            status,
+        ));
     }
     let hello_init = rows[0].1;
-    for (name, init, answer, rss, status) in &rows {
+    for (name, init, answer, rss, warm_cpu, status) in &rows {
         println!(
-            "{:<10} {:>10.2} {:>14.2} {:>10.1} {:>12.2} {:>8}",
+            "{:<10} {:>10.2} {:>14.2} {:>10.1} {:>12.2} {:>14.3} {:>8}",
             name,
             init,
             answer,
             rss,
             init / hello_init,
+            warm_cpu,
             status
         );
     }
-    let size = std::fs::metadata(&ledger_bin)?.len();
+    let mb = |name: &str| std::fs::metadata(release.join(name)).map(|m| m.len() as f64 / 1e6);
     println!(
-        "\nBinary: ledger {:.2} MB, hello {:.2} MB (x86_64 here; `make build` reports the arm64 package)",
-        size as f64 / 1e6,
-        std::fs::metadata(&hello_bin)?.len() as f64 / 1e6
+        "\nBinaries: ledger {:.2} MB, ledger-exports {:.2} MB, hello {:.2} MB (x86_64 here; `make bench` reports the arm64 package)",
+        mb("ledger")?,
+        mb("ledger-exports")?,
+        mb("hello")?
     );
     Ok(())
 }

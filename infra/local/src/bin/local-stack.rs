@@ -46,7 +46,8 @@ async fn main() -> Result<()> {
         .find(|(id, _)| id == "ExportQueue")
         .map(|(_, url)| url.clone())
         .context("template.yaml declares no ExportQueue")?;
-    let export_files = ledger_store::ExportFiles::new(s3, "ledger-exports", sqs_client.clone(), &export_queue);
+    let export_files =
+        ledger_store::ExportFiles::new(&config, "ledger-exports", sqs_client.clone(), &export_queue).with_uploads(s3);
 
     let catalog = Arc::new(catalog_from_env()?);
     let ledger = dynamo_ledger(dynamo.clone(), "LedgerTable", catalog.clone(), Arc::new(SystemClock))

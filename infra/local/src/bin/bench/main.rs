@@ -309,40 +309,45 @@ async fn raw_transactions(bench: &Bench, writers: usize) -> f64 {
         let pk = pk.clone();
         async move {
             for i in 0..per {
-                let update = aws_sdk_dynamodb::types::Update::builder()
-                    .table_name(&bench.table)
-                    .key("pk", AttributeValue::S(pk.clone()))
-                    .key("sk", AttributeValue::S("COUNTER".into()))
-                    .update_expression("SET n = n + :one")
-                    .condition_expression("n >= :zero")
-                    .expression_attribute_values(":one", AttributeValue::N("1".into()))
-                    .expression_attribute_values(":zero", AttributeValue::N("0".into()))
-                    .build()
-                    .expect("update");
-                let put = aws_sdk_dynamodb::types::Put::builder()
-                    .table_name(&bench.table)
-                    .item("pk", AttributeValue::S(pk.clone()))
-                    .item("sk", AttributeValue::S(format!("E#{w}-{i}")))
-                    .condition_expression("attribute_not_exists(pk)")
-                    .build()
-                    .expect("put");
-                bench
-                    .client
-                    .transact_write_items()
-                    .transact_items(
-                        aws_sdk_dynamodb::types::TransactWriteItem::builder()
-                            .update(update)
-                            .build(),
-                    )
-                    .transact_items(aws_sdk_dynamodb::types::TransactWriteItem::builder().put(put).build())
-                    .send()
-                    .await
-                    .expect("a bare transaction");
+                bare_transaction(bench, &pk, "COUNTER", &format!("E#{w}-{i}")).await;
             }
         }
     }))
     .await;
     (per * writers) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// A bare 2-item conditional transaction, the shape of a spend or a
+/// renewal: item `(pk, counter)` counted up on a condition, a new item
+/// `(pk, new_item)` put on `attribute_not_exists`.
+async fn bare_transaction(bench: &Bench, pk: &str, counter: &str, new_item: &str) {
+    use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+    let pk = AttributeValue::S(pk.to_string());
+    let update = Update::builder()
+        .table_name(&bench.table)
+        .key("pk", pk.clone())
+        .key("sk", AttributeValue::S(counter.into()))
+        .update_expression("SET n = if_not_exists(n, :zero) + :one")
+        .condition_expression("attribute_not_exists(n) OR n >= :zero")
+        .expression_attribute_values(":one", AttributeValue::N("1".into()))
+        .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+        .build()
+        .expect("update");
+    let put = Put::builder()
+        .table_name(&bench.table)
+        .item("pk", pk)
+        .item("sk", AttributeValue::S(new_item.into()))
+        .condition_expression("attribute_not_exists(pk)")
+        .build()
+        .expect("put");
+    bench
+        .client
+        .transact_write_items()
+        .transact_items(TransactWriteItem::builder().update(update).build())
+        .transact_items(TransactWriteItem::builder().put(put).build())
+        .send()
+        .await
+        .expect("a bare transaction");
 }
 
 struct Level {

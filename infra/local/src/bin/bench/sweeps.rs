@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{ensure, Result};
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use chrono::{Duration, TimeZone, Utc};
 use futures::StreamExt;
 use ledger_domain::{Actor, FixedClock, IdempotencyKey, OrgId, Subscription};
@@ -93,32 +92,7 @@ async fn raw_writes(bench: &Bench, count: usize, concurrency: usize) -> f64 {
     let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let started = Instant::now();
     let writes = (0..count).map(|i| async move {
-        let pk = AttributeValue::S(format!("RAWSWEEP#{run}#{i}"));
-        let update = Update::builder()
-            .table_name(&bench.table)
-            .key("pk", pk.clone())
-            .key("sk", AttributeValue::S("ACCOUNT".into()))
-            .update_expression("SET n = if_not_exists(n, :zero) + :one")
-            .condition_expression("attribute_not_exists(n) OR n >= :zero")
-            .expression_attribute_values(":one", AttributeValue::N("1".into()))
-            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
-            .build()
-            .expect("update");
-        let put = Put::builder()
-            .table_name(&bench.table)
-            .item("pk", pk)
-            .item("sk", AttributeValue::S("RENEWAL#1".into()))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .expect("put");
-        bench
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(update).build())
-            .transact_items(TransactWriteItem::builder().put(put).build())
-            .send()
-            .await
-            .expect("a bare transaction");
+        super::bare_transaction(bench, &format!("RAWSWEEP#{run}#{i}"), "ACCOUNT", "RENEWAL#1").await;
     });
     futures::stream::iter(writes)
         .buffer_unordered(concurrency)
