@@ -38,6 +38,8 @@ pub struct Stack {
     /// This stack's exports queue (one bucket serves every stack).
     pub export_queue: String,
     exports: ledger_store::ExportFiles,
+    /// The catalog every function instance of this stack runs.
+    pub catalog: Arc<Catalog>,
 }
 
 pub struct HttpReply {
@@ -68,6 +70,16 @@ impl Drop for Stack {
 
 impl Stack {
     pub async fn new() -> Stack {
+        Stack::running(Catalog::default_catalog()).await
+    }
+
+    /// A stack whose functions run the catalog shipped as `name`
+    /// (`infra/catalogs/<name>.json`), as `CatalogName` deploys it.
+    pub async fn with_catalog(name: &str) -> Stack {
+        Stack::running(Catalog::shipped(name).expect("a shipped catalog")).await
+    }
+
+    async fn running(catalog: Catalog) -> Stack {
         assert!(
             std::env::var("AWS_ENDPOINT_URL_DYNAMODB").is_ok(),
             "integration tests run against DynamoDB Local: use `make test`, which starts it"
@@ -110,6 +122,7 @@ impl Stack {
             authority: DevAuthority::new(b"integration-test-key"),
             template,
             stream: tokio::sync::Mutex::new(None),
+            catalog: Arc::new(catalog),
         }
     }
 
@@ -127,7 +140,7 @@ impl Stack {
         dynamo_ledger(
             self.client.clone(),
             &self.table,
-            Arc::new(Catalog::default_catalog()),
+            self.catalog.clone(),
             self.clock.clone(),
         )
         .with_exports(self.exports.clone())
@@ -341,9 +354,9 @@ pub async fn call(
     if let Some(k) = key {
         headers.push(("idempotency-key".into(), k.to_string()));
     }
-    let response = gateway
-        .respond(method, path, query, &headers, body.unwrap_or_default().as_bytes())
-        .await;
+    // Boxed: every handler's future is in this one, and a long scenario's
+    // test future would otherwise outgrow the test thread's stack.
+    let response = Box::pin(gateway.respond(method, path, query, &headers, body.unwrap_or_default().as_bytes())).await;
     let content_type = response
         .headers()
         .get("content-type")

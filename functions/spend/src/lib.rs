@@ -58,7 +58,7 @@ struct ContactsBody {
     contacts: Vec<String>,
     #[serde(default)]
     campaign: Option<String>,
-    /// The capacity meter (`lead_slots` unless named).
+    /// The capacity meter: the catalog's only one unless named.
     #[serde(default)]
     meter: Option<String>,
     #[serde(default)]
@@ -174,7 +174,10 @@ async fn contacts(ledger: &DynamoLedger, req: &Request, hold: bool) -> Result<Re
     let body = json_body::<ContactsBody>(req)?;
     let b = &body.value;
     let actor = caller.actor(b.user.as_deref())?;
-    let meter = MeterId::parse(b.meter.as_deref().unwrap_or("lead_slots"))?;
+    let meter = match b.meter.as_deref() {
+        Some(m) => MeterId::parse(m)?,
+        None => ledger.catalog().capacity_meter()?.clone(),
+    };
     let contacts = b
         .contacts
         .iter()

@@ -323,6 +323,19 @@ impl Catalog {
         Ok(())
     }
 
+    /// The capacity meter a contact upload holds slots of when it names
+    /// none: the catalog's only one.
+    pub fn capacity_meter(&self) -> Result<&MeterId, DomainError> {
+        let mut capacity = self.meters.iter().filter(|(_, m)| m.kind == MeterKind::Capacity);
+        match (capacity.next(), capacity.next()) {
+            (Some((id, _)), None) => Ok(id),
+            (None, _) => Err(DomainError::InvalidRequest("the catalog has no capacity meter".into())),
+            (Some(_), Some(_)) => Err(DomainError::InvalidRequest(
+                "the catalog has several capacity meters: name one as `meter`".into(),
+            )),
+        }
+    }
+
     pub fn action(&self, id: &str) -> Result<(&ActionId, &Action), DomainError> {
         self.actions
             .iter()
