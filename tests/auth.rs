@@ -40,7 +40,7 @@ async fn the_gateway_refuses_tokens_the_jwt_authorizer_would_refuse() {
 async fn a_member_cannot_purchase_or_subscribe() {
     let stack = Stack::new().await;
     let gw = stack.gateway();
-    assert_eq!(subscribe(&gw, &stack.admin(), ORG, "starter").await.status, 201);
+    assert_eq!(subscribe(&gw, &stack.service(), ORG, "starter").await.status, 201);
     let before = stack.snapshot().await;
     let member = stack.member();
     let r = purchase(
@@ -64,6 +64,45 @@ async fn a_member_cannot_purchase_or_subscribe() {
     )
     .await;
     assert_eq!(r.status, 403);
+    // An admin buying credits without the product's backend is credit
+    // without payment: the service's to call, once paid.
+    let r = purchase(
+        &gw,
+        &stack.admin(),
+        "a-1",
+        r#"{"package":"credits_500","payment_reference":"unpaid"}"#,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["type"].as_str()),
+        (403, Some("urn:credit-ledger:problem:paid-by-service"))
+    );
+    assert_eq!(stack.snapshot().await, before);
+}
+
+#[tokio::test]
+async fn a_user_token_that_also_carries_the_service_scope_acts_as_nobody() {
+    let stack = Stack::new().await;
+    let gw = stack.gateway();
+    assert_eq!(subscribe(&gw, &stack.service(), ORG, "starter").await.status, 201);
+    let before = stack.snapshot().await;
+    let claims = serde_json::json!({ "sub": "mallory", "org": OTHER_ORG, "role": "admin", "scope": "ledger/service" });
+    let token = stack.authority.sign(claims.as_object().cloned().unwrap(), 3600);
+    let r = purchase(
+        &gw,
+        &token,
+        "mixed-1",
+        r#"{"package":"credits_500","payment_reference":"mixed"}"#,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["type"].as_str()),
+        (403, Some("urn:credit-ledger:problem:forbidden")),
+        "{}",
+        r.body
+    );
+    let r = call(&gw, "GET", "/v1/orgs/acme/balance", Some(&token), None, None).await;
+    assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(stack.snapshot().await, before);
 }
 
@@ -72,7 +111,7 @@ async fn no_caller_reads_or_spends_another_organizations_credits() {
     let stack = Stack::new().await;
     let gw = stack.gateway();
     let service = stack.service();
-    assert_eq!(subscribe(&gw, &stack.admin(), ORG, "starter").await.status, 201);
+    assert_eq!(subscribe(&gw, &stack.service(), ORG, "starter").await.status, 201);
     assert_eq!(subscribe(&gw, &service, OTHER_ORG, "business").await.status, 201);
     let before = stack.snapshot().await;
 
@@ -150,7 +189,7 @@ async fn members_see_their_own_ledger_entries_admins_see_all() {
     let stack = Stack::new().await;
     let gw = stack.gateway();
     let (admin, member) = (stack.admin(), stack.member());
-    assert_eq!(subscribe(&gw, &admin, ORG, "starter").await.status, 201);
+    assert_eq!(subscribe(&gw, &stack.service(), ORG, "starter").await.status, 201);
     assert_eq!(spend(&gw, &member, "b-1", "ai_email_generation", 1).await.status, 200);
     assert_eq!(spend(&gw, &admin, "a-1", "ai_email_generation", 2).await.status, 200);
     assert_eq!(spend(&gw, &member, "b-2", "ai_email_generation", 3).await.status, 200);

@@ -39,7 +39,7 @@ async fn bad_input_is_refused_with_a_problem_and_writes_nothing() {
     let stack = Stack::new().await;
     let gw = stack.gateway();
     let admin = stack.admin();
-    assert_eq!(subscribe(&gw, &admin, ORG, "starter").await.status, 201);
+    assert_eq!(subscribe(&gw, &stack.service(), ORG, "starter").await.status, 201);
     assert_eq!(spend(&gw, &admin, "good-1", "ai_email_generation", 1).await.status, 200);
 
     let spend_path = "/v1/orgs/acme/spend";
@@ -352,9 +352,12 @@ async fn bad_input_is_refused_with_a_problem_and_writes_nothing() {
     let long_key = "k".repeat(256);
 
     let before = stack.snapshot().await;
+    let service = stack.service();
     for c in &cases {
         let body = (!c.body.is_empty()).then_some(c.body.as_str());
-        let r = call(&gw, c.method, c.path, Some(&admin), c.key, body).await;
+        // Purchases are the service's (an admin's is a 403 paid-by-service).
+        let token = if c.path == buy_path { &service } else { &admin };
+        let r = call(&gw, c.method, c.path, Some(token), c.key, body).await;
         assert_eq!(r.status, c.status, "{}: {}", c.name, r.body);
         assert_eq!(r.content_type, "application/problem+json", "{}", c.name);
         assert_eq!(
@@ -397,4 +400,122 @@ async fn spending_before_subscribing_is_a_clear_404() {
         (404, Some("urn:credit-ledger:problem:account-not-found"))
     );
     assert!(stack.snapshot().await.is_empty());
+}
+
+/// What the contract refuses, however it arrives: amounts with a sign or
+/// spaces, a null for a defaulted field, a JSON body not sent as JSON, two
+/// Idempotency-Keys or a non-ASCII one, `.` and `..` as organizations. Each
+/// a problem, nothing written.
+#[tokio::test]
+async fn input_outside_the_contract_is_refused_however_it_arrives() {
+    let stack = Stack::new().await;
+    let gw = stack.gateway();
+    let (admin, service) = (stack.admin(), stack.service());
+    assert_eq!(subscribe(&gw, &stack.service(), ORG, "starter").await.status, 201);
+    let before = stack.snapshot().await;
+    let problem = |r: &HttpReply| {
+        (
+            r.status,
+            r.content_type.clone(),
+            r.body["type"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    let expect = |status: u16, kind: &str| {
+        (
+            status,
+            "application/problem+json".to_string(),
+            format!("urn:credit-ledger:problem:{kind}"),
+        )
+    };
+
+    for (i, credits) in [" 5", "5 ", "+5"].iter().enumerate() {
+        let body = serde_json::json!({ "credits": credits, "payment_reference": format!("pay-{i}") }).to_string();
+        let r = purchase(&gw, &service, &format!("amount-{i}"), &body).await;
+        assert_eq!(problem(&r), expect(400, "invalid-amount"), "{credits:?}: {}", r.body);
+    }
+    let r = call(
+        &gw,
+        "POST",
+        "/v1/orgs/acme/spend",
+        Some(&admin),
+        Some("null-1"),
+        Some(r#"{"action":"ai_email_generation","quantity":null}"#),
+    )
+    .await;
+    assert_eq!(problem(&r), expect(400, "invalid-request"), "{}", r.body);
+
+    // A JSON body sent as text, as a form, or with no content type.
+    let body = br#"{"action":"ai_email_generation","quantity":1}"#;
+    for content_type in [Some("text/plain"), Some("application/x-www-form-urlencoded"), None] {
+        let mut headers = vec![
+            ("authorization".to_string(), format!("Bearer {admin}")),
+            ("idempotency-key".to_string(), "typed-1".to_string()),
+        ];
+        if let Some(t) = content_type {
+            headers.push(("content-type".to_string(), t.to_string()));
+        }
+        let response = gw.respond("POST", "/v1/orgs/acme/spend", None, &headers, body).await;
+        assert_eq!(response.status().as_u16(), 415, "{content_type:?}");
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+    }
+    // JSON with parameters, or a +json type, is JSON.
+    let headers = vec![
+        ("authorization".to_string(), format!("Bearer {admin}")),
+        ("idempotency-key".to_string(), "typed-2".to_string()),
+        (
+            "content-type".to_string(),
+            "application/json; charset=utf-8".to_string(),
+        ),
+    ];
+    let response = gw
+        .respond(
+            "POST",
+            "/v1/orgs/acme/spend",
+            None,
+            &headers,
+            br#"{"action":"ai_email_generation","dry_run":true}"#,
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 200);
+
+    // Two Idempotency-Key headers reach the function joined, as API Gateway
+    // joins them: not one key. A non-ASCII key is invalid, not missing.
+    for (name, keys) in [("two keys", vec!["k-1", "k-2"]), ("non-ASCII", vec!["clé"])] {
+        let mut headers = vec![
+            ("authorization".to_string(), format!("Bearer {admin}")),
+            ("content-type".to_string(), "application/json".to_string()),
+        ];
+        headers.extend(keys.iter().map(|k| ("idempotency-key".to_string(), k.to_string())));
+        let response = gw.respond("POST", "/v1/orgs/acme/spend", None, &headers, body).await;
+        assert_eq!(response.status().as_u16(), 400, "{name}");
+        let text = match response.into_body() {
+            lambda_http::Body::Text(t) => t,
+            other => panic!("{name}: {other:?}"),
+        };
+        assert!(text.contains("idempotency-key-invalid"), "{name}: {text}");
+    }
+
+    // `.` and `..` are path steps, not organizations: no such organization.
+    for org in [".", ".."] {
+        let path = format!("/v1/orgs/{org}/purchases");
+        let body = r#"{"credits":"5","payment_reference":"dots"}"#;
+        let r = call(&gw, "POST", &path, Some(&service), Some("dots"), Some(body)).await;
+        assert_eq!(problem(&r), expect(404, "not-found"), "{org}: {}", r.body);
+    }
+    assert_eq!(stack.snapshot().await, before, "refused requests must not write");
+}
+
+#[tokio::test]
+async fn the_ledger_of_an_organization_without_an_account_is_a_404_like_its_balance() {
+    let stack = Stack::new().await;
+    let gw = stack.gateway();
+    for path in ["/v1/orgs/acme/balance", "/v1/orgs/acme/ledger"] {
+        let r = call(&gw, "GET", path, Some(&stack.admin()), None, None).await;
+        assert_eq!(
+            (r.status, r.body["type"].as_str()),
+            (404, Some("urn:credit-ledger:problem:account-not-found")),
+            "{path}: {}",
+            r.body
+        );
+    }
 }

@@ -113,12 +113,15 @@ async fn one_idempotency_key_raced_by_many_instances_charges_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn purchases_racing_spends_lose_nothing() {
     let stack = Stack::with_account("starter").await;
-    let (admin, member) = (stack.admin(), stack.member());
+    let (service, member) = (stack.service(), stack.member());
     // One pack first: 1,000 credits cover the 750 spent whatever the order
     // (spends may well run ahead of the purchases), and spends cross from
     // the plan into the pool while four more packs raise it.
     let first = r#"{"package":"credits_500","payment_reference":"pay-0"}"#;
-    assert_eq!(purchase(&stack.gateway(), &admin, "p-0", first).await.status, 201);
+    assert_eq!(
+        purchase(&stack.gateway(), &stack.service(), "p-0", first).await.status,
+        201
+    );
     let mut tasks = Vec::new();
     for i in 0..30 {
         let gateway = stack.gateway();
@@ -132,7 +135,7 @@ async fn purchases_racing_spends_lose_nothing() {
     }
     for i in 1..5 {
         let gateway = stack.gateway();
-        let token = admin.clone();
+        let token = service.clone();
         tasks.push(tokio::spawn(async move {
             let body = format!(r#"{{"package":"credits_500","payment_reference":"pay-{i}"}}"#);
             call_retrying(
@@ -306,7 +309,7 @@ async fn a_hot_organization_near_zero_refuses_no_spend_its_total_covers() {
     );
     let r = purchase(
         &gw,
-        &stack.admin(),
+        &stack.service(),
         "top-up",
         r#"{"credits":"30","payment_reference":"near-zero"}"#,
     )

@@ -130,11 +130,11 @@ async fn the_local_stack_serves_real_http() {
         .unwrap();
     let base = format!("http://{addr}");
     let http = reqwest::Client::new();
-    let (admin, member) = (stack.admin(), stack.member());
+    let (service, member) = (stack.service(), stack.member());
 
     let r = http
         .put(format!("{base}/v1/orgs/acme/subscription"))
-        .bearer_auth(&admin)
+        .bearer_auth(&service)
         .header("idempotency-key", "sub-1")
         .json(&json!({ "plan": "starter" }))
         .send()

@@ -12,7 +12,7 @@ async fn starter_account_sequence() {
     let gw = stack.gateway();
     let (admin, member) = (stack.admin(), stack.member());
 
-    let r = subscribe(&gw, &admin, ORG, "starter").await;
+    let r = subscribe(&gw, &stack.service(), ORG, "starter").await;
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(r.body["period"]["end"], "2026-02-28", "anchor 31 clamps to Feb 28");
     assert_eq!(available(&gw, &member, "credits").await, "500");
@@ -29,7 +29,7 @@ async fn starter_account_sequence() {
     // A purchase: price recorded, credits that never expire.
     let r = purchase(
         &gw,
-        &admin,
+        &stack.service(),
         "p-1",
         r#"{"package":"credits_500","payment_reference":"pay_123"}"#,
     )
@@ -133,7 +133,7 @@ async fn r_entry(gw: &ledger_local::gateway::Gateway, token: &str, action: &str,
 async fn a_warm_spend_is_one_dynamodb_request() {
     let stack = Stack::new().await;
     let gw = stack.gateway();
-    assert_eq!(subscribe(&gw, &stack.admin(), ORG, "business").await.status, 201);
+    assert_eq!(subscribe(&gw, &stack.service(), ORG, "business").await.status, 201);
 
     let before = stack.dynamodb_requests();
     assert_eq!(
@@ -194,7 +194,7 @@ async fn dry_runs_quote_and_up_to_charges_what_the_balance_covers() {
     let stack = Stack::new().await;
     let gw = stack.gateway();
     let member = stack.member();
-    assert_eq!(subscribe(&gw, &stack.admin(), ORG, "free_trial").await.status, 201);
+    assert_eq!(subscribe(&gw, &stack.service(), ORG, "free_trial").await.status, 201);
     let balance = call(&gw, "GET", "/v1/orgs/acme/balance", Some(&member), None, None)
         .await
         .body;
@@ -308,7 +308,7 @@ async fn two_instances_renewing_at_once_renew_once_and_both_spends_land() {
     let stack = Stack::new().await;
     let (a, b) = (stack.gateway(), stack.gateway());
     let member = stack.member();
-    assert_eq!(subscribe(&a, &stack.admin(), ORG, "starter").await.status, 201);
+    assert_eq!(subscribe(&a, &stack.service(), ORG, "starter").await.status, 201);
     // Both instances hold the account in their caches.
     assert_eq!(spend(&a, &member, "a-1", "ai_email_generation", 10).await.status, 200);
     assert_eq!(spend(&b, &member, "b-1", "ai_email_generation", 10).await.status, 200);
@@ -338,13 +338,13 @@ async fn a_refusal_is_kept_under_its_key_and_a_new_key_asks_afresh() {
     let stack = Stack::new().await;
     let gw = stack.gateway();
     let (admin, member) = (stack.admin(), stack.member());
-    assert_eq!(subscribe(&gw, &admin, ORG, "starter").await.status, 201);
+    assert_eq!(subscribe(&gw, &stack.service(), ORG, "starter").await.status, 201);
     assert_eq!(spend(&gw, &member, "all", "ai_email_generation", 500).await.status, 200);
 
     let refused = spend(&gw, &member, "late", "ai_email_generation", 3).await;
     assert_eq!((refused.status, refused.replayed), (402, false));
     let top_up = r#"{"package":"credits_500","payment_reference":"pay-late"}"#;
-    assert_eq!(purchase(&gw, &admin, "top-up", top_up).await.status, 201);
+    assert_eq!(purchase(&gw, &stack.service(), "top-up", top_up).await.status, 201);
 
     // The retry gets the original answer, from any instance.
     for instance in [&gw, &stack.gateway()] {
@@ -452,4 +452,31 @@ async fn voiding_a_refunded_purchase_takes_back_what_is_left_of_that_pack_only()
     let r = void("v-spend", &a_spend).await;
     assert_eq!(r.status, 409, "{}", r.body);
     assert_eq!(ledger_total(&entries, "credits"), 0, "history sums to the balance");
+}
+
+#[tokio::test]
+async fn a_retry_that_writes_out_the_defaults_replays_the_request_that_left_them_out() {
+    let stack = Stack::with_account("starter").await;
+    let gw = stack.gateway();
+    let member = stack.member();
+    let path = format!("/v1/orgs/{ORG}/spend");
+    let first = call(
+        &gw,
+        "POST",
+        &path,
+        Some(&member),
+        Some("d-1"),
+        Some(r#"{"action":"ai_email_generation"}"#),
+    )
+    .await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let spelled = r#"{"action":"ai_email_generation","quantity":1,"mode":"all","dry_run":false}"#;
+    let again = call(&gw, "POST", &path, Some(&member), Some("d-1"), Some(spelled)).await;
+    assert_eq!((again.status, again.replayed), (200, true), "{}", again.body);
+    assert_eq!(again.body, first.body);
+    assert_eq!(available(&gw, &member, "credits").await, "499", "charged once");
+    // Another value is another request: the key was used for something else.
+    let other = r#"{"action":"ai_email_generation","mode":"up_to"}"#;
+    let r = call(&gw, "POST", &path, Some(&member), Some("d-1"), Some(other)).await;
+    assert_eq!(r.status, 422, "{}", r.body);
 }

@@ -38,6 +38,22 @@ fn openapi_and_template_routes_agree() {
         .collect();
 
     assert!(!served.is_empty());
+    // Every operation says what API Gateway's authorizer answers without a
+    // valid token, and every one that takes a body the 415 for a body not
+    // sent as JSON.
+    for (path, ops) in spec["paths"].as_mapping().unwrap() {
+        for (method, op) in ops.as_mapping().unwrap() {
+            if !methods.contains(&method.as_str().unwrap_or_default()) {
+                continue;
+            }
+            let responses = &op["responses"];
+            let what = format!("{method:?} {path:?}");
+            assert!(responses.get("401").is_some(), "{what} documents no 401");
+            if op.get("requestBody").is_some() {
+                assert!(responses.get("415").is_some(), "{what} documents no 415");
+            }
+        }
+    }
     assert_eq!(
         documented, served,
         "openapi.yaml and template.yaml must describe the same routes"

@@ -106,7 +106,7 @@ async fn salestools_plan_credits_first_ai_paused_at_zero_while_sending_goes_on_l
     let stack = Stack::with_catalog("salestools").await;
     let (admin, bob, service) = (stack.admin(), stack.member(), stack.service());
     let org = format!("/v1/orgs/{ORG}");
-    let r = subscribe(&stack.gateway(), &admin, ORG, "starter").await;
+    let r = subscribe(&stack.gateway(), &stack.service(), ORG, "starter").await;
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(available(&stack.gateway(), &bob, "credits").await, "500");
 
@@ -306,7 +306,7 @@ async fn lemlist_pays_for_found_data_only_per_seat_credits_calling_minutes_admin
     let (admin, bob, service) = (stack.admin(), stack.member(), stack.service());
     let org = format!("/v1/orgs/{ORG}");
     // The free trial: 500 credits, once.
-    let r = subscribe(&stack.gateway(), &admin, ORG, "free_trial").await;
+    let r = subscribe(&stack.gateway(), &stack.service(), ORG, "free_trial").await;
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(available(&stack.gateway(), &bob, "credits").await, "500");
 
@@ -410,7 +410,7 @@ async fn lemlist_pays_for_found_data_only_per_seat_credits_calling_minutes_admin
         b["meters"]["credits"]["available"], "1715",
         "the 465 of the trial and 1,250 bought: {b}"
     );
-    let r = subscribe(&stack.gateway(), &admin, ORG, "free_trial").await;
+    let r = subscribe(&stack.gateway(), &stack.service(), ORG, "free_trial").await;
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(
         available(&stack.gateway(), &bob, "credits").await,
@@ -511,10 +511,10 @@ fn leads(from: usize, to: usize) -> Vec<String> {
 #[tokio::test]
 async fn smartlead_lead_credits_count_unique_contacts_and_free_on_delete_email_credits_renew_and_refuse_when_spent() {
     let stack = Stack::with_catalog("smartlead").await;
-    let (admin, bob, service) = (stack.admin(), stack.member(), stack.service());
+    let (bob, service) = (stack.member(), stack.service());
     let org = format!("/v1/orgs/{ORG}");
     // Basic: 2,000 lead credits (held at once, never renewed), 6,000 email credits a month.
-    let r = subscribe(&stack.gateway(), &admin, ORG, "basic").await;
+    let r = subscribe(&stack.gateway(), &stack.service(), ORG, "basic").await;
     assert_eq!(r.status, 201, "{}", r.body);
 
     // 1,990 contacts in one campaign; 30 in another, 10 of them the same
@@ -756,9 +756,9 @@ async fn crystal_licenses_first_then_organization_credits_and_no_email_is_ever_p
 async fn autoklose_contacts_reserved_on_upload_partly_when_short_returned_when_removed_refunded_on_bounce_spent_when_sent(
 ) {
     let stack = Stack::with_catalog("autoklose").await;
-    let (admin, bob, service) = (stack.admin(), stack.member(), stack.service());
+    let (bob, service) = (stack.member(), stack.service());
     let org = format!("/v1/orgs/{ORG}");
-    let r = subscribe(&stack.gateway(), &admin, ORG, "credits").await;
+    let r = subscribe(&stack.gateway(), &stack.service(), ORG, "credits").await;
     assert_eq!(r.status, 201, "{}", r.body);
     let r = purchase(
         &stack.gateway(),

@@ -172,7 +172,7 @@ async fn an_account_anchored_on_the_31st_renews_on_its_day_for_fourteen_months()
         &gw,
         "PUT",
         "/v1/orgs/acme/subscription",
-        Some(&stack.admin()),
+        Some(&stack.service()),
         Some("sub"),
         Some(sub),
     )
@@ -290,8 +290,14 @@ async fn cancel_keeps_what_was_paid_for_and_subscribing_again_never_repeats_the_
             .await
         }
     };
-    assert_eq!(subscribe(&gw, &admin, ORG, "free_trial").await.status, 201);
-    let r = purchase(&gw, &admin, "p-1", r#"{"credits":"40","payment_reference":"cancel-1"}"#).await;
+    assert_eq!(subscribe(&gw, &stack.service(), ORG, "free_trial").await.status, 201);
+    let r = purchase(
+        &gw,
+        &stack.service(),
+        "p-1",
+        r#"{"credits":"40","payment_reference":"cancel-1"}"#,
+    )
+    .await;
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(spend(&gw, &member, "s-1", "ai_email_generation", 100).await.status, 200);
 
@@ -326,11 +332,25 @@ async fn cancel_keeps_what_was_paid_for_and_subscribing_again_never_repeats_the_
     // Subscribing again, weeks later: a new anchor, a first month, no second trial.
     stack.clock.advance(Duration::days(40));
     let body = Some(r#"{"plan":"starter"}"#);
+    // Not the admin's to do: it grants a month that must be paid for.
     let r = call(
         &gw,
         "PUT",
         "/v1/orgs/acme/subscription",
         Some(&admin),
+        Some("sub-2-admin"),
+        body,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["type"].as_str()),
+        (403, Some("urn:credit-ledger:problem:paid-by-service"))
+    );
+    let r = call(
+        &gw,
+        "PUT",
+        "/v1/orgs/acme/subscription",
+        Some(&stack.service()),
         Some("sub-2"),
         body,
     )
@@ -344,7 +364,7 @@ async fn cancel_keeps_what_was_paid_for_and_subscribing_again_never_repeats_the_
         &gw,
         "PUT",
         "/v1/orgs/acme/subscription",
-        Some(&admin),
+        Some(&stack.service()),
         Some("sub-again"),
         Some(r#"{"plan":"free_trial"}"#),
     )

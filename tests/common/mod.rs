@@ -126,10 +126,10 @@ impl Stack {
         }
     }
 
-    /// A stack whose organization `acme` an admin has subscribed to `plan`.
+    /// A stack whose organization `acme` the service has subscribed to `plan`.
     pub async fn with_account(plan: &str) -> Stack {
         let stack = Stack::new().await;
-        let reply = subscribe(&stack.gateway(), &stack.admin(), ORG, plan).await;
+        let reply = subscribe(&stack.gateway(), &stack.service(), ORG, plan).await;
         assert_eq!(reply.status, 201, "{}", reply.body);
         stack
     }

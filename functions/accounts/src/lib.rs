@@ -441,7 +441,7 @@ async fn subscribe(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body
     let caller = Caller::from_request(req)?;
     let org = caller.organization(&path_param(req, "org")?)?;
     caller.require_admin_or_service()?;
-    let body = json_body::<SubscriptionBody>(req)?;
+    let body = json_body::<SubscriptionBody>(req)?.with_defaults(&[("billing", serde_json::json!("monthly"))]);
     let b = &body.value;
     let actor = caller.actor(None)?;
     let custom = b.monthly_credits.as_ref().map(AmountInput::credits).transpose()?;

@@ -203,7 +203,11 @@ async fn contacts(ledger: &DynamoLedger, req: &Request, hold: bool) -> Result<Re
 async fn spend(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(req)?;
     let org = caller.organization(&path_param(req, "org")?)?;
-    let body = json_body::<SpendBody>(req)?;
+    let body = json_body::<SpendBody>(req)?.with_defaults(&[
+        ("mode", serde_json::json!("all")),
+        ("dry_run", serde_json::json!(false)),
+        ("quantity", serde_json::json!(1)),
+    ]);
     let b = &body.value;
     let actor = caller.actor(b.user.as_deref())?;
     let (action_id, action) = ledger.catalog().action(&b.action)?;

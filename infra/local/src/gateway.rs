@@ -222,7 +222,14 @@ impl Gateway {
         let headers: Vec<(String, String)> = req
             .headers()
             .iter()
-            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            // As API Gateway passes them: every header, its bytes as text
+            // (a non-ASCII value reaches the function, which says it is invalid).
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).to_string(),
+                )
+            })
             .collect();
         let response = match Limited::new(req.into_body(), MAX_PAYLOAD).collect().await {
             Ok(body) => {

@@ -24,7 +24,9 @@ impl DevAuthority {
         }
     }
 
-    fn sign(&self, mut claims: Map<String, Value>, ttl_secs: i64) -> String {
+    /// Any claims, signed as the dev issuer signs: tests use it for tokens
+    /// a real identity provider should never issue.
+    pub fn sign(&self, mut claims: Map<String, Value>, ttl_secs: i64) -> String {
         let now = chrono::Utc::now().timestamp();
         claims.insert("iss".into(), json!(self.issuer));
         claims.insert("aud".into(), json!(self.audience));

@@ -94,14 +94,15 @@ impl Credits {
             text: text.chars().take(40).collect(),
             why: why.to_string(),
         };
-        let t = text.trim();
+        // Exactly digits, with a point and up to 3 decimals: no sign, no
+        // spaces (the contract says a non-number is a 400).
+        let t = text;
         if t.is_empty() || t.len() > 32 {
             return Err(invalid("not a decimal number"));
         }
         if t.starts_with('-') {
             return Err(invalid("must not be negative"));
         }
-        let t = t.strip_prefix('+').unwrap_or(t);
         let (int_part, frac_part) = match t.split_once('.') {
             Some((i, f)) => (i, f),
             None => (t, ""),

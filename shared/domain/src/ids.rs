@@ -11,6 +11,8 @@ fn valid_id(s: &str, max: usize) -> bool {
         && s.len() <= max
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@' | b'|'))
+        // `.` and `..` name no organization or user: they are path steps.
+        && !s.bytes().all(|b| b == b'.')
 }
 
 macro_rules! id_type {
@@ -96,7 +98,9 @@ pub struct IdempotencyKey(String);
 
 impl IdempotencyKey {
     pub fn parse(s: &str) -> Result<Self, DomainError> {
-        if !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        // Printable ASCII but the comma: a gateway joins a repeated header
+        // with commas, so a key holding one may be two keys.
+        if !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',') {
             Ok(Self(s.to_string()))
         } else {
             Err(DomainError::InvalidIdempotencyKey)

@@ -36,6 +36,14 @@ impl Caller {
             .chain(jwt.scopes.iter().flatten().map(String::as_str))
             .any(|s| s == SERVICE_SCOPE);
         if is_service {
+            // The service scope is the product's backend's alone: a token
+            // that also names a user's organization or role is a user's
+            // token that should not carry it, and acts as nobody.
+            if claim("org").is_some() || claim("role").is_some() {
+                return Err(ApiError::Forbidden(
+                    "a token with user claims (org, role) cannot carry the service scope",
+                ));
+            }
             let client = claim("client_id").or(claim("sub")).unwrap_or("service").to_string();
             return Ok(Caller::Service { client });
         }

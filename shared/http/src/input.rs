@@ -76,13 +76,35 @@ pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<JsonBody<T>, ApiE
     let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}" as &[u8]
     } else {
+        // A body is read as JSON only when it says it is: one sent as a
+        // form or as text is refused, not guessed at.
+        let media = req
+            .headers()
+            .get("content-type")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).to_string())
+            .unwrap_or_default();
+        let essence = media.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        if essence != "application/json" && !essence.ends_with("+json") {
+            let sent = if essence.is_empty() {
+                "without a content type".to_string()
+            } else {
+                essence
+            };
+            return Err(ApiError::UnsupportedMediaType(sent));
+        }
         bytes
     };
     // Parse once as a tree for the canonical form; amounts inside stay text
     // because the typed parse below reads them from the raw bytes.
     let tree: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-    if !tree.is_object() {
+    let Some(fields) = tree.as_object() else {
         return Err(ApiError::MalformedJson("the body must be a JSON object".into()));
+    };
+    // No field takes null: leaving it out is how to ask for its default.
+    if let Some((name, _)) = fields.iter().find(|(_, v)| v.is_null()) {
+        return Err(ApiError::BadRequest(format!(
+            "`{name}` is null: leave it out for its default"
+        )));
     }
     let value = serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     Ok(JsonBody {
@@ -92,6 +114,21 @@ pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<JsonBody<T>, ApiE
 }
 
 impl<T> JsonBody<T> {
+    /// The same request whether a default is left out or written out: the
+    /// fields equal to `defaults` leave the canonical form, so a retry that
+    /// spells `"mode":"all"` replays the request that did not.
+    pub fn with_defaults(mut self, defaults: &[(&str, Value)]) -> Self {
+        if let Ok(Value::Object(mut fields)) = serde_json::from_str::<Value>(&self.canonical) {
+            for (name, default) in defaults {
+                if fields.get(*name) == Some(default) {
+                    fields.remove(*name);
+                }
+            }
+            self.canonical = Value::Object(fields).to_string();
+        }
+        self
+    }
+
     /// The idempotency record of a mutation: key from the header, fingerprint
     /// of route, path, caller and body, so reusing a key elsewhere (or another
     /// user sending the same key) is caught, never replayed.

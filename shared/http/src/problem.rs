@@ -22,6 +22,8 @@ pub enum ApiError {
     MalformedJson(String),
     #[error("the request body is larger than {0} bytes")]
     BodyTooLarge(usize),
+    #[error("the request body is {0}; send it as application/json")]
+    UnsupportedMediaType(String),
     #[error("this route needs an Idempotency-Key header")]
     IdempotencyKeyMissing,
     #[error("no valid token")]
@@ -59,6 +61,12 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body-too-large",
                 "Request body too large",
+                none(),
+            ),
+            ApiError::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
                 none(),
             ),
             ApiError::IdempotencyKeyMissing => (

@@ -27,17 +27,32 @@ impl<A: AccountStore, R: RequestStore, H: HistoryStore> Ledger<A, R, H> {
         actor: Actor,
         request: &Idempotency,
     ) -> Result<Applied, ServiceError> {
-        let current = match self
-            .create(request, |catalog, now| {
-                let (account, entry) =
-                    Account::provision(org.clone(), subscription.clone(), catalog, actor.clone(), now)?;
-                let outcome = Outcome::Subscribed(SubscriptionState::of(&account));
-                Ok((account, (entry, outcome)))
-            })
-            .await?
-        {
-            Created::Applied(applied) => return Ok(applied),
-            Created::Exists(current) => current,
+        // A subscription grants credits that are paid for: the product's
+        // backend subscribes once it has the payment. An admin may only
+        // change what costs nothing (a downgrade; `change_plan` refuses an
+        // upgrade from anyone but the service).
+        let paid = matches!(
+            actor.caller,
+            ledger_domain::CallerKind::Service | ledger_domain::CallerKind::System
+        );
+        let current = if paid {
+            match self
+                .create(request, |catalog, now| {
+                    let (account, entry) =
+                        Account::provision(org.clone(), subscription.clone(), catalog, actor.clone(), now)?;
+                    let outcome = Outcome::Subscribed(SubscriptionState::of(&account));
+                    Ok((account, (entry, outcome)))
+                })
+                .await?
+            {
+                Created::Applied(applied) => return Ok(applied),
+                Created::Exists(current) => current,
+            }
+        } else {
+            match self.accounts.load_account(org).await? {
+                Some(current) => Box::new(current),
+                None => return Err(DomainError::PaidByService.into()),
+            }
         };
         // The account exists: subscribing again after a cancel, the same
         // subscription (nothing to write), or a plan change.
@@ -52,6 +67,7 @@ impl<A: AccountStore, R: RequestStore, H: HistoryStore> Ledger<A, R, H> {
         }
         self.apply(org, request, None, |account, catalog, now| {
             let entry = match account.status {
+                SubscriptionStatus::Cancelled if !paid => return Err(DomainError::PaidByService),
                 SubscriptionStatus::Cancelled => {
                     account.resubscribe_after_cancel(subscription.clone(), catalog, actor.clone(), now)?
                 }
@@ -299,6 +315,11 @@ impl<A: AccountStore, R: RequestStore, H: HistoryStore> Ledger<A, R, H> {
             return Err(
                 DomainError::InvariantViolated(format!("entry {} outside the viewer's scope", unseen.id)).into(),
             );
+        }
+        // An organization without an account has no ledger, as it has no
+        // balance (404 both); one read, and only when the first page is empty.
+        if page.entries.is_empty() && query.after.is_none() && self.accounts.load_account(org).await?.is_none() {
+            return Err(DomainError::AccountNotFound.into());
         }
         Ok(page)
     }

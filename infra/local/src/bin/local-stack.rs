@@ -138,7 +138,7 @@ async fn main() -> Result<()> {
     println!("  export SERVICE_TOKEN={service}");
     println!("\nTry it:");
     println!(
-        "  curl -s -X PUT {base}/v1/orgs/acme/subscription -H \"Authorization: Bearer $ADMIN_TOKEN\" \\\n    -H 'Idempotency-Key: sub-1' -H 'content-type: application/json' -d '{{\"plan\":\"starter\"}}'"
+        "  curl -s -X PUT {base}/v1/orgs/acme/subscription -H \"Authorization: Bearer $SERVICE_TOKEN\" \\\n    -H 'Idempotency-Key: sub-1' -H 'content-type: application/json' -d '{{\"plan\":\"starter\"}}'"
     );
     println!(
         "  curl -s -X POST {base}/v1/orgs/acme/spend -H \"Authorization: Bearer $MEMBER_TOKEN\" \\\n    -H 'Idempotency-Key: spend-1' -H 'content-type: application/json' -d '{{\"action\":\"email_verification\",\"quantity\":3}}'"

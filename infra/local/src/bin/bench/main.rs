@@ -97,7 +97,10 @@ impl Bench {
         key: Option<&str>,
         body: &str,
     ) -> (u16, Value) {
-        let mut headers = vec![("authorization".to_string(), format!("Bearer {token}"))];
+        let mut headers = vec![
+            ("authorization".to_string(), format!("Bearer {token}")),
+            ("content-type".to_string(), "application/json".to_string()),
+        ];
         if let Some(k) = key {
             headers.push(("idempotency-key".into(), k.into()));
         }
@@ -112,12 +115,13 @@ impl Bench {
 
     async fn subscribe(&self, org: &str, monthly: u64) {
         let body = format!(r#"{{"plan":"enterprise","monthly_credits":{monthly}}}"#);
+        let service = self.authority.service_token("bench", 3600);
         let (status, reply) = self
-            .call(
+            .call_as(
                 &self.instance(),
                 "PUT",
                 &format!("/v1/orgs/{org}/subscription"),
-                org,
+                &service,
                 Some("sub"),
                 &body,
             )
@@ -240,11 +244,12 @@ async fn requests_and_latency(bench: &Bench) {
                 .0
         })
         .await;
-    let buy = r#"{"package":"credits_500","payment_reference":"pay-1"}"#;
+    let buy = r#"{"package":"credits_500","payment_reference":"pay-1","user":"admin"}"#;
+    let service = bench.authority.service_token("bench", 3600);
     bench
         .count("purchase", async {
             bench
-                .call(&warm, "POST", "/v1/orgs/ops/purchases", "ops", Some("p1"), buy)
+                .call_as(&warm, "POST", "/v1/orgs/ops/purchases", &service, Some("p1"), buy)
                 .await
                 .0
         })
