@@ -70,6 +70,13 @@ pub enum CallerKind {
 }
 
 impl Actor {
+    /// Whether this caller may grant credits that are paid for (a
+    /// subscription, an upgrade, a purchase): the product's backend, once
+    /// it has the payment, or the ledger itself (renewals); never a user.
+    pub fn grants_paid_credits(&self) -> bool {
+        matches!(self.caller, CallerKind::Service | CallerKind::System)
+    }
+
     pub fn system() -> Actor {
         Actor {
             user: None,

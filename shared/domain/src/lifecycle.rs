@@ -44,7 +44,7 @@ impl Account {
         match self.subscription.resubscribe(&requested, catalog)? {
             crate::Resubscription::Unchanged => return Err(DomainError::PlanChangeUnsupported),
             crate::Resubscription::Upgrade => {
-                if actor.caller != crate::CallerKind::Service {
+                if !actor.grants_paid_credits() {
                     return Err(DomainError::PaidByService);
                 }
                 let was = std::mem::replace(&mut self.subscription, requested);

@@ -31,10 +31,7 @@ impl<A: AccountStore, R: RequestStore, H: HistoryStore> Ledger<A, R, H> {
         // backend subscribes once it has the payment. An admin may only
         // change what costs nothing (a downgrade; `change_plan` refuses an
         // upgrade from anyone but the service).
-        let paid = matches!(
-            actor.caller,
-            ledger_domain::CallerKind::Service | ledger_domain::CallerKind::System
-        );
+        let paid = actor.grants_paid_credits();
         let current = if paid {
             match self
                 .create(request, |catalog, now| {
@@ -275,6 +272,11 @@ impl<A: AccountStore, R: RequestStore, H: HistoryStore> Ledger<A, R, H> {
         actor: Actor,
         request: &Idempotency,
     ) -> Result<Applied, ServiceError> {
+        // Purchased credits are paid for: the product's backend buys them
+        // for an admin once it has the payment.
+        if !actor.grants_paid_credits() {
+            return Err(DomainError::PaidByService.into());
+        }
         let claim = grant.payment_claim();
         self.apply(org, request, Some(claim), |account, _, now| {
             let entry = account.purchase(grant.clone(), actor.clone(), now)?;
