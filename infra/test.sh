@@ -11,6 +11,7 @@ if [ -z "$only" ]; then
 echo "== cargo fmt --check"; cargo fmt --all -- --check
 echo "== cargo clippy"; cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cfn-lint template.yaml"; .venv/bin/cfn-lint template.yaml
+echo "== checkov template.yaml"; .venv/bin/checkov --config-file infra/checkov.yaml -f template.yaml
 fi
 state=$(mktemp -d)
 trap 'infra/local/servers.sh stop "$state"; rm -rf "$state"' EXIT
@@ -37,6 +38,7 @@ for name in $(awk '/^\[\[test\]\]/ { getline; gsub(/"/, "", $3); print $3 }' tes
   fresh_servers
   cargo test -p ledger-tests --test "$name" 2>&1 | tee -a "$state/cargo-test.log"
 done
+echo "== schemathesis: openapi.yaml against the handlers (make schemathesis runs longer)"; infra/local/servers.sh stop "$state"; infra/schemathesis.sh
 echo "== bench, short run (make bench for the figures)"
 fresh_servers
 cargo run --quiet -p ledger-local --bin bench -- quick

@@ -214,9 +214,9 @@ async fn racing_spends_borrow_no_further_than_the_overdraft_and_a_purchase_repay
     let body = json!({ "meter": "credits", "allowance": "50" }).to_string();
     let r = call(&gw, "PUT", &path, Some(&stack.admin()), Some("od-admin"), Some(&body)).await;
     assert_eq!(
-        (r.status, r.body["type"].as_str()),
-        (403, Some("urn:credit-ledger:problem:forbidden")),
-        "credit before payment is the service's to give: {}",
+        (r.status, r.body["message"].as_str()),
+        (403, Some("Forbidden")),
+        "credit before payment is the service's to give (the authorizer refuses a user's token): {}",
         r.body
     );
     let r = call(&gw, "PUT", &path, Some(&service), Some("od-50"), Some(&body)).await;

@@ -275,7 +275,7 @@ async fn bad_input_is_refused_with_a_problem_and_writes_nothing() {
             404,
             "route-not-found",
         ),
-        case("unknown method", "DELETE", spend_path, "{}", 404, "route-not-found"),
+        case("unknown method", "DELETE", spend_path, "{}", 405, "method-not-allowed"),
         case(
             "bad ledger limit",
             "GET",

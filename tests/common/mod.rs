@@ -137,13 +137,13 @@ impl Stack {
     /// A fresh function instance: its own (empty) account cache, as a new
     /// Lambda execution environment would have.
     pub fn ledger(&self) -> DynamoLedger {
-        dynamo_ledger(
-            self.client.clone(),
-            &self.table,
-            self.catalog.clone(),
-            self.clock.clone(),
-        )
-        .with_exports(self.exports.clone())
+        self.ledger_on(self.client.clone())
+    }
+
+    /// A fresh function instance on a DynamoDB client of its own (one
+    /// that meets injected faults, say).
+    pub fn ledger_on(&self, client: aws_sdk_dynamodb::Client) -> DynamoLedger {
+        dynamo_ledger(client, &self.table, self.catalog.clone(), self.clock.clone()).with_exports(self.exports.clone())
     }
 
     /// Delivers the exports queue to the exports function until it is
@@ -168,10 +168,15 @@ impl Stack {
     }
 
     pub fn gateway(&self) -> Gateway {
+        self.gateway_on(self.ledger())
+    }
+
+    /// The local gateway in front of `ledger`'s function instance.
+    pub fn gateway_on(&self, ledger: DynamoLedger) -> Gateway {
         Gateway::new(
             self.template.routes().unwrap(),
             self.authority.clone(),
-            Arc::new(self.ledger()),
+            Arc::new(ledger),
         )
     }
 
@@ -444,10 +449,15 @@ pub async fn balance(gateway: &Gateway, token: &str) -> Value {
 
 /// The whole ledger, newest first, walking every page.
 pub async fn ledger(gateway: &Gateway, token: &str, page: u32) -> Vec<Value> {
+    ledger_of(gateway, ORG, token, page).await
+}
+
+/// [`ledger`] of any organization.
+pub async fn ledger_of(gateway: &Gateway, org: &str, token: &str, page: u32) -> Vec<Value> {
     let mut entries = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let mut path = format!("/v1/orgs/{ORG}/ledger?limit={page}");
+        let mut path = format!("/v1/orgs/{org}/ledger?limit={page}");
         if let Some(c) = &cursor {
             path.push_str(&format!("&cursor={c}"));
         }

@@ -53,7 +53,7 @@ use serde_json::json;
 #[serde(deny_unknown_fields)]
 struct SubscriptionBody {
     plan: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "ledger_http::optional_integer")]
     seats: Option<u32>,
     #[serde(default)]
     billing: Option<Billing>,
@@ -192,7 +192,7 @@ async fn set_budget(ledger: &DynamoLedger, req: &Request, set: bool) -> Result<R
 #[serde(deny_unknown_fields)]
 struct AlertBody {
     meter: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "ledger_http::optional_integer")]
     percent: Option<u8>,
     #[serde(default)]
     amount: Option<AmountInput>,
@@ -240,7 +240,7 @@ async fn set_alert(ledger: &DynamoLedger, req: &Request, set: bool) -> Result<Re
 struct OutcomeBody {
     campaign: String,
     outcome: String,
-    #[serde(default = "one")]
+    #[serde(default = "one", deserialize_with = "ledger_http::integer")]
     count: u64,
 }
 
@@ -267,6 +267,7 @@ async fn record_outcome(ledger: &DynamoLedger, req: &Request) -> Result<Response
 struct TopUpBody {
     meter: String,
     below: AmountInput,
+    #[serde(deserialize_with = "ledger_http::integer")]
     monthly_cap: u32,
 }
 

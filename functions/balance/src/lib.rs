@@ -2,9 +2,10 @@
 //! `GET /v1/orgs/{org}/ledger`, `GET /v1/orgs/{org}/notifications` (in-app
 //! alert notifications, newest first), `GET /v1/orgs/{org}/alerts`, and the
 //! problem+json answer for any route that does not exist (the API's
-//! `$default` route). A history too long for one response is exported:
-//! `POST /v1/orgs/{org}/exports` (the `/ledger` filters as query
-//! parameters) starts a job the exports function writes to S3;
+//! `$default` route: a 405 for a known path, a 404 for any other). A
+//! history too long for one response is exported: `POST
+//! /v1/orgs/{org}/exports` (the `/ledger` filters as query parameters)
+//! starts a job the exports function writes to S3;
 //! `GET /v1/orgs/{org}/exports/{export}` says how far it got and, once
 //! done, links the file.
 
@@ -46,11 +47,16 @@ async fn route(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, A
         "GET /v1/orgs/{org}/roi" => roi(ledger, req).await,
         "POST /v1/orgs/{org}/exports" => start_export(ledger, req).await,
         "GET /v1/orgs/{org}/exports/{export}" => export(ledger, req).await,
-        _ => Err(ApiError::RouteNotFound(format!(
-            "{} {}",
-            req.method(),
-            req.uri().path()
-        ))),
+        // `$default`: no route matched. The caller is checked first, as on
+        // every route; then a known path names the methods it takes.
+        _ => {
+            Caller::from_request(req)?;
+            let path = req.uri().path();
+            match ledger_http::routes::allowed_methods(path).as_slice() {
+                [] => Err(ApiError::RouteNotFound(format!("{} {path}", req.method()))),
+                methods => Err(ApiError::MethodNotAllowed(methods.to_vec())),
+            }
+        }
     }
 }
 
@@ -270,10 +276,9 @@ async fn usage(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, A
 fn page_limit(req: &Request) -> Result<u32, ApiError> {
     match query_param(req, "limit") {
         None => Ok(DEFAULT_PAGE),
-        Some(l) => l
-            .parse::<u32>()
-            .ok()
-            .filter(|l| (1..=MAX_PAGE).contains(l))
+        Some(l) => ledger_http::input::whole_number(&l)
+            .filter(|l| (1..=u64::from(MAX_PAGE)).contains(l))
+            .and_then(|l| u32::try_from(l).ok())
             .ok_or_else(|| ApiError::BadRequest(format!("limit must be 1-{MAX_PAGE}"))),
     }
 }

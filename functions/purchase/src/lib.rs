@@ -58,7 +58,7 @@ async fn reverse(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>,
     };
     if b.note
         .as_ref()
-        .is_some_and(|n| n.len() > 500 || n.chars().any(char::is_control))
+        .is_some_and(|n| n.chars().count() > 500 || n.chars().any(char::is_control))
     {
         return Err(ApiError::BadRequest(
             "note: at most 500 characters, no control characters".into(),

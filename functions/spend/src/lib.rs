@@ -18,7 +18,7 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 struct SpendBody {
     action: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "ledger_http::optional_integer")]
     quantity: Option<u64>,
     #[serde(default)]
     campaign: Option<String>,
@@ -106,6 +106,10 @@ async fn reserve(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>,
     let org = caller.organization(&path_param(req, "org")?)?;
     let body = json_body::<ReservationBody>(req)?;
     let b = &body.value;
+    if b.dry_run {
+        // A dry run needs no key, but one sent is checked like any other.
+        ledger_http::input::optional_idempotency_key(req)?;
+    }
     let action = b
         .action
         .as_deref()
@@ -209,6 +213,10 @@ async fn spend(ledger: &DynamoLedger, req: &Request) -> Result<Response<Body>, A
         ("quantity", serde_json::json!(1)),
     ]);
     let b = &body.value;
+    if b.dry_run {
+        // A dry run needs no key, but one sent is checked like any other.
+        ledger_http::input::optional_idempotency_key(req)?;
+    }
     let actor = caller.actor(b.user.as_deref())?;
     let (action_id, action) = ledger.catalog().action(&b.action)?;
     let campaign = b.campaign.as_deref().map(CampaignId::parse).transpose()?;

@@ -23,6 +23,9 @@ use tokio::net::TcpListener;
 use crate::template::Route;
 use crate::tokens::DevAuthority;
 
+// Control bytes in header values, which hyper would refuse bare.
+mod header_bytes;
+
 /// API Gateway's own payload limit for HTTP APIs.
 const MAX_PAYLOAD: usize = 10 * 1024 * 1024;
 
@@ -92,7 +95,7 @@ impl Gateway {
         })
     }
 
-    /// Builds the payload-2.0 event, or the authorizer's 401.
+    /// Builds the payload-2.0 event, or the authorizer's 401 or 403.
     fn event(
         &self,
         method: &str,
@@ -126,10 +129,15 @@ impl Gateway {
             .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
             .ok_or_else(unauthorized)?;
         let claims = self.authority.verify(token.trim()).map_err(|_| unauthorized())?;
-        let scopes: Option<Vec<String>> = claims
-            .get("scope")
-            .and_then(Value::as_str)
-            .map(|s| s.split_whitespace().map(str::to_string).collect());
+        let scopes = token_scopes(&claims);
+        // The JWT authorizer's scope check: a route that lists scopes takes
+        // a token carrying one of them, or answers 403 before any function.
+        if !route.scopes.is_empty() && !scopes.iter().flatten().any(|s| route.scopes.contains(s)) {
+            return Err(GatewayReply {
+                status: 403,
+                body: json!({"message": "Forbidden"}).to_string(),
+            });
+        }
         let mut query_params: Map<String, Value> = Map::new();
         for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
             let joined = match query_params.get(k.as_ref()).and_then(Value::as_str) {
@@ -193,7 +201,7 @@ impl Gateway {
         crate::invoke(&self.ledger, function, request).await
     }
 
-    /// One request answered as API Gateway would: its own 401 or 404, or
+    /// One request answered as API Gateway would: its own 401, 403 or 404, or
     /// the response of the function that serves the route.
     pub async fn respond(
         &self,
@@ -256,7 +264,7 @@ impl Gateway {
             tokio::spawn(async move {
                 let service = service_fn(move |req| gateway.clone().serve_one(req));
                 let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
+                    .serve_connection(TokioIo::new(header_bytes::HeaderBytes::new(stream)), service)
                     .await;
             });
         }
@@ -269,6 +277,17 @@ impl Gateway {
         tokio::spawn(Arc::new(self).serve(listener));
         Ok(local)
     }
+}
+
+/// The scopes a token carries, as API Gateway reads them: its `scope`
+/// claim (space-separated) or its `scp` claim (a list, or space-separated).
+fn token_scopes(claims: &Map<String, Value>) -> Option<Vec<String>> {
+    let claim = claims.get("scope").or_else(|| claims.get("scp"))?.as_str()?;
+    // Claims arrive here as strings: a list is its JSON text.
+    Some(match serde_json::from_str::<Vec<String>>(claim) {
+        Ok(list) => list,
+        Err(_) => claim.split_whitespace().map(str::to_string).collect(),
+    })
 }
 
 /// What API Gateway itself answers (JSON `{"message": ...}`, before any function).

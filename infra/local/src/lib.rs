@@ -2,6 +2,7 @@
 //! moto, and a local API Gateway serving the real handlers.
 
 pub mod aws_conflicts;
+pub mod faults;
 pub mod gateway;
 pub mod metrics;
 pub mod results_queue;

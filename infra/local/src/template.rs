@@ -22,6 +22,9 @@ pub struct Route {
     /// `/v1/orgs/{org}/spend`, or `$default`.
     pub path: String,
     pub function: String,
+    /// The JWT authorizer's `AuthorizationScopes` for the route: a token
+    /// must carry one of them (empty: any valid token).
+    pub scopes: Vec<String>,
 }
 
 impl Route {
@@ -50,6 +53,15 @@ fn str_of(v: &Value) -> Option<&str> {
         Value::Tagged(t) => str_of(&t.value),
         _ => None,
     }
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(str_of)
+        .map(str::to_string)
+        .collect()
 }
 
 impl Template {
@@ -95,14 +107,34 @@ impl Template {
                 let (Some(method), Some(path)) = (p["Method"].as_str(), p["Path"].as_str()) else {
                     bail!("an HttpApi event of {id} lacks Method or Path");
                 };
+                // As SAM deploys them: the event's scopes replace the
+                // default authorizer's.
+                let scopes = match &p["Auth"]["AuthorizationScopes"] {
+                    Value::Null => self.default_scopes(&p["ApiId"]),
+                    listed => strings(listed),
+                };
                 routes.push(Route {
                     method: method.to_uppercase(),
                     path: path.to_string(),
                     function: function.to_string(),
+                    scopes,
                 });
             }
         }
         Ok(routes)
+    }
+
+    /// The `AuthorizationScopes` of the default authorizer of the HTTP API
+    /// an event names (`ApiId: !Ref LedgerApi`).
+    fn default_scopes(&self, api_id: &Value) -> Vec<String> {
+        let Some((_, api)) = str_of(api_id).and_then(|id| self.resources().find(|(r, _)| *r == id)) else {
+            return Vec::new();
+        };
+        let auth = &api["Properties"]["Auth"];
+        match auth["DefaultAuthorizer"].as_str() {
+            Some(name) => strings(&auth["Authorizers"][name]["AuthorizationScopes"]),
+            None => Vec::new(),
+        }
     }
 
     /// The binary that runs the function whose `LEDGER_FUNCTION` is
@@ -354,8 +386,14 @@ mod tests {
         assert!(routes.contains(&Route {
             method: "POST".into(),
             path: "/v1/orgs/{org}/spend".into(),
-            function: "spend".into()
+            function: "spend".into(),
+            scopes: vec![],
         }));
+        let purchase = routes
+            .iter()
+            .find(|r| r.key() == "POST /v1/orgs/{org}/purchases")
+            .unwrap();
+        assert_eq!(purchase.scopes, vec![crate::SERVICE_SCOPE.to_string()]);
         assert!(routes.iter().any(|r| r.key() == "$default"));
         assert_eq!(t.table_ids(), vec!["LedgerTable".to_string()]);
         let dlq = t

@@ -197,6 +197,11 @@ impl Account {
                     && b.expires_at.is_some_and(|at| at >= self.renews_at())
             });
             match running {
+                // This month's own bucket, granted before the subscription
+                // granted years (an upgrade from a monthly plan): it ends at
+                // this renewal, so it is no year. The year starts at the next
+                // renewal; until then the month gets the month's difference.
+                Some(month) if month.id == monthly.id && month.expires_at == Some(monthly.expires_at) => monthly,
                 Some(year) => PlanGrantTarget {
                     id: year.id.clone(),
                     months,

@@ -186,7 +186,7 @@ impl Account {
             None => {
                 self.alerts
                     .remove(id)
-                    .ok_or_else(|| DomainError::InvalidRequest(format!("no alert {id}")))?;
+                    .ok_or_else(|| DomainError::AlertNotFound(id.to_string()))?;
             }
             Some(alert) => {
                 if let Threshold::Percent(p) = alert.threshold {
@@ -195,9 +195,10 @@ impl Account {
                     }
                 }
                 if !self.alerts.contains_key(id) && self.alerts.len() >= MAX_ALERTS {
-                    return Err(DomainError::InvalidRequest(format!(
-                        "an organization has at most {MAX_ALERTS} alerts"
-                    )));
+                    return Err(DomainError::TooMany {
+                        what: "alerts",
+                        max: MAX_ALERTS,
+                    });
                 }
                 self.alerts.insert(id.clone(), alert);
             }

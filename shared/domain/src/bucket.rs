@@ -370,7 +370,119 @@ mod tests {
         )
     }
 
+    /// A bucket of any source. Those that expire (a license, a rollover,
+    /// a month's or a year's plan allowance) do so at midnight or noon of
+    /// some day, so expiries often coincide; the trial, the purchased pool
+    /// and the overdraft never expire.
+    fn any_bucket() -> impl Strategy<Value = Bucket> {
+        (0u8..6, 0i64..10, any::<bool>(), 0i64..5_000, 0i64..2_000, 0u64..50).prop_map(
+            |(kind, day, noon, remaining, spent, by)| {
+                let expires = Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap()
+                    + chrono::Duration::hours(day * 24 + if noon { 12 } else { 0 });
+                let period = expires.date_naive();
+                let (id, expires_at) = match kind {
+                    0 => {
+                        let user = UserId::parse("u1").unwrap();
+                        (
+                            BucketId::License {
+                                meter: meter(),
+                                period,
+                                user,
+                            },
+                            Some(expires),
+                        )
+                    }
+                    1 => (BucketId::Rollover { meter: meter(), period }, Some(expires)),
+                    2 => (BucketId::Plan { meter: meter(), period }, Some(expires)),
+                    3 => (BucketId::Trial { meter: meter() }, None),
+                    4 => (BucketId::Purchased { meter: meter() }, None),
+                    _ => (BucketId::Overdraft { meter: meter() }, None),
+                };
+                Bucket {
+                    id,
+                    granted: Credits::from_thousandths(remaining + spent),
+                    remaining: Credits::from_thousandths(remaining),
+                    expires_at,
+                    granted_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+                    granted_by: by,
+                    voided: Vec::new(),
+                }
+            },
+        )
+    }
+
+    /// The order the product promises among credits expiring together: the
+    /// member's own license, then the plan's allowance (what was carried
+    /// over first), the trial, purchased credits, and the overdraft only
+    /// once everything else is spent.
+    fn promised_rank(source: BucketSource) -> u8 {
+        match source {
+            BucketSource::License => 0,
+            BucketSource::Rollover => 1,
+            BucketSource::Plan => 2,
+            BucketSource::Trial => 3,
+            BucketSource::Adjustment => 4,
+            BucketSource::Purchased => 5,
+            BucketSource::Overdraft => 6,
+        }
+    }
+
+    /// Which bucket pays first: the soonest expiry (never expiring: last),
+    /// then the promised order. Stated from the product's rule, not from
+    /// [`Bucket::priority`].
+    fn promised_order(b: &Bucket) -> (DateTime<Utc>, u8) {
+        (
+            b.expires_at.unwrap_or(DateTime::<Utc>::MAX_UTC),
+            promised_rank(b.source()),
+        )
+    }
+
     proptest! {
+        /// Over buckets of every source, a debit never draws a bucket while
+        /// one due earlier keeps credits: what expires first goes first,
+        /// purchased credits after every expiring one, the overdraft last.
+        #[test]
+        fn credits_expiring_first_are_spent_first_and_the_overdraft_last(
+            generated in prop::collection::vec(any_bucket(), 0..10),
+            amount in 0i64..25_000,
+        ) {
+            let mut buckets: Vec<Bucket> = Vec::new();
+            for b in generated {
+                if !buckets.iter().any(|x| x.id == b.id) {
+                    buckets.push(b);
+                }
+            }
+            let amount = Credits::from_thousandths(amount);
+            let refs: Vec<&Bucket> = buckets.iter().collect();
+            let total: Credits = buckets.iter().map(|b| b.remaining).sum();
+            let draws = match allocate(&refs, amount) {
+                Err(available) => {
+                    prop_assert!(total < amount);
+                    prop_assert_eq!(available, total);
+                    return Ok(());
+                }
+                Ok(draws) => draws,
+            };
+            prop_assert!(amount <= total);
+            prop_assert_eq!(draws.iter().map(|d| d.amount).sum::<Credits>(), amount);
+            let drawn = |b: &Bucket| -> Credits { draws.iter().filter(|d| d.bucket == b.id).map(|d| d.amount).sum() };
+            for x in buckets.iter().filter(|b| drawn(b).is_positive()) {
+                prop_assert!(drawn(x) <= x.remaining, "{} gave more than it holds", x.id);
+                for y in &buckets {
+                    let kept = y.remaining.checked_sub(drawn(y)).unwrap();
+                    prop_assert!(
+                        !(kept.is_positive() && promised_order(y) < promised_order(x)),
+                        "{} drawn while {} keeps {}", x.id, y.id, kept
+                    );
+                }
+            }
+            let bucket = |d: &Draw| buckets.iter().find(|b| b.id == d.bucket).unwrap();
+            prop_assert!(
+                draws.windows(2).all(|w| promised_order(bucket(&w[0])) < promised_order(bucket(&w[1]))),
+                "draws listed in spending order, each bucket once"
+            );
+        }
+
         /// For arbitrary buckets and amounts the split respects priority
         /// (no bucket is drawn while one before it still holds credits),
         /// never takes a bucket below zero, and sums to the amount; or it

@@ -254,9 +254,10 @@ impl Account {
             Some(limit) => match self.budgets.get_mut(campaign) {
                 Some(budget) => budget.limit = limit,
                 None if full => {
-                    return Err(DomainError::InvalidRequest(format!(
-                        "an organization has at most {MAX_BUDGETS} campaign budgets"
-                    )))
+                    return Err(DomainError::TooMany {
+                        what: "campaign budgets",
+                        max: MAX_BUDGETS,
+                    })
                 }
                 None => {
                     self.budgets.insert(

@@ -232,11 +232,188 @@ mod tests {
         assert_eq!(Credits::ZERO.units_covered(Credits::whole(1)), 0);
     }
 
+    /// A decimal as a client may write it, and its exact value in
+    /// thousandths: up to three decimals, zeros padded on either side, the
+    /// integer part left out before a point (`.25`), whole numbers just above
+    /// the largest request too.
+    fn decimal_text() -> impl Strategy<Value = (String, i128)> {
+        (
+            0i64..=1_100_000_000,
+            0u32..=3,
+            0i64..1_000,
+            0usize..3,
+            0usize..4,
+            any::<bool>(),
+        )
+            .prop_map(|(whole, places, digits, leading, trailing, bare)| {
+                let digits = digits % 10_i64.pow(places);
+                let mut text = if whole == 0 && bare && places > 0 {
+                    String::new()
+                } else {
+                    format!("{}{whole}", "0".repeat(leading))
+                };
+                if places > 0 || trailing > 0 {
+                    let decimals = if places == 0 {
+                        String::new()
+                    } else {
+                        format!("{digits:0width$}", width = places as usize)
+                    };
+                    text = format!("{text}.{decimals}{}", "0".repeat(trailing));
+                }
+                let value = i128::from(whole) * 1_000 + i128::from(digits) * 10_i128.pow(3 - places);
+                (text, value)
+            })
+    }
+
+    /// Amounts at and around the edges of `i64`, and ordinary ones.
+    fn thousandths_at_the_extremes() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            any::<i64>(),
+            -2_000i64..2_000,
+            (i64::MAX - 2_000)..=i64::MAX,
+            i64::MIN..=(i64::MIN + 2_000),
+            Just(MAX_REQUEST.thousandths()),
+        ]
+    }
+
+    fn quantities_at_the_extremes() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            any::<u64>(),
+            0u64..2_000,
+            (i64::MAX as u64 - 2)..=(i64::MAX as u64 + 2),
+            (u64::MAX - 2)..=u64::MAX,
+        ]
+    }
+
+    fn exact(value: i128) -> Option<Credits> {
+        i64::try_from(value).ok().map(Credits::from_thousandths)
+    }
+
+    fn refused(text: &str) -> bool {
+        matches!(Credits::parse_decimal(text), Err(DomainError::InvalidAmount { .. }))
+    }
+
     proptest! {
         #[test]
         fn display_then_parse_is_identity(t in 0i64..=MAX_REQUEST.thousandths()) {
             let c = Credits::from_thousandths(t);
             prop_assert_eq!(Credits::parse_decimal(&c.to_string()).unwrap(), c);
+        }
+
+        /// Every decimal with at most three decimals is read exactly, up to
+        /// the largest request; anything larger is refused.
+        #[test]
+        fn parsing_reads_every_decimal_of_up_to_three_places_exactly((text, value) in decimal_text()) {
+            match Credits::parse_decimal(&text) {
+                Ok(c) => {
+                    prop_assert_eq!(i128::from(c.thousandths()), value, "{}", text);
+                    prop_assert!(c <= MAX_REQUEST);
+                }
+                Err(DomainError::InvalidAmount { why, .. }) => {
+                    prop_assert!(value > i128::from(MAX_REQUEST.thousandths()), "{} refused: {}", text, why);
+                }
+                Err(e) => prop_assert!(false, "{}: {}", text, e),
+            }
+        }
+
+        /// A fourth significant decimal is a precision the unit cannot hold:
+        /// refused, never rounded.
+        #[test]
+        fn parsing_refuses_more_than_three_decimals(
+            whole in 0i64..1_000_000,
+            decimals in "[0-9]{3,8}[1-9]",
+        ) {
+            for text in [format!("{whole}.{decimals}"), format!(".{decimals}")] {
+                prop_assert!(refused(&text), "{:?} accepted", text);
+            }
+        }
+
+        /// Signs, spaces, exponents, separators, other scripts' digits: one
+        /// of them anywhere in a valid decimal makes it refused.
+        #[test]
+        fn parsing_refuses_signs_spaces_and_stray_characters(
+            (text, _) in decimal_text(),
+            stray in prop::sample::select(vec![
+                '+', '-', ' ', '\t', '\n', 'e', 'E', ',', '_', '\'', 'x', '\u{a0}', '\u{2212}', '\u{663}', '\u{ff11}',
+            ]),
+            at in any::<prop::sample::Index>(),
+        ) {
+            let mut bad = text.clone();
+            bad.insert(at.index(text.len() + 1), stray);
+            prop_assert!(refused(&bad), "{:?} accepted", bad);
+            // A second point is no number either.
+            if text.contains('.') {
+                let mut twice = text.clone();
+                twice.insert(at.index(text.len() + 1), '.');
+                prop_assert!(refused(&twice), "{:?} accepted", twice);
+            }
+        }
+
+        /// Beyond the largest request, up to numbers `i64` cannot hold:
+        /// refused as too large, without overflowing.
+        #[test]
+        fn parsing_refuses_amounts_beyond_the_largest_request(
+            over in (MAX_REQUEST.thousandths() + 1)..=i64::MAX,
+            digits in "[1-9][0-9]{10,31}",
+        ) {
+            let fraction = format!("{}.5", &digits[..digits.len().min(30)]);
+            for text in [Credits::from_thousandths(over).to_string(), digits, fraction] {
+                prop_assert!(refused(&text), "{:?} accepted", text);
+            }
+        }
+
+        /// Checked arithmetic gives the exact result or refuses; it never
+        /// wraps. Refusing is only allowed where the exact result does not fit.
+        #[test]
+        fn checked_arithmetic_is_exact_or_refused(
+            a in thousandths_at_the_extremes(),
+            b in thousandths_at_the_extremes(),
+            units in quantities_at_the_extremes(),
+        ) {
+            let (x, y) = (Credits::from_thousandths(a), Credits::from_thousandths(b));
+            let (a, b) = (i128::from(a), i128::from(b));
+            prop_assert_eq!(x.checked_add(y), exact(a + b));
+            prop_assert_eq!(x.checked_sub(y), exact(a - b));
+            let product = a * i128::from(units);
+            match x.checked_mul(units) {
+                Some(c) => prop_assert_eq!(i128::from(c.thousandths()), product),
+                None => prop_assert!(exact(product).is_none() || units > i64::MAX as u64),
+            }
+            // A decimal factor rounds down to the thousandth: never more
+            // than the exact product, less by under a thousandth.
+            let scaled = a * b;
+            match x.times(y) {
+                Some(c) => {
+                    let c = i128::from(c.thousandths());
+                    prop_assert!(c * 1_000 <= scaled && scaled < (c + 1) * 1_000);
+                }
+                None => prop_assert!(exact(scaled.div_euclid(1_000)).is_none()),
+            }
+            if b > 0 {
+                let covered = i128::from(x.units_covered(y));
+                prop_assert!(covered * b <= a.max(0) && a.max(0) < (covered + 1) * b);
+            } else {
+                prop_assert_eq!(x.units_covered(y), u64::MAX);
+            }
+        }
+
+        /// What users see is the exact amount, whatever it is, `i64::MIN`
+        /// included: a sign, whole credits, and up to three decimals with no
+        /// trailing zero.
+        #[test]
+        fn display_is_exact_for_every_amount(t in thousandths_at_the_extremes()) {
+            let text = Credits::from_thousandths(t).to_string();
+            let (negative, digits) = match text.strip_prefix('-') {
+                Some(rest) => (true, rest),
+                None => (false, text.as_str()),
+            };
+            let (whole, decimals) = digits.split_once('.').unwrap_or((digits, ""));
+            prop_assert!(decimals.len() <= 3 && !decimals.ends_with('0'), "{}", text);
+            prop_assert!(whole == "0" || !whole.starts_with('0'), "{}", text);
+            let decimals = format!("{decimals:0<3}");
+            let magnitude = whole.parse::<i128>().unwrap() * 1_000 + decimals.parse::<i128>().unwrap();
+            prop_assert_eq!(if negative { -magnitude } else { magnitude }, i128::from(t), "{}", text);
+            prop_assert_eq!(negative, t < 0);
         }
     }
 }

@@ -10,6 +10,8 @@ pub enum DomainError {
     InvalidId { what: &'static str, max: usize },
     #[error("the Idempotency-Key must be 1-255 printable ASCII characters")]
     InvalidIdempotencyKey,
+    #[error("invalid subject: not blank, no control characters, at most 512 ASCII characters or 128 of any script")]
+    InvalidSubject,
     #[error("invalid quantity: {0}")]
     InvalidQuantity(String),
     #[error("unknown action {0:?}")]
@@ -45,6 +47,12 @@ pub enum DomainError {
     },
     #[error("no member {0:?} in this organization")]
     MemberNotFound(String),
+    #[error("no alert {0:?} in this organization")]
+    AlertNotFound(String),
+    /// A new alert or budget past the organization's limit of them: the
+    /// request is valid, the account's state refuses it.
+    #[error("an organization has at most {max} {what}")]
+    TooMany { what: &'static str, max: usize },
     #[error("cannot {transition} the unit of {contact:?}: it is {state}")]
     UnitState {
         contact: String,

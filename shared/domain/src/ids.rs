@@ -133,19 +133,26 @@ impl From<IdempotencyKey> for String {
 pub struct Subject(String);
 
 impl Subject {
+    /// Up to 512 ASCII characters, or up to 128 characters if any is not
+    /// ASCII: either way at most 512 bytes (a subject is part of keys of at
+    /// most 1,024), counted as sent, and a limit OpenAPI can state. Not
+    /// blank, no control characters.
     pub fn parse(s: &str) -> Result<Self, DomainError> {
-        let s = s.trim();
-        if !s.is_empty() && s.len() <= 512 && !s.chars().any(char::is_control) {
+        let short_enough = if s.is_ascii() {
+            s.len() <= 512
+        } else {
+            s.chars().count() <= 128
+        };
+        let trimmed = s.trim();
+        if !trimmed.is_empty() && short_enough && !s.chars().any(char::is_control) {
+            let s = trimmed;
             Ok(Self(if s.contains('@') {
                 s.to_lowercase()
             } else {
                 s.to_string()
             }))
         } else {
-            Err(DomainError::InvalidId {
-                what: "subject",
-                max: 512,
-            })
+            Err(DomainError::InvalidSubject)
         }
     }
 
@@ -188,6 +195,11 @@ mod tests {
         assert_eq!(Subject::parse("Contact-ABC").unwrap().as_str(), "Contact-ABC");
         assert!(Subject::parse("  ").is_err());
         assert!(Subject::parse("a\nb").is_err());
+        assert!(Subject::parse(&"a".repeat(512)).is_ok());
+        assert!(Subject::parse(&"a".repeat(513)).is_err());
+        assert!(Subject::parse(&"é".repeat(128)).is_ok());
+        assert!(Subject::parse(&"é".repeat(129)).is_err());
+        assert!(Subject::parse("\u{3000}").is_err(), "blank in any script");
     }
 
     #[test]

@@ -138,10 +138,13 @@ impl Account {
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
+    use chrono::{Duration, TimeZone};
+    use proptest::prelude::*;
 
     use super::*;
-    use crate::{credits_meter, BucketSource, Credits, OrgId, PurchaseGrant};
+    use crate::{
+        credits_meter, Billing, BucketSource, Credits, MeterId, OrgId, PurchaseGrant, SpendMode, SpendRequest,
+    };
 
     fn at(y: i32, m: u32, d: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, m, d, 10, 0, 0).unwrap()
@@ -269,5 +272,292 @@ mod tests {
             Credits::whole(500),
             "starter's month expired"
         );
+    }
+
+    #[test]
+    fn an_upgrade_to_a_year_up_front_grants_this_months_difference_and_the_year_at_the_renewal() {
+        let catalog = Catalog::default_catalog();
+        let org = OrgId::parse("acme").unwrap();
+        let starter = Subscription::new(&catalog, "starter", None, None, None).unwrap();
+        let (mut account, _) = Account::provision(org, starter, &catalog, service(), at(2026, 1, 10)).unwrap();
+        let growth = Subscription::new(&catalog, "growth", None, Some(Billing::Annual), None).unwrap();
+        let up = account
+            .change_plan(growth, &catalog, service(), at(2026, 1, 20))
+            .unwrap();
+        // 1,000 this month (500 more), not twelve months' difference expiring with it.
+        assert_eq!(up.net(&credits_meter()), Credits::whole(500));
+        assert_eq!(account.available(&credits_meter()), Credits::whole(1_000));
+        // The year starts at the renewal: the eleven months left, up front.
+        account.spend(&spend_all(&catalog, 1_000), at(2026, 1, 21)).unwrap();
+        account.renew_if_due(&catalog, at(2026, 2, 10)).unwrap().unwrap();
+        assert_eq!(account.available(&credits_meter()), Credits::whole(11_000));
+    }
+
+    fn spend_all(catalog: &Catalog, credits: u64) -> SpendRequest<'_> {
+        let (action_id, action) = catalog.action("ai_email_generation").unwrap();
+        SpendRequest {
+            action_id,
+            action,
+            quantity: credits,
+            mode: SpendMode::All,
+            actor: service(),
+            campaign: None,
+            subject: None,
+        }
+    }
+
+    /// Subscriptions to move between: no allowance, larger and smaller
+    /// ones, annual granting monthly or the year up front, per seat, a
+    /// second meter.
+    const SUBSCRIPTIONS: [(&str, u32, Billing); 9] = [
+        ("free_trial", 1, Billing::Monthly),
+        ("starter", 1, Billing::Monthly),
+        ("professional", 1, Billing::Monthly),
+        ("business", 1, Billing::Annual),
+        ("growth", 1, Billing::Monthly),
+        ("growth", 1, Billing::Annual),
+        ("per_seat_1000", 1, Billing::Monthly),
+        ("per_seat_1000", 3, Billing::Monthly),
+        ("per_seat_1500", 2, Billing::Monthly),
+    ];
+
+    fn subscription(catalog: &Catalog, which: usize) -> Subscription {
+        let (plan, seats, billing) = SUBSCRIPTIONS[which];
+        Subscription::new(catalog, plan, Some(seats), Some(billing), None).unwrap()
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// A plan change asked by the service (after payment) or by an admin.
+        Change(usize, bool),
+        Cancel,
+        /// Subscribing again after a cancel.
+        Resubscribe(usize),
+        /// Days pass; the account renews if due.
+        Wait(i64),
+        Spend(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..SUBSCRIPTIONS.len(), any::<bool>()).prop_map(|(s, by_service)| Op::Change(s, by_service)),
+            1 => Just(Op::Cancel),
+            1 => (0..SUBSCRIPTIONS.len()).prop_map(Op::Resubscribe),
+            2 => (1i64..45).prop_map(Op::Wait),
+            1 => (1u64..3_000).prop_map(Op::Spend),
+        ]
+    }
+
+    /// The account but for how many entries it has written.
+    fn but_for_the_entry(account: &Account, seq: u64) -> Account {
+        Account { seq, ..account.clone() }
+    }
+
+    fn follow_plan_changes(first: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
+        let catalog = Catalog::default_catalog();
+        let mut now = Utc.with_ymd_and_hms(2026, 1, 31, 16, 0, 0).unwrap();
+        let org = OrgId::parse("acme").unwrap();
+        let (mut account, _) =
+            Account::provision(org, subscription(&catalog, first), &catalog, service(), now).unwrap();
+        for op in ops {
+            let before = account.clone();
+            // Each request twice in a row: `once` is the account after the first.
+            let (first, once, again) = match &op {
+                Op::Change(which, by_service) => {
+                    let actor = if *by_service {
+                        service()
+                    } else {
+                        Actor {
+                            user: Some(crate::UserId::parse("alice").unwrap()),
+                            caller: crate::CallerKind::Admin,
+                        }
+                    };
+                    let requested = subscription(&catalog, *which);
+                    let first = account.change_plan(requested.clone(), &catalog, actor.clone(), now);
+                    let once = account.clone();
+                    (first, once, account.change_plan(requested, &catalog, actor, now))
+                }
+                Op::Cancel => {
+                    let first = account.cancel(service(), now);
+                    let once = account.clone();
+                    (first, once, account.cancel(service(), now))
+                }
+                Op::Resubscribe(which) => {
+                    let requested = subscription(&catalog, *which);
+                    let first = account.resubscribe_after_cancel(requested.clone(), &catalog, service(), now);
+                    let once = account.clone();
+                    (
+                        first,
+                        once,
+                        account.resubscribe_after_cancel(requested, &catalog, service(), now),
+                    )
+                }
+                Op::Wait(days) => {
+                    now += Duration::days(*days);
+                    if account.renew_if_due(&catalog, now).unwrap().is_some() {
+                        match (&before.scheduled, &account.scheduled) {
+                            // A downgrade applies with the renewal, and then is done.
+                            (Some(next), None) => prop_assert_eq!(&account.subscription, next),
+                            // It waits for the anniversary of a year granted up front.
+                            (Some(next), Some(waiting)) => {
+                                prop_assert_eq!(waiting, next);
+                                prop_assert_eq!(&account.subscription, &before.subscription);
+                            }
+                            (None, waiting) => {
+                                prop_assert_eq!(waiting, &None);
+                                prop_assert_eq!(&account.subscription, &before.subscription);
+                            }
+                        }
+                    }
+                    account.check_invariants().unwrap();
+                    continue;
+                }
+                Op::Spend(quantity) => {
+                    let (action_id, action) = catalog.action("ai_email_generation").unwrap();
+                    let req = SpendRequest {
+                        action_id,
+                        action,
+                        quantity: *quantity,
+                        mode: SpendMode::UpTo,
+                        actor: service(),
+                        campaign: None,
+                        subject: None,
+                    };
+                    // Nothing left to spend is refused; that is fine here.
+                    let _ = account.spend(&req, now);
+                    continue;
+                }
+            };
+
+            // The first application does what the request means.
+            match (&op, &first) {
+                (Op::Change(which, by_service), result) => {
+                    let requested = subscription(&catalog, *which);
+                    let cancelled = before.status == SubscriptionStatus::Cancelled;
+                    let change = before.subscription.resubscribe(&requested, &catalog).unwrap();
+                    match (cancelled, change, by_service, result) {
+                        (true, _, _, Err(DomainError::AlreadyCancelled))
+                        | (false, crate::Resubscription::Unchanged, _, Err(DomainError::PlanChangeUnsupported))
+                        | (false, crate::Resubscription::Upgrade, false, Err(DomainError::PaidByService)) => {
+                            prop_assert_eq!(&once, &before, "a refusal changes nothing");
+                        }
+                        (false, crate::Resubscription::Upgrade, true, Ok(entry)) => {
+                            prop_assert_eq!((&once.subscription, &once.scheduled), (&requested, &None));
+                            let more = requested.monthly_difference(&before.subscription, &catalog).unwrap();
+                            let meters: std::collections::BTreeSet<&MeterId> =
+                                entry.lines.iter().map(|l| l.meter()).collect();
+                            prop_assert_eq!(meters.len(), more.len(), "one grant per meter granted more");
+                            let plan = catalog.plan(requested.plan.as_str()).unwrap().1;
+                            for line in &entry.lines {
+                                let (_, monthly) = more.iter().find(|(m, _)| m == line.meter()).unwrap();
+                                // The months the granted credits last: from this
+                                // period to the renewal they expire at.
+                                let bucket = once.buckets.iter().find(|b| b.id == line.bucket).unwrap();
+                                let expires = bucket.expires_at.unwrap().date_naive();
+                                let months = crate::Period::containing(once.anchor, expires).index(once.anchor)
+                                    - once.period.index(once.anchor);
+                                if requested.grants_year_up_front(plan) {
+                                    prop_assert_eq!(
+                                        line.amount,
+                                        monthly.checked_mul(u64::from(months)).unwrap(),
+                                        "{} for {} month(s) into {}",
+                                        line.amount,
+                                        months,
+                                        line.bucket
+                                    );
+                                    continue;
+                                }
+                                prop_assert_eq!(line.amount, *monthly, "{} into {}", line.amount, line.bucket);
+                                // In the first month of a year granted up front, this
+                                // month's bucket and the year's share their id: leaving
+                                // the up-front plan then, the month's difference joins
+                                // the year's bucket (a known limit of the ids).
+                                let joins_a_year = before
+                                    .buckets
+                                    .iter()
+                                    .any(|b| b.id == line.bucket && b.expires_at > Some(before.renews_at()));
+                                prop_assert!(months == 1 || joins_a_year, "{} lasts {} months", line.bucket, months);
+                            }
+                        }
+                        (false, crate::Resubscription::Downgrade, _, Ok(entry)) => {
+                            prop_assert!(entry.lines.is_empty());
+                            prop_assert_eq!(&once.scheduled, &Some(requested));
+                            prop_assert_eq!(
+                                &once,
+                                &Account {
+                                    scheduled: once.scheduled.clone(),
+                                    seq: once.seq,
+                                    ..before.clone()
+                                }
+                            );
+                        }
+                        (_, change, _, result) => prop_assert!(false, "{:?} answered {:?}", change, result),
+                    }
+                }
+                (Op::Cancel, Ok(entry)) => {
+                    prop_assert_eq!(before.status, SubscriptionStatus::Active);
+                    prop_assert!(entry.lines.is_empty());
+                    prop_assert_eq!(&once.buckets, &before.buckets, "this month's credits stay");
+                }
+                (Op::Cancel, Err(e)) => {
+                    prop_assert_eq!(
+                        (before.status, e),
+                        (SubscriptionStatus::Cancelled, &DomainError::AlreadyCancelled)
+                    );
+                    prop_assert_eq!(&once, &before);
+                }
+                (Op::Resubscribe(which), Ok(_)) => {
+                    prop_assert_eq!(before.status, SubscriptionStatus::Cancelled);
+                    prop_assert_eq!(
+                        (&once.subscription, once.anchor),
+                        (&subscription(&catalog, *which), now.date_naive())
+                    );
+                    let trial = |a: &Account| -> Vec<Credits> {
+                        a.buckets
+                            .iter()
+                            .filter(|b| b.source() == BucketSource::Trial)
+                            .map(|b| b.granted)
+                            .collect()
+                    };
+                    prop_assert_eq!(trial(&once), trial(&before), "the trial once, ever");
+                }
+                (Op::Resubscribe(_), Err(e)) => {
+                    prop_assert_eq!(
+                        (before.status, e),
+                        (SubscriptionStatus::Active, &DomainError::PlanChangeUnsupported)
+                    );
+                    prop_assert_eq!(&once, &before);
+                }
+                _ => unreachable!(),
+            }
+
+            // The second changes nothing more.
+            match again {
+                Ok(entry) => {
+                    prop_assert!(entry.lines.is_empty(), "applied twice: {:?}", entry.lines);
+                    prop_assert_eq!(&but_for_the_entry(&account, once.seq), &once);
+                }
+                Err(_) => prop_assert_eq!(&account, &once),
+            }
+            account.check_invariants().unwrap();
+        }
+        Ok(())
+    }
+
+    proptest! {
+        /// Arbitrary plan changes, cancels, subscribing again and renewals,
+        /// each request applied twice (a retry under a new key): the first
+        /// does what the request means; the second changes nothing (a
+        /// refusal, or a downgrade scheduled again writing an empty entry).
+        /// An upgrade grants, on each meter, the monthly difference for each
+        /// month its credits last; a downgrade waits for the renewal, which
+        /// applies it once.
+        #[test]
+        fn a_plan_change_or_cancel_applies_once(
+            first in 0..SUBSCRIPTIONS.len(),
+            ops in prop::collection::vec(op(), 1..25),
+        ) {
+            follow_plan_changes(first, ops)?;
+        }
     }
 }

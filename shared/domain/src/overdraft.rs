@@ -106,10 +106,16 @@ impl Account {
     /// An overdraft takes back only what is still owed; what a purchase
     /// repaid meanwhile goes to the purchased pool, so nothing is lost and
     /// no overdraft holds more than its allowance.
+    ///
+    /// A bucket can expire and be granted anew under its id (subscribing
+    /// again the day a cancelled month began): the new one is not the one
+    /// that paid. `drawn_at` (when known) tells them apart; without it, a
+    /// bucket that cannot take the amount back is the new one.
     pub(crate) fn give_back(
         &mut self,
         id: &BucketId,
         amount: Credits,
+        drawn_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<Option<Vec<EntryLine>>, DomainError> {
         if id.source() == BucketSource::Overdraft {
@@ -126,7 +132,14 @@ impl Account {
             }
             return Ok(Some(lines));
         }
-        let Some(b) = self.buckets.iter_mut().find(|b| &b.id == id && b.is_live(now)) else {
+        let Some(b) = self.buckets.iter_mut().find(|b| {
+            &b.id == id
+                && b.is_live(now)
+                && match drawn_at {
+                    Some(at) => b.granted_at <= at,
+                    None => b.remaining.checked_add(amount).is_some_and(|r| r <= b.granted),
+                }
+        }) else {
             return Ok(None);
         };
         b.remaining = b

@@ -70,6 +70,8 @@ pub fn month_from_anchor(anchor: NaiveDate, n: u32) -> NaiveDate {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn d(y: i32, m: u32, day: u32) -> NaiveDate {
@@ -142,6 +144,69 @@ mod tests {
                 assert!(p.start <= date && date < p.end, "{anchor} {date} {p:?}");
                 date = date.succ_opt().unwrap();
             }
+        }
+    }
+
+    /// Any anchor a subscription can have: any day 1-31 that exists in any
+    /// month of 2000-2100.
+    fn anchor() -> impl Strategy<Value = NaiveDate> {
+        (2000i32..=2100, 1u32..=12, 1u32..=31)
+            .prop_filter_map("a real date", |(y, m, day)| NaiveDate::from_ymd_opt(y, m, day))
+    }
+
+    /// Days in a month, from the calendar rather than from the code under test.
+    fn days_in(year: i32, month: u32) -> u32 {
+        let next = if month == 12 {
+            d(year + 1, 1, 1)
+        } else {
+            d(year, month + 1, 1)
+        };
+        next.pred_opt().unwrap().day()
+    }
+
+    fn month_number(date: NaiveDate) -> i64 {
+        i64::from(date.year()) * 12 + i64::from(date.month0())
+    }
+
+    proptest! {
+        /// Over a century of renewals: each falls in the very next calendar
+        /// month (none skipped, none repeated), on the anchor's day or the
+        /// month's last day when the month is shorter, strictly after the one
+        /// before.
+        #[test]
+        fn renewals_fall_on_the_anchor_day_every_month(anchor in anchor()) {
+            let mut previous = anchor;
+            prop_assert_eq!(month_from_anchor(anchor, 0), anchor);
+            for n in 1..=1_212u32 {
+                let renewal = month_from_anchor(anchor, n);
+                prop_assert!(renewal > previous, "{} not after {}", renewal, previous);
+                prop_assert_eq!(month_number(renewal), month_number(anchor) + i64::from(n));
+                let day = anchor.day().min(days_in(renewal.year(), renewal.month()));
+                prop_assert_eq!(renewal.day(), day, "{} from anchor {}", renewal, anchor);
+                previous = renewal;
+            }
+        }
+
+        /// The period of any day runs from one renewal to the next and holds
+        /// that day (a day before the anchor belongs to the first period);
+        /// asked from any day in it, the next renewal is its end, and from
+        /// its end, the period after it starts.
+        #[test]
+        fn the_period_of_any_day_ends_at_its_next_renewal(anchor in anchor(), offset in -400i64..40_000) {
+            let date = anchor + chrono::Duration::days(offset);
+            let p = Period::containing(anchor, date);
+            if date < anchor {
+                prop_assert_eq!(p, Period { start: anchor, end: month_from_anchor(anchor, 1) });
+            } else {
+                prop_assert!(p.start <= date && date < p.end, "{} not in {:?}", date, p);
+            }
+            let n = p.index(anchor);
+            prop_assert_eq!((p.start, p.end), (month_from_anchor(anchor, n), month_from_anchor(anchor, n + 1)));
+            prop_assert_eq!(Period::containing(anchor, p.start), p);
+            prop_assert_eq!(Period::containing(anchor, p.end.pred_opt().unwrap()), p);
+            let next = Period::containing(anchor, p.end);
+            prop_assert_eq!((next.start, next.index(anchor)), (p.end, n + 1));
+            prop_assert_eq!((p.starts_at(), p.renews_at()), (start_of_day(p.start), start_of_day(p.end)));
         }
     }
 }

@@ -146,9 +146,11 @@ impl Account {
 
 #[cfg(test)]
 mod tests {
-    use chrono::{NaiveDate, TimeZone};
+    use chrono::{Duration, NaiveDate, TimeZone};
+    use proptest::prelude::*;
 
     use super::*;
+    use crate::period::{month_from_anchor, start_of_day};
     use crate::{credits_meter, Billing, OrgId, Subscription};
 
     fn at(y: i32, m: u32, d: u32) -> DateTime<Utc> {
@@ -258,5 +260,110 @@ mod tests {
         assert!(account.renews_on_schedule(), "this month's credits still expire");
         account.renew_if_due(&catalog, at(2026, 2, 10)).unwrap().unwrap();
         assert!(!account.renews_on_schedule());
+    }
+
+    /// Subscriptions whose renewals differ: monthly, annual granting
+    /// monthly, monthly with a rollover, annual granting the year up front,
+    /// per seat with a second meter; and what each grants a month.
+    const SUBSCRIPTIONS: [(&str, Billing, i64); 5] = [
+        ("starter", Billing::Monthly, 500),
+        ("business", Billing::Annual, 5_000),
+        ("growth", Billing::Monthly, 1_000),
+        ("growth", Billing::Annual, 1_000),
+        ("per_seat_1500", Billing::Monthly, 1_500),
+    ];
+
+    fn follow_renewals(
+        anchor: NaiveDate,
+        time_of_day: i64,
+        which: usize,
+        steps: Vec<(i64, i64)>,
+    ) -> Result<(), TestCaseError> {
+        let (plan, billing, monthly) = SUBSCRIPTIONS[which];
+        let mut now = start_of_day(anchor) + Duration::seconds(time_of_day);
+        let (catalog, mut account) = account(plan, billing, now);
+        prop_assert_eq!(account.anchor, anchor);
+        prop_assert_eq!(account.renews_at(), start_of_day(month_from_anchor(anchor, 1)));
+        let up_front = billing == Billing::Annual && plan == "growth";
+        for (days, seconds) in steps {
+            now += Duration::days(days) + Duration::seconds(seconds);
+            let before = account.clone();
+            let renewed = account.renew_if_due(&catalog, now).unwrap();
+            if now < before.renews_at() {
+                prop_assert!(renewed.is_none(), "renewed before {}", before.renews_at());
+                prop_assert_eq!(&account, &before);
+                continue;
+            }
+            prop_assert_eq!(renewed.map(|e| e.kind), Some(EntryKind::Renewal));
+            prop_assert_eq!(account.seq, before.seq + 1);
+            let p = account.period;
+            prop_assert!(
+                p.starts_at() <= now && now < p.renews_at(),
+                "{:?} does not hold {}",
+                p,
+                now
+            );
+            let n = p.index(anchor);
+            prop_assert_eq!(
+                (p.start, p.end),
+                (month_from_anchor(anchor, n), month_from_anchor(anchor, n + 1))
+            );
+            prop_assert!(p.start >= before.period.end, "back to an earlier month");
+            let on_time = now < start_of_day(month_from_anchor(anchor, before.period.index(anchor) + 2));
+            if on_time {
+                prop_assert_eq!(p.start, before.period.end, "a month skipped");
+            }
+            prop_assert!(account.buckets.iter().all(|b| b.is_live(now)), "expired credits left");
+            let plan_buckets: Vec<&crate::Bucket> = account
+                .buckets
+                .iter()
+                .filter(|b| b.source() == BucketSource::Plan && b.meter() == &credits_meter())
+                .collect();
+            prop_assert_eq!(plan_buckets.len(), 1, "one allowance bucket");
+            let granted = plan_buckets[0];
+            if up_front {
+                let anniversary = start_of_day(month_from_anchor(anchor, 12 * (n / 12 + 1)));
+                prop_assert_eq!(granted.expires_at, Some(anniversary));
+            } else {
+                prop_assert_eq!(
+                    &granted.id,
+                    &BucketId::Plan {
+                        meter: credits_meter(),
+                        period: p.start
+                    }
+                );
+                prop_assert_eq!(
+                    (granted.granted, granted.expires_at),
+                    (Credits::whole(monthly), Some(p.renews_at()))
+                );
+            }
+            let renewed_once = account.clone();
+            prop_assert!(account.renew_if_due(&catalog, now).unwrap().is_none());
+            prop_assert!(account
+                .renew_if_due(&catalog, p.renews_at() - Duration::seconds(1))
+                .unwrap()
+                .is_none());
+            prop_assert_eq!(&account, &renewed_once, "the same renewal twice grants once");
+        }
+        Ok(())
+    }
+
+    proptest! {
+        /// For any anchor (any day of any month of 2000-2100, any time of
+        /// day) and renewals at arbitrary later instants: an account renews
+        /// only once its period has ended, onto the period holding now (the
+        /// very next one when on time), with what has expired gone and this
+        /// month's allowance granted once; renewing again at the same
+        /// instant, or before the new period ends, grants nothing.
+        #[test]
+        fn a_renewal_is_due_once_a_period_and_lands_on_the_period_of_now(
+            anchor in (2000i32..=2100, 1u32..=12, 1u32..=31)
+                .prop_filter_map("a real date", |(y, m, d)| NaiveDate::from_ymd_opt(y, m, d)),
+            time_of_day in 0i64..86_400,
+            which in 0..SUBSCRIPTIONS.len(),
+            steps in prop::collection::vec((0i64..70, 0i64..86_400), 1..25),
+        ) {
+            follow_renewals(anchor, time_of_day, which, steps)?;
+        }
     }
 }

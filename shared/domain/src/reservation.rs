@@ -289,7 +289,8 @@ impl Account {
                         self.add_reserved(&unit.meter, -cost.thousandths());
                     }
                     for (bucket, amount) in &unit.draws {
-                        match self.give_back(bucket, *amount, now)? {
+                        // A unit does not record when it drew.
+                        match self.give_back(bucket, *amount, None, now)? {
                             Some(given) => lines.extend(given),
                             None => stayed_expired = stayed_expired.checked_add(*amount).expect("credits within range"),
                         }
@@ -389,4 +390,298 @@ fn merge(lines: Vec<EntryLine>) -> Vec<EntryLine> {
         }
     }
     merged
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::{credits_meter, CallerKind, Catalog, OrgId, PurchaseGrant, SpendMode, SpendRequest, Subscription};
+
+    const CONTACTS: usize = 6;
+
+    fn service() -> Actor {
+        Actor {
+            user: None,
+            caller: CallerKind::Service,
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// Reserve these contacts (repeats allowed).
+        Reserve(Vec<usize>),
+        /// Move these contacts' units as the store holds them; `twice`: the
+        /// same request retried right after it applied.
+        Settle(Transition, Vec<usize>, bool),
+        /// Hours pass; the account renews if due.
+        Wait(i64),
+        Buy(i64),
+        /// Halves spent, so that units straddle buckets.
+        SpendHalves(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let contacts = || prop::collection::vec(0..CONTACTS, 1..4);
+        let transition = prop::sample::select(vec![
+            Transition::Commit,
+            Transition::Release,
+            Transition::Refund,
+            Transition::Expire,
+        ]);
+        prop_oneof![
+            4 => contacts().prop_map(Op::Reserve),
+            5 => (transition, contacts(), any::<bool>()).prop_map(|(t, c, twice)| Op::Settle(t, c, twice)),
+            1 => (0i64..24 * 40).prop_map(Op::Wait),
+            1 => (1i64..6).prop_map(Op::Buy),
+            1 => (1u64..4).prop_map(Op::SpendHalves),
+        ]
+    }
+
+    /// The only ways a unit may go: reserved, then committed (and perhaps
+    /// refunded once), or released (by a release or its expiry).
+    fn is_a_path(states: &[UnitState]) -> bool {
+        use UnitState::*;
+        matches!(
+            states,
+            [Reserved] | [Reserved, Committed] | [Reserved, Committed, Refunded] | [Reserved, Released]
+        )
+    }
+
+    fn is_final(states: &[UnitState]) -> bool {
+        is_a_path(states) && states.last() != Some(&UnitState::Reserved)
+    }
+
+    /// The campaign's units as the store holds them, one per contact (a
+    /// contact reserved again after its unit ended gets a new one), each
+    /// with every state it has been in; and the units replaced so.
+    #[derive(Default)]
+    struct Units {
+        current: BTreeMap<usize, (Unit, Vec<UnitState>)>,
+        replaced: Vec<Vec<UnitState>>,
+    }
+
+    impl Units {
+        fn live(&self, i: usize) -> bool {
+            self.current
+                .get(&i)
+                .is_some_and(|(u, _)| matches!(u.state, UnitState::Reserved | UnitState::Committed))
+        }
+
+        fn reserved(&self) -> impl Iterator<Item = &Unit> {
+            self.current
+                .values()
+                .map(|(u, _)| u)
+                .filter(|u| u.state == UnitState::Reserved)
+        }
+    }
+
+    fn follow_units(halves_left: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
+        let catalog = Catalog::default_catalog();
+        let mut now = Utc.with_ymd_and_hms(2026, 1, 20, 9, 0, 0).unwrap();
+        let sub = Subscription::new(&catalog, "starter", None, None, None).unwrap();
+        let (mut account, _) =
+            Account::provision(OrgId::parse("acme").unwrap(), sub, &catalog, service(), now).unwrap();
+        let halves = |quantity| {
+            let (action_id, action) = catalog.action("email_verification").unwrap();
+            SpendRequest {
+                action_id,
+                action,
+                quantity,
+                mode: SpendMode::UpTo,
+                actor: service(),
+                campaign: None,
+                subject: None,
+            }
+        };
+        account.spend(&halves(1_000 - halves_left), now).unwrap();
+        let (action_id, action) = catalog.action("ai_email_generation").unwrap();
+        let campaign = CampaignId::parse("launch").unwrap();
+        let contacts: Vec<Subject> = (0..CONTACTS)
+            .map(|i| Subject::parse(&format!("c{i}@x.com")).unwrap())
+            .collect();
+        let meter = credits_meter();
+        let mut units = Units::default();
+
+        for op in ops {
+            match op {
+                Op::Reserve(listed) => {
+                    let before = account.clone();
+                    let names: Vec<Subject> = listed.iter().map(|&i| contacts[i].clone()).collect();
+                    let existing: Vec<Unit> = units.current.values().map(|(u, _)| u.clone()).collect();
+                    let req = ReserveRequest {
+                        action_id,
+                        action,
+                        campaign: &campaign,
+                        contacts: &names,
+                        actor: service(),
+                    };
+                    match account.reserve(&req, &existing, now) {
+                        Ok((reserved, entry)) => {
+                            for &i in &listed {
+                                if units.live(i) {
+                                    prop_assert!(reserved.already.contains(&contacts[i]), "c{} reserved twice", i);
+                                }
+                            }
+                            let taken: Credits = reserved.units.iter().map(Unit::cost).sum();
+                            prop_assert_eq!(entry.net(&meter), -taken);
+                            prop_assert_eq!(
+                                account.available(&meter),
+                                before.available(&meter).checked_sub(taken).unwrap()
+                            );
+                            for unit in reserved.units {
+                                let i = contacts.iter().position(|c| *c == unit.contact).unwrap();
+                                prop_assert!(!units.live(i));
+                                prop_assert_eq!(unit.state, UnitState::Reserved);
+                                prop_assert_eq!(unit.cost(), action.cost);
+                                prop_assert_eq!(unit.deadline, now + Duration::days(RESERVATION_DAYS));
+                                if let Some((_, states)) = units.current.insert(i, (unit, vec![UnitState::Reserved])) {
+                                    units.replaced.push(states);
+                                }
+                            }
+                        }
+                        Err(DomainError::InsufficientCredits { .. }) => {
+                            prop_assert_eq!(&account, &before, "a refusal changes nothing");
+                            prop_assert!(before.spendable(&meter, None) < action.cost);
+                        }
+                        Err(e) => prop_assert!(false, "{}", e),
+                    }
+                }
+                Op::Settle(transition, mut listed, twice) => {
+                    // The store reads each contact's unit once, and refuses a
+                    // contact with none before the ledger is asked.
+                    listed.sort_unstable();
+                    listed.dedup();
+                    listed.retain(|i| units.current.contains_key(i));
+                    if listed.is_empty() {
+                        continue;
+                    }
+                    for attempt in 0..if twice { 2 } else { 1 } {
+                        let before = account.clone();
+                        let stored: Vec<Unit> = listed.iter().map(|i| units.current[i].0.clone()).collect();
+                        let ready = stored.iter().all(|u| u.state == transition.from())
+                            && (transition != Transition::Expire || stored.iter().all(|u| u.deadline <= now));
+                        // What goes back to buckets that have expired meanwhile stays expired.
+                        let gone: Credits = stored
+                            .iter()
+                            .flat_map(|u| &u.draws)
+                            .filter(|(id, _)| !before.buckets.iter().any(|b| &b.id == id && b.is_live(now)))
+                            .map(|(_, amount)| *amount)
+                            .sum();
+                        let cost: Credits = stored.iter().map(Unit::cost).sum();
+                        match account.settle_units(transition, &stored, service(), now) {
+                            Ok((moved, stayed_expired, entry)) => {
+                                prop_assert!(ready, "{:?} moved units not ready for it", transition);
+                                prop_assert_eq!(attempt, 0, "a retry applied again");
+                                let returned = if transition == Transition::Commit {
+                                    prop_assert!(entry.lines.is_empty());
+                                    Credits::ZERO
+                                } else {
+                                    prop_assert_eq!(stayed_expired, gone);
+                                    cost.checked_sub(gone).unwrap()
+                                };
+                                prop_assert_eq!(entry.net(&meter), returned);
+                                prop_assert_eq!(
+                                    account.available(&meter),
+                                    before.available(&meter).checked_add(returned).unwrap()
+                                );
+                                for (i, unit) in listed.iter().zip(moved) {
+                                    prop_assert_eq!(unit.state, transition.to());
+                                    let (held, states) = units.current.get_mut(i).unwrap();
+                                    prop_assert_eq!(&unit.contact, &held.contact);
+                                    states.push(unit.state);
+                                    *held = unit;
+                                }
+                            }
+                            Err(DomainError::UnitState { .. }) => {
+                                prop_assert!(!ready, "{:?} refused units ready for it", transition);
+                                prop_assert_eq!(&account, &before, "a refused transition changes nothing");
+                            }
+                            Err(e) => prop_assert!(false, "{}", e),
+                        }
+                    }
+                }
+                Op::Wait(hours) => {
+                    now += Duration::hours(hours);
+                    account.renew_if_due(&catalog, now).unwrap();
+                }
+                Op::Buy(credits) => {
+                    let grant = PurchaseGrant::priced(&catalog, None, Some(Credits::whole(credits)), "pay-1").unwrap();
+                    account.purchase(grant, service(), now).unwrap();
+                }
+                Op::SpendHalves(quantity) => {
+                    // Nothing to spend is refused; that is fine here.
+                    let _ = account.spend(&halves(quantity), now);
+                }
+            }
+            account.check_invariants().unwrap();
+            let held: Credits = units.reserved().map(Unit::cost).sum();
+            prop_assert_eq!(
+                account.reserved(&meter),
+                held,
+                "reserved credits are the reserved units'"
+            );
+            let mut due: BTreeMap<(MeterId, NaiveDate), i64> = BTreeMap::new();
+            for u in units.reserved() {
+                *due.entry((u.meter.clone(), u.deadline.date_naive())).or_default() += 1;
+            }
+            prop_assert_eq!(&account.units_due, &due);
+            let overdue = units.reserved().any(|u| u.deadline.date_naive() < now.date_naive());
+            prop_assert_eq!(account.has_overdue_units(now), overdue);
+            for (unit, states) in units.current.values() {
+                prop_assert!(is_a_path(states), "{:?}", states);
+                prop_assert_eq!(states.last(), Some(&unit.state));
+            }
+        }
+
+        // The sweep: past every deadline, what is still reserved expires.
+        now += Duration::days(RESERVATION_DAYS + 1);
+        account.renew_if_due(&catalog, now).unwrap();
+        let overdue: Vec<usize> = units
+            .current
+            .iter()
+            .filter(|(_, (u, _))| u.state == UnitState::Reserved)
+            .map(|(i, _)| *i)
+            .collect();
+        if !overdue.is_empty() {
+            let stored: Vec<Unit> = overdue.iter().map(|i| units.current[i].0.clone()).collect();
+            let (moved, _, _) = account
+                .settle_units(Transition::Expire, &stored, Actor::system(), now)
+                .unwrap();
+            for (i, unit) in overdue.iter().zip(moved) {
+                let (held, states) = units.current.get_mut(i).unwrap();
+                states.push(unit.state);
+                *held = unit;
+            }
+        }
+        prop_assert_eq!(account.reserved(&meter), Credits::ZERO);
+        prop_assert!(account.units_due.is_empty());
+        for states in units.current.values().map(|(_, s)| s).chain(&units.replaced) {
+            prop_assert!(is_final(states), "{:?}", states);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        /// Arbitrary reservations, commits, releases, refunds and expiries,
+        /// retried or not, across renewals: a transition applies only to
+        /// units all in the state it starts from (else nothing changes),
+        /// so applying it a second time changes nothing; a release gives
+        /// back what the unit took except what a renewal expired meanwhile;
+        /// reserving a contact whose unit is live reserves nothing more. The
+        /// account's reserved credits and due days always match its reserved
+        /// units, and after the sweep every unit ends in exactly one final
+        /// state.
+        #[test]
+        fn every_unit_moves_once_and_ends_in_one_final_state(
+            halves_left in 0u64..24,
+            ops in prop::collection::vec(op(), 1..40),
+        ) {
+            follow_units(halves_left, ops)?;
+        }
+    }
 }

@@ -237,7 +237,10 @@ impl Account {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, VecDeque};
+
     use chrono::TimeZone;
+    use proptest::prelude::*;
 
     use super::*;
     use crate::{credits_meter, OrgId, PurchaseGrant, Subscription};
@@ -342,5 +345,227 @@ mod tests {
             Err(DomainError::InsufficientCredits { .. })
         ));
         assert_eq!((account.held_results, account.results_paused), (1, true));
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// A result for (action, subject, outcome); `again`: another
+        /// request about the same subject right after.
+        Report(&'static str, usize, &'static str, bool),
+        Buy(i64),
+        /// An admin's resume: the held results in arrival order, until
+        /// one cannot be paid.
+        Resume,
+        Wait(i64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let report = (
+            prop::sample::select(vec!["email_reveal", "phone_lookup", "email_finder"]),
+            0..3usize,
+            prop::sample::select(crate::catalog::RESULT_OUTCOMES.to_vec()),
+            any::<bool>(),
+        );
+        prop_oneof![
+            6 => report.prop_map(|(a, s, o, again)| Op::Report(a, s, o, again)),
+            1 => (1i64..12).prop_map(Op::Buy),
+            2 => Just(Op::Resume),
+            1 => (0i64..40).prop_map(Op::Wait),
+        ]
+    }
+
+    /// The results' side of the store: unlocks by action and subject, the
+    /// held results in arrival order, whether charging is paused, and how
+    /// each result ended.
+    #[derive(Default)]
+    struct Results {
+        unlocks: BTreeMap<(ActionId, Subject), Unlock>,
+        held: VecDeque<ResultReport>,
+        paused: bool,
+        ended: BTreeMap<String, Vec<ResultCharge>>,
+    }
+
+    impl Results {
+        fn unlocked(&self, r: &ResultReport) -> Option<&Unlock> {
+            self.unlocks.get(&(r.action.clone(), r.subject.clone()))
+        }
+
+        fn settle(&mut self, r: &ResultReport, decision: &ResultDecision) {
+            if let Some(until) = decision.unlocks_until {
+                let unlock = Unlock {
+                    until,
+                    entry_id: r.request_id.clone(),
+                };
+                self.unlocks.insert((r.action.clone(), r.subject.clone()), unlock);
+            }
+            self.ended
+                .entry(r.request_id.clone())
+                .or_default()
+                .push(decision.charge);
+        }
+    }
+
+    fn follow_results(left: i64, ops: Vec<Op>) -> Result<(), TestCaseError> {
+        let catalog = Catalog::default_catalog();
+        let (_, mut account) = account("starter");
+        let mut now = at(1);
+        let (burn_id, burn) = catalog.action("ai_email_generation").unwrap();
+        let req = SpendRequest {
+            action_id: burn_id,
+            action: burn,
+            quantity: u64::try_from(500 - left).unwrap(),
+            mode: SpendMode::All,
+            actor: Actor::system(),
+            campaign: None,
+            subject: None,
+        };
+        account.spend(&req, now).unwrap();
+        let meter = credits_meter();
+        let mut results = Results::default();
+        let mut n = 0;
+
+        for op in ops {
+            match op {
+                Op::Report(action, subject, outcome, again) => {
+                    for _ in 0..if again { 2 } else { 1 } {
+                        n += 1;
+                        let mut r = report(&format!("r{n}"), action, &format!("s{subject}@x.com"), outcome);
+                        r.occurred_at = now;
+                        let (_, def, billable) = r.resolve(&catalog).unwrap();
+                        let before = account.clone();
+                        let unlocked = results.unlocked(&r).is_some_and(|u| u.holds_at(now));
+                        let expected =
+                            if !billable && outcome == crate::catalog::BOUNCED && def.bounce_refund_days.is_some() {
+                                ResultCharge::BounceNotRefunded
+                            } else if !billable {
+                                ResultCharge::Free
+                            } else if def.once_per_subject && unlocked {
+                                ResultCharge::AlreadyUnlocked
+                            } else if results.paused || before.spendable(&meter, None) < def.cost {
+                                ResultCharge::Held
+                            } else {
+                                ResultCharge::Charged(def.cost)
+                            };
+                        let decision = account
+                            .charge_result(&catalog, &r, results.unlocked(&r), false, now)
+                            .unwrap();
+                        prop_assert_eq!(decision.charge, expected, "{:?}", r);
+                        let cost = match expected {
+                            ResultCharge::Charged(cost) => cost,
+                            _ => Credits::ZERO,
+                        };
+                        prop_assert_eq!(decision.entry.net(&meter), -cost);
+                        prop_assert_eq!(
+                            account.available(&meter),
+                            before.available(&meter).checked_sub(cost).unwrap()
+                        );
+                        prop_assert_eq!(
+                            decision.unlocks_until.is_some(),
+                            def.once_per_subject && cost.is_positive()
+                        );
+                        if expected == ResultCharge::Held {
+                            results.held.push_back(r);
+                            results.paused = true;
+                        } else {
+                            results.settle(&r, &decision);
+                        }
+                    }
+                }
+                Op::Buy(credits) => {
+                    let grant = PurchaseGrant::priced(&catalog, None, Some(Credits::whole(credits)), "p").unwrap();
+                    account.purchase(grant, Actor::system(), now).unwrap();
+                }
+                Op::Resume if results.held.is_empty() => {
+                    let before = account.clone();
+                    match account.resume_results(Actor::system(), now) {
+                        Ok(_) => {
+                            prop_assert!(results.paused, "resumed what was not paused");
+                            results.paused = false;
+                        }
+                        Err(_) => {
+                            prop_assert!(!results.paused, "a pause with nothing held could not be lifted");
+                            prop_assert_eq!(&account, &before);
+                        }
+                    }
+                }
+                Op::Resume => {
+                    while let Some(r) = results.held.front().cloned() {
+                        let before = account.clone();
+                        let (_, def, _) = r.resolve(&catalog).unwrap();
+                        let unlocked = results.unlocked(&r).is_some_and(|u| u.holds_at(now));
+                        match account.charge_result(&catalog, &r, results.unlocked(&r), true, now) {
+                            Ok(decision) => {
+                                let expected = if def.once_per_subject && unlocked {
+                                    ResultCharge::AlreadyUnlocked
+                                } else {
+                                    ResultCharge::Charged(def.cost)
+                                };
+                                prop_assert_eq!(decision.charge, expected);
+                                let cost = match expected {
+                                    ResultCharge::Charged(cost) => cost,
+                                    _ => Credits::ZERO,
+                                };
+                                prop_assert_eq!(
+                                    account.available(&meter),
+                                    before.available(&meter).checked_sub(cost).unwrap()
+                                );
+                                results.held.pop_front();
+                                results.settle(&r, &decision);
+                                results.paused = !results.held.is_empty();
+                            }
+                            Err(DomainError::InsufficientCredits { .. }) => {
+                                prop_assert!(before.spendable(&meter, None) < def.cost);
+                                prop_assert!(!(def.once_per_subject && unlocked));
+                                prop_assert_eq!(&account, &before, "a resume that cannot pay changes nothing");
+                                break;
+                            }
+                            Err(e) => prop_assert!(false, "{}", e),
+                        }
+                    }
+                }
+                Op::Wait(days) => {
+                    now += Duration::days(days);
+                    account.renew_if_due(&catalog, now).unwrap();
+                }
+            }
+            account.check_invariants().unwrap();
+            prop_assert_eq!(account.held_results, results.held.len() as u64);
+            prop_assert_eq!(account.results_paused, results.paused);
+        }
+
+        // A top-up large enough and a resume settle everything held.
+        let grant = PurchaseGrant::priced(&catalog, None, Some(Credits::whole(500)), "p").unwrap();
+        account.purchase(grant, Actor::system(), now).unwrap();
+        while let Some(r) = results.held.pop_front() {
+            let decision = account
+                .charge_result(&catalog, &r, results.unlocked(&r), true, now)
+                .unwrap();
+            results.settle(&r, &decision);
+        }
+        prop_assert_eq!((account.held_results, account.results_paused), (0, false));
+        for (id, ended) in &results.ended {
+            prop_assert_eq!(ended.len(), 1, "{} ended {:?}", id, ended);
+            prop_assert!(ended[0] != ResultCharge::Held);
+        }
+        prop_assert_eq!(results.ended.len(), n);
+        Ok(())
+    }
+
+    proptest! {
+        /// Arbitrary results, top-ups, resumes and renewals: a result is
+        /// charged its cost only when billable, not unlocked for the
+        /// organization and payable while charging is not paused; otherwise
+        /// it is free, or held (pausing charging) and charged or found
+        /// unlocked exactly once by a resume. So a subject charged once per
+        /// organization is never charged again while its unlock holds, and
+        /// every result ends charged, free, unlocked already or refused a
+        /// refund, exactly once.
+        #[test]
+        fn each_result_is_charged_at_most_once_and_held_ones_settle_once(
+            left in 0i64..12,
+            ops in prop::collection::vec(op(), 1..40),
+        ) {
+            follow_results(left, ops)?;
+        }
     }
 }

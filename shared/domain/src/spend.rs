@@ -205,3 +205,139 @@ impl Account {
         Ok((quote, entry))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::{credits_meter, CallerKind, Catalog, OrgId, PurchaseGrant, Subscription};
+
+    fn service() -> Actor {
+        Actor {
+            user: None,
+            caller: CallerKind::Service,
+        }
+    }
+
+    fn request<'c>(catalog: &'c Catalog, action: &str, quantity: u64, mode: SpendMode) -> SpendRequest<'c> {
+        let (action_id, action) = catalog.action(action).unwrap();
+        SpendRequest {
+            action_id,
+            action,
+            quantity,
+            mode,
+            actor: service(),
+            campaign: None,
+            subject: None,
+        }
+    }
+
+    fn follow_a_spend(
+        bought: i64,
+        overdraft: i64,
+        burnt_halves: u64,
+        action: &str,
+        quantity: u64,
+        up_to: bool,
+    ) -> Result<(), TestCaseError> {
+        let now = Utc.with_ymd_and_hms(2026, 3, 5, 9, 30, 0).unwrap();
+        let catalog = Catalog::default_catalog();
+        // 1,500 credits and 400 calling credits a month.
+        let sub = Subscription::new(&catalog, "per_seat_1500", None, None, None).unwrap();
+        let (mut account, _) =
+            Account::provision(OrgId::parse("acme").unwrap(), sub, &catalog, service(), now).unwrap();
+        if bought > 0 {
+            let grant = PurchaseGrant::priced(&catalog, None, Some(Credits::whole(bought)), "pay-1").unwrap();
+            account.purchase(grant, service(), now).unwrap();
+        }
+        account
+            .set_overdraft(&credits_meter(), Credits::whole(overdraft), service(), now)
+            .unwrap();
+        if burnt_halves > 0 {
+            let burn = request(&catalog, "email_verification", burnt_halves, SpendMode::UpTo);
+            account.spend(&burn, now).unwrap();
+        }
+
+        let mode = if up_to { SpendMode::UpTo } else { SpendMode::All };
+        let req = request(&catalog, action, quantity, mode);
+        let meter = req.action.meter.clone();
+        let unit_cost = if req.action.is_free() {
+            Credits::ZERO
+        } else {
+            req.action.cost
+        };
+        let spendable = account.spendable(&meter, None);
+        let available = account.available(&meter);
+        let before = account.clone();
+        let quoted = account.quote(&req, now);
+        prop_assert_eq!(&account, &before, "a dry run changes nothing");
+        let spent = account.spend(&req, now);
+
+        if quantity == 0 || quantity > MAX_QUANTITY {
+            prop_assert!(matches!(spent, Err(DomainError::InvalidQuantity(_))));
+            prop_assert_eq!(&account, &before);
+            return Ok(());
+        }
+        let covered = if unit_cost.is_zero() {
+            u64::MAX
+        } else {
+            u64::try_from(spendable.thousandths() / unit_cost.thousandths()).unwrap()
+        };
+        let whole_cost = unit_cost.checked_mul(quantity).unwrap();
+        let units = match mode {
+            SpendMode::All if whole_cost <= spendable => quantity,
+            SpendMode::All => 0,
+            SpendMode::UpTo => quantity.min(covered),
+        };
+        if units == 0 {
+            let needed = if up_to { unit_cost } else { whole_cost };
+            prop_assert_eq!(
+                spent.unwrap_err(),
+                DomainError::InsufficientCredits {
+                    meter,
+                    needed,
+                    available: spendable
+                }
+            );
+            prop_assert_eq!(&account, &before, "a refusal changes nothing");
+            return Ok(());
+        }
+        let (quote, entry) = spent.unwrap();
+        prop_assert_eq!(&quoted.unwrap(), &quote, "the dry run quoted what was charged");
+        let amount = unit_cost.checked_mul(units).unwrap();
+        prop_assert_eq!(
+            (quote.units, quote.amount, entry.quantity),
+            (units, amount, Some(units))
+        );
+        prop_assert_eq!(entry.net(&meter), -amount);
+        prop_assert_eq!(account.spendable(&meter, None), spendable.checked_sub(amount).unwrap());
+        prop_assert_eq!(account.available(&meter), available.checked_sub(amount).unwrap());
+        if units < quantity {
+            prop_assert!(account.spendable(&meter, None) < unit_cost, "one more unit was covered");
+        }
+        Ok(())
+    }
+
+    proptest! {
+        /// `all` charges every unit or refuses; `up_to` charges as many units
+        /// as the spendable balance (overdraft included) covers, and refuses
+        /// only when it covers none. The refusal says what was needed and
+        /// what is available and changes nothing; a dry run quotes exactly
+        /// what the spend then charges.
+        #[test]
+        fn a_spend_charges_every_unit_or_as_many_as_are_covered(
+            bought in prop_oneof![Just(0i64), 1i64..300],
+            overdraft in prop_oneof![Just(0i64), 1i64..100],
+            burnt_halves in 0u64..3_400,
+            action in prop::sample::select(vec![
+                "ai_email_generation", "email_verification", "call_minute", "email_send",
+            ]),
+            quantity in prop_oneof![1u64..1_500, Just(0), Just(MAX_QUANTITY), Just(MAX_QUANTITY + 1)],
+            up_to in any::<bool>(),
+        ) {
+            follow_a_spend(bought, overdraft, burnt_halves, action, quantity, up_to)?;
+        }
+    }
+}

@@ -149,6 +149,14 @@ impl<T> JsonBody<T> {
     }
 }
 
+/// The request's Idempotency-Key header, parsed, if it has one.
+pub fn optional_idempotency_key(req: &Request) -> Result<Option<IdempotencyKey>, ApiError> {
+    match req.headers().contains_key("idempotency-key") {
+        true => idempotency_key(req).map(Some),
+        false => Ok(None),
+    }
+}
+
 /// The request's Idempotency-Key header, parsed (required).
 pub fn idempotency_key(req: &Request) -> Result<IdempotencyKey, ApiError> {
     let header = req
@@ -159,6 +167,54 @@ pub fn idempotency_key(req: &Request) -> Result<IdempotencyKey, ApiError> {
         .to_str()
         .map_err(|_| ledger_domain::DomainError::InvalidIdempotencyKey)
         .and_then(IdempotencyKey::parse)?)
+}
+
+/// A JSON integer as JSON Schema counts one: `19`, `19.0` and `1.9e1` are
+/// the same integer (a client holding its numbers as floats sends `19.0`).
+/// Read exactly from the number's text; a fraction, a sign or a value past
+/// `u64` is `None`.
+pub fn whole_number(text: &str) -> Option<u64> {
+    let (mantissa, exponent) = match text.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.strip_prefix('+').unwrap_or(e).parse::<i64>().ok()?),
+        None => (text, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if int.is_empty() || !digits_only(int) || !digits_only(frac) || (mantissa.contains('.') && frac.is_empty()) {
+        return None;
+    }
+    let digits = format!("{int}{frac}");
+    let scale = exponent.checked_sub(i64::try_from(frac.len()).ok()?)?;
+    if scale >= 0 {
+        let factor = 10_u64.checked_pow(u32::try_from(scale).ok()?)?;
+        return digits.parse::<u64>().ok()?.checked_mul(factor);
+    }
+    // A negative scale drops digits: only zeros may go.
+    let cut = usize::try_from(scale.unsigned_abs()).ok()?;
+    let (kept, dropped) = digits.split_at(digits.len().saturating_sub(cut));
+    if !dropped.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    if kept.is_empty() {
+        return Some(0);
+    }
+    kept.parse().ok()
+}
+
+/// `#[serde(deserialize_with)]` for an integer field: see [`whole_number`].
+pub fn integer<'de, D: Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<T, D::Error> {
+    let raw: Box<RawValue> = Deserialize::deserialize(d)?;
+    whole_number(raw.get())
+        .and_then(|n| T::try_from(n).ok())
+        .ok_or_else(|| {
+            let shown: String = raw.get().chars().take(40).collect();
+            serde::de::Error::custom(format!("expected a whole number in range, found {shown}"))
+        })
+}
+
+/// [`integer`] for an optional field (with `#[serde(default)]`).
+pub fn optional_integer<'de, D: Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<Option<T>, D::Error> {
+    integer(d).map(Some)
 }
 
 /// An amount as a request spells it: a decimal string or a JSON number,
@@ -198,6 +254,42 @@ mod tests {
     fn parse(json: &str) -> Result<Credits, String> {
         let r: Req = serde_json::from_str(json).map_err(|e| e.to_string())?;
         r.credits.credits().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn integers_are_read_as_json_schema_counts_them() {
+        for (text, n) in [
+            ("19", 19),
+            ("19.0", 19),
+            ("1.9e1", 19),
+            ("190E-1", 19),
+            ("0", 0),
+            ("2e0", 2),
+            ("0.0", 0),
+        ] {
+            assert_eq!(whole_number(text), Some(n), "{text}");
+        }
+        for bad in [
+            "-1",
+            "1.5",
+            "1e-1",
+            "\"1\"",
+            "1.",
+            ".5",
+            "",
+            "1e",
+            "18446744073709551616",
+            "1e20",
+        ] {
+            assert_eq!(whole_number(bad), None, "{bad}");
+        }
+        #[derive(Deserialize)]
+        struct Small {
+            #[serde(deserialize_with = "integer")]
+            n: u8,
+        }
+        assert!(serde_json::from_str::<Small>(r#"{"n": 78.0}"#).is_ok_and(|s| s.n == 78));
+        assert!(serde_json::from_str::<Small>(r#"{"n": 256}"#).is_err());
     }
 
     #[test]

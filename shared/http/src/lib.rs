@@ -6,10 +6,13 @@ pub mod auth;
 pub mod csv;
 pub mod input;
 pub mod problem;
+pub mod routes;
 pub mod views;
 
 pub use auth::Caller;
-pub use input::{json_body, only_query_params, path_param, query_param, route_key, AmountInput, JsonBody};
+pub use input::{
+    integer, json_body, only_query_params, optional_integer, path_param, query_param, route_key, AmountInput, JsonBody,
+};
 pub use ledger_service::DynamoLedger;
 pub use problem::ApiError;
 

@@ -35,6 +35,9 @@ pub enum ApiError {
     NotFound,
     #[error("no route {0}")]
     RouteNotFound(String),
+    /// A known path named with a method it does not take: the methods it takes.
+    #[error("this path takes {}", .0.join(", "))]
+    MethodNotAllowed(Vec<&'static str>),
 }
 
 impl From<DomainError> for ApiError {
@@ -79,6 +82,12 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden", none()),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found", none()),
             ApiError::RouteNotFound(_) => (StatusCode::NOT_FOUND, "route-not-found", "No such route", none()),
+            ApiError::MethodNotAllowed(_) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+                none(),
+            ),
             ApiError::Service(ServiceError::IdempotencyKeyReused) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency-key-reused",
@@ -113,7 +122,10 @@ impl ApiError {
                 none(),
             ),
             ApiError::Service(
-                ServiceError::Contention | ServiceError::SubjectChanged | ServiceError::AlreadySettled,
+                ServiceError::Contention
+                | ServiceError::SubjectChanged
+                | ServiceError::AlreadySettled
+                | ServiceError::Store(StoreError::Unavailable(_)),
             ) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "contention",
@@ -142,7 +154,7 @@ impl ApiError {
                 }
                 D::InvalidAmount { .. } => (StatusCode::BAD_REQUEST, "invalid-amount", "Invalid amount", none()),
                 D::InvalidQuantity(_) => (StatusCode::BAD_REQUEST, "invalid-quantity", "Invalid quantity", none()),
-                D::InvalidId { .. } | D::InvalidRequest(_) => {
+                D::InvalidId { .. } | D::InvalidSubject | D::InvalidRequest(_) => {
                     (StatusCode::BAD_REQUEST, "invalid-request", "Invalid request", none())
                 }
                 D::InvalidIdempotencyKey => (
@@ -188,6 +200,8 @@ impl ApiError {
                     (StatusCode::CONFLICT, "overdraft-owed", "Overdraft still owed", m)
                 }
                 D::MemberNotFound(_) => (StatusCode::NOT_FOUND, "member-not-found", "No such member", none()),
+                D::AlertNotFound(_) => (StatusCode::NOT_FOUND, "alert-not-found", "No such alert", none()),
+                D::TooMany { .. } => (StatusCode::CONFLICT, "too-many", "Too many", none()),
                 D::ActionBlocked { action, .. } => {
                     let mut m = Map::new();
                     m.insert("action".into(), json!(action));
@@ -251,6 +265,10 @@ impl ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             // Contention: the retry budget ran out with nothing written.
             response = response.header("retry-after", "1");
+        }
+        if let ApiError::MethodNotAllowed(methods) = self {
+            // RFC 9110: a 405 says which methods the resource takes.
+            response = response.header("allow", methods.join(", "));
         }
         response.body(Body::Text(body.to_string())).expect("valid response")
     }

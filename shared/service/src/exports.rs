@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use ledger_domain::{Actor, OrgId};
+use ledger_domain::{Actor, DomainError, OrgId};
 use ledger_store::{AccountStore, ExportFiles, ExportJob, ExportState, HistoryFilter, HistoryStore, RequestStore};
 
 use crate::executor::Ledger;
@@ -62,6 +62,11 @@ impl<A: AccountStore, R: RequestStore> Ledger<A, R, ledger_store::DynamoLedgerSt
     ) -> Result<ExportJob, ServiceError> {
         crate::operations::check_history_filter(&viewer.history_scope(), &filter)?;
         let files = self.export_files()?;
+        // An organization without an account has no ledger (404, as for
+        // `history`): a job for it would fail on every run.
+        if self.accounts.load_account(org).await?.is_none() {
+            return Err(DomainError::AccountNotFound.into());
+        }
         let now = self.clock.now();
         // An open range ends as the job starts (a second on, for entries of
         // this very instant): every run of the job lists the same entries,

@@ -62,22 +62,35 @@ impl<A: AccountStore, R: RequestStore, H: HistoryStore> Ledger<A, R, H> {
                 replayed: false,
             });
         }
-        self.apply(org, request, None, |account, catalog, now| {
-            let entry = match account.status {
-                SubscriptionStatus::Cancelled if !paid => return Err(DomainError::PaidByService),
-                SubscriptionStatus::Cancelled => {
-                    account.resubscribe_after_cancel(subscription.clone(), catalog, actor.clone(), now)?
-                }
-                SubscriptionStatus::Active => account.change_plan(subscription.clone(), catalog, actor.clone(), now)?,
-            };
-            let state = SubscriptionState::of(account);
-            let outcome = match entry.kind {
-                ledger_domain::EntryKind::PlanChange => Outcome::PlanChanged(state),
-                _ => Outcome::Subscribed(state),
-            };
-            Ok((entry, outcome))
-        })
-        .await
+        let applied = self
+            .apply(org, request, None, |account, catalog, now| {
+                let entry = match account.status {
+                    SubscriptionStatus::Cancelled if !paid => return Err(DomainError::PaidByService),
+                    SubscriptionStatus::Cancelled => {
+                        account.resubscribe_after_cancel(subscription.clone(), catalog, actor.clone(), now)?
+                    }
+                    SubscriptionStatus::Active => {
+                        account.change_plan(subscription.clone(), catalog, actor.clone(), now)?
+                    }
+                };
+                let state = SubscriptionState::of(account);
+                let outcome = match entry.kind {
+                    ledger_domain::EntryKind::PlanChange => Outcome::PlanChanged(state),
+                    _ => Outcome::Subscribed(state),
+                };
+                Ok((entry, outcome))
+            })
+            .await;
+        match applied {
+            // A concurrent change got there first and the account now has
+            // exactly this subscription: the answer it would have had.
+            Err(ServiceError::Domain(DomainError::PlanChangeUnsupported)) => Ok(Applied {
+                outcome: Outcome::AlreadySubscribed(SubscriptionState::of(&self.current_account(org).await?)),
+                entry: None,
+                replayed: false,
+            }),
+            other => other,
+        }
     }
 
     /// Cancels the subscription: no allowance from the next renewal on;

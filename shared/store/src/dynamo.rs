@@ -53,8 +53,60 @@ impl DynamoLedgerStore {
     }
 }
 
-fn request_error<E: std::fmt::Debug>(e: E) -> StoreError {
-    StoreError::Request(format!("{e:?}"))
+fn request_error<E: std::fmt::Debug + Transient>(e: E) -> StoreError {
+    match e.transient() {
+        true => StoreError::Unavailable(format!("{e:?}")),
+        false => StoreError::Request(format!("{e:?}")),
+    }
+}
+
+/// Whether a failed request may succeed later as it is: DynamoDB throttled
+/// it past the SDK's own retries, or no answer came. The caller is told to
+/// retry (nothing was decided on it), not that something broke.
+trait Transient {
+    fn transient(&self) -> bool;
+}
+
+impl<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R> Transient for SdkError<E, R> {
+    fn transient(&self) -> bool {
+        use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+        matches!(self, SdkError::TimeoutError(_) | SdkError::DispatchFailure(_)) || throttled(self.code())
+    }
+}
+
+fn throttled(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some(
+            "ThrottlingException"
+                | "ProvisionedThroughputExceededException"
+                | "RequestLimitExceeded"
+                | "InternalServerError"
+        )
+    )
+}
+
+/// An operation's error, already taken out of its `SdkError`.
+macro_rules! transient_by_code {
+    ($($error:ty),*) => {$(
+        impl Transient for $error {
+            fn transient(&self) -> bool {
+                throttled(aws_sdk_dynamodb::error::ProvideErrorMetadata::code(self))
+            }
+        }
+    )*};
+}
+
+transient_by_code!(
+    TransactWriteItemsError,
+    PutItemError,
+    aws_sdk_dynamodb::types::error::TransactionCanceledException
+);
+
+impl Transient for aws_sdk_dynamodb::error::BuildError {
+    fn transient(&self) -> bool {
+        false
+    }
 }
 
 fn conditional_put(
@@ -265,11 +317,23 @@ impl AccountStore for DynamoLedgerStore {
                     conditional_put(&self.table, item, "attribute_not_exists(pk)", None)?
                 }
                 SideWrite::PutUnit { unit, from } => {
-                    let (condition, state) = match from {
-                        None => ("attribute_not_exists(pk) OR unit_state = :state", UnitState::Released),
-                        Some(s) => ("unit_state = :state", *s),
+                    let state = |s: UnitState| AttributeValue::S(s.as_str().to_string());
+                    let (condition, values) = match from {
+                        // A new unit: the contact's first in the campaign, or
+                        // its next once the last one ended (released or
+                        // refunded), as the domain decided on that state.
+                        None => (
+                            "attribute_not_exists(pk) OR unit_state IN (:released, :refunded)",
+                            HashMap::from([
+                                (":released".to_string(), state(UnitState::Released)),
+                                (":refunded".to_string(), state(UnitState::Refunded)),
+                            ]),
+                        ),
+                        Some(s) => (
+                            "unit_state = :state",
+                            HashMap::from([(":state".to_string(), state(*s))]),
+                        ),
                     };
-                    let values = HashMap::from([(":state".to_string(), AttributeValue::S(state.as_str().to_string()))]);
                     conditional_put(&self.table, unit_item(org, unit), condition, Some(values))?
                 }
                 SideWrite::FreeSlot { meter, contact } => {
@@ -813,6 +877,14 @@ impl HistoryStore for DynamoLedgerStore {
         // instant before `to` sorts below `to` itself.
         let lo = q.filter.from.map(instant).unwrap_or_else(|| "0".into());
         let hi = q.filter.to.map(instant).unwrap_or_else(|| "9".into());
+        // An empty range (an export from a future instant, closed when it
+        // starts) lists nothing; DynamoDB refuses a BETWEEN that ends first.
+        if lo > hi {
+            return Ok(HistoryPage {
+                entries: Vec::new(),
+                next: None,
+            });
+        }
         let mut query = self
             .client
             .query()

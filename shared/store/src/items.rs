@@ -979,6 +979,20 @@ pub fn account_update_with(
         }
         let path = u.name(&bucket_attr(id));
         match (b, a) {
+            // Granted anew under the same id (subscribing again the day the
+            // cancelled month began: that month's bucket expires and the new
+            // one is the same day's): the bucket as read is replaced whole,
+            // whatever its figures happen to be.
+            (Some(b), Some(a))
+                if a.granted_by != b.granted_by || a.granted_at != b.granted_at || a.expires_at != b.expires_at =>
+            {
+                let (by, was_by) = (u.name("granted_by"), u.value(n(b.granted_by)));
+                let (remaining, held) = (u.name("remaining"), u.value(amount(b.remaining)));
+                u.conditions.push(format!("{path}.{by} = {was_by}"));
+                u.conditions.push(format!("{path}.{remaining} = {held}"));
+                let v = u.value(bucket_value(&a));
+                u.sets.push(format!("{path} = {v}"));
+            }
             (Some(b), Some(a)) => {
                 if a.granted != b.granted {
                     let granted = u.name("granted");

@@ -159,6 +159,9 @@ pub enum CommitError {
 pub enum StoreError {
     #[error("storage request failed: {0}")]
     Request(String),
+    /// Throttled, or no answer: the same request may succeed later.
+    #[error("storage unavailable for now (throttled or unanswered): {0}")]
+    Unavailable(String),
     #[error("stored item is malformed: {0}")]
     Malformed(String),
 }

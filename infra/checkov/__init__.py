@@ -1,0 +1,1 @@
+"""checkov checks of our own for template.yaml, loaded by infra/checkov.yaml."""
