@@ -495,8 +495,9 @@ async fn input_outside_the_contract_is_refused_however_it_arrives() {
         assert!(text.contains("idempotency-key-invalid"), "{name}: {text}");
     }
 
-    // `.` and `..` are path steps, not organizations: no such organization.
-    for org in [".", ".."] {
+    // `.` and `..` are path steps, not organizations: no such organization,
+    // however they are spelled (API Gateway decodes path parameters).
+    for org in [".", "..", "%2e%2e", "%2E"] {
         let path = format!("/v1/orgs/{org}/purchases");
         let body = r#"{"credits":"5","payment_reference":"dots"}"#;
         let r = call(&gw, "POST", &path, Some(&service), Some("dots"), Some(body)).await;
