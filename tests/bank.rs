@@ -122,6 +122,10 @@ struct World {
     figures: Mutex<Figures>,
     violations: Mutex<Vec<String>>,
     done_ops: AtomicUsize,
+    /// What each client is doing now (for a long run's progress lines).
+    doing: Mutex<BTreeMap<usize, String>>,
+    /// What the background task (clock, sweeps, stream) is doing now.
+    stage: Mutex<&'static str>,
 }
 
 impl World {
@@ -256,6 +260,11 @@ async fn client(world: Arc<World>, c: usize, ops: usize) {
         let org = world.orgs[fastrand::usize(..world.orgs.len())].clone();
         let key = format!("c{c}-{i}");
         let roll = fastrand::u32(..100);
+        world
+            .doing
+            .lock()
+            .unwrap()
+            .insert(c, format!("{key} on {org} (roll {roll})"));
         match roll {
             0..=34 => spend(&world, &mut gw, &org, &key).await,
             35..=44 => bulk_spend(&world, &mut gw, &org, &key).await,
@@ -267,6 +276,7 @@ async fn client(world: Arc<World>, c: usize, ops: usize) {
         }
         world.done_ops.fetch_add(1, Ordering::SeqCst);
     }
+    world.doing.lock().unwrap().remove(&c);
 }
 
 async fn spend(world: &World, gw: &mut Gateway, org: &str, key: &str) {
@@ -601,15 +611,18 @@ async fn sweeps(world: &World) {
     let cut = world.stack.ledger_on(world.faults.client(&world.stack.config));
     let dies = world.stack.ledger_on(world.faults.client(&world.stack.config));
     let soon = std::time::Instant::now() + Duration::from_millis(3);
+    // Each runs as an invocation: a renewal whose answer is lost holds it
+    // until the function's timeout.
     let (a, b) = futures::join!(
-        cut.sweep(limits(Some(soon))),
+        tokio::time::timeout(INVOCATION_TIMEOUT, cut.sweep(limits(Some(soon)))),
         tokio::time::timeout(Duration::from_millis(fastrand::u64(5..60)), dies.sweep(limits(None)))
     );
     let mut f = world.figures.lock().unwrap();
     f.sweeps += 2;
     f.sweeps_cut_off += 1 + u64::from(b.is_err());
     drop(f);
-    if let Err(e) = a {
+    // A sweep fails only as a whole; one account's failure is reported.
+    if let Ok(Err(e)) = a {
         world.violation(format!("a sweep cut off by its deadline failed: {e}"));
     }
 }
@@ -641,6 +654,8 @@ async fn a_bank_of_concurrent_clients_under_faults_conserves_every_credit() {
         figures: Mutex::default(),
         violations: Mutex::default(),
         done_ops: AtomicUsize::new(0),
+        doing: Mutex::default(),
+        stage: Mutex::new("starting"),
     });
 
     // Each organization: a plan, a pack, a member with a daily limit, an alert.
@@ -701,11 +716,14 @@ async fn a_bank_of_concurrent_clients_under_faults_conserves_every_credit() {
                 }
                 if !swept && world.stack.clock.now() > renews_at + chrono::Duration::minutes(5) {
                     swept = true;
+                    *world.stage.lock().unwrap() = "sweeping";
                     sweeps(&world).await;
                 }
                 if fastrand::u8(..10) == 0 {
+                    *world.stage.lock().unwrap() = "settling the stream";
                     world.stack.settle().await;
                 }
+                *world.stage.lock().unwrap() = "moving the clock";
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             let now = world.stack.clock.now();
@@ -722,11 +740,28 @@ async fn a_bank_of_concurrent_clients_under_faults_conserves_every_credit() {
             }
         })
     };
+    // A long run says how far it got, and where each client is.
+    let reporter = {
+        let world = world.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                let doing = world.doing.lock().unwrap().clone();
+                eprintln!(
+                    "progress: {}/{total} changes, clock {}, background {}, clients at {doing:?}",
+                    world.done_ops.load(Ordering::SeqCst),
+                    world.stack.clock.now(),
+                    world.stage.lock().unwrap(),
+                );
+            }
+        })
+    };
     for c in clients {
         c.await.unwrap();
     }
     background.await.unwrap();
     deliverer.await.unwrap();
+    reporter.abort();
 
     // Quiescence: faults off, the queue drained, a last sweep, the stream
     // caught up and then delivered again from its start, shuffled.

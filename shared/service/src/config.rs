@@ -110,9 +110,14 @@ pub async fn sdk_config() -> aws_types::SdkConfig {
         .sleep_impl(SharedAsyncSleep::new(TokioSleep::new()))
         .time_source(SharedTimeSource::new(SystemTimeSource::new()))
         .retry_config(aws_smithy_types::retry::RetryConfig::standard())
+        // An attempt that gets no answer is given up and retried (on
+        // another connection) instead of holding the function until its
+        // own timeout: every write is conditioned, so a retry of one that
+        // did commit finds it done.
         .timeout_config(
             aws_smithy_types::timeout::TimeoutConfig::builder()
                 .connect_timeout(std::time::Duration::from_millis(3_100))
+                .operation_attempt_timeout(std::time::Duration::from_secs(5))
                 .build(),
         )
         .service_config(EnvServiceConfig);
