@@ -809,6 +809,13 @@ async fn a_bank_of_concurrent_clients_under_faults_conserves_every_credit() {
         q.failed_batches,
         q.dead.len()
     );
+    // The dead-letter queue keeps a result, but a well-formed one there is
+    // one the product waits on: counted, to be seen.
+    let malformed = world.results.lock().unwrap().malformed.clone();
+    println!(
+        "well-formed results dead-lettered: {}",
+        q.dead.iter().filter(|m| !malformed.contains(&m.id)).count()
+    );
     println!(
         "sweeps racing at the renewal: {} ({} cut off)",
         f.sweeps, f.sweeps_cut_off
