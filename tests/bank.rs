@@ -235,6 +235,32 @@ fn entry_id(body: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
+impl World {
+    /// A claimed request (a payment reference, a reversed entry) sent again
+    /// by the service under another key: it answers one of `statuses`, and
+    /// any success names `first`, the entry the first request wrote, never
+    /// a second one. (From any function instance: a retry of the backend's
+    /// lands where it lands.)
+    async fn sent_again(&self, org: &str, route: &str, key: &str, body: Value, first: &str, statuses: &[u16]) {
+        let again = self
+            .request(
+                &mut self.instance(),
+                org,
+                Caller::Service,
+                ("POST", route),
+                Some(&format!("{key}-again")),
+                Some(body),
+            )
+            .await;
+        if self.expect(&format!("{route} again"), &again, statuses)
+            && (200..300).contains(&again.status)
+            && entry_id(&again.body).as_deref() != Some(first)
+        {
+            self.violation(format!("{route} {key} applied twice: {first}, then {}", again.body));
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Caller {
     Admin,
@@ -403,22 +429,7 @@ async fn buy(world: &World, gw: &mut Gateway, org: &str, key: &str) {
     // reference is claimed once, the retry gets the original.
     if fastrand::u8(..3) == 0 {
         world.count("purchase retried under another key");
-        let again = world
-            .request(
-                gw,
-                org,
-                Caller::Service,
-                ("POST", "purchases"),
-                Some(&format!("{key}-again")),
-                Some(body),
-            )
-            .await;
-        if world.expect("purchase again", &again, &[200, 201]) && entry_id(&again.body) != Some(entry.clone()) {
-            world.violation(format!(
-                "payment pay-{key} bought twice: {entry} and {}",
-                again.body["entry_id"]
-            ));
-        }
+        world.sent_again(org, "purchases", key, body, &entry, &[200, 201]).await;
     }
 }
 
@@ -457,22 +468,16 @@ async fn void(world: &World, gw: &mut Gateway, key: &str) {
     // answer (the original is claimed by the first), any other is a 409.
     if fastrand::u8(..4) == 0 {
         world.count("voided twice");
-        let again = world
-            .request(
-                gw,
+        world
+            .sent_again(
                 &org,
-                Caller::Service,
-                ("POST", "reversals"),
-                Some(&format!("{key}-again")),
-                Some(body),
+                "reversals",
+                key,
+                body,
+                &entry_id(&r.body).unwrap_or_default(),
+                &[201, 409],
             )
             .await;
-        if world.expect("void twice", &again, &[201, 409])
-            && again.status == 201
-            && entry_id(&again.body) != entry_id(&r.body)
-        {
-            world.violation(format!("{entry} reversed twice: {} and {}", r.body, again.body));
-        }
     }
 }
 
@@ -831,12 +836,6 @@ async fn entries_of(stack: &Stack, org: &str, token: &str) -> Vec<Value> {
     let mut entries = ledger_of(&stack.gateway(), org, token, 200).await;
     entries.sort_by_key(|e| e["seq"].as_u64());
     entries
-}
-
-async fn get(stack: &Stack, path: &str, token: &str) -> Value {
-    let r = call(&stack.gateway(), "GET", path, Some(token), None, None).await;
-    assert_eq!(r.status, 200, "GET {path}: {}", r.body);
-    r.body
 }
 
 /// The checker: reads `org` back and records every invariant broken.

@@ -479,4 +479,15 @@ async fn a_retry_that_writes_out_the_defaults_replays_the_request_that_left_them
     let other = r#"{"action":"ai_email_generation","mode":"up_to"}"#;
     let r = call(&gw, "POST", &path, Some(&member), Some("d-1"), Some(other)).await;
     assert_eq!(r.status, 422, "{}", r.body);
+
+    // A subscription's default billing, written out, is the same request.
+    let service = stack.service();
+    let first = put_subscription(&gw, &service, OTHER_ORG, "s-1", r#"{"plan":"starter"}"#).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let spelled = r#"{"plan":"starter","billing":"monthly"}"#;
+    let again = put_subscription(&gw, &service, OTHER_ORG, "s-1", spelled).await;
+    assert_eq!((again.status, again.replayed), (201, true), "{}", again.body);
+    let annual = r#"{"plan":"starter","billing":"annual"}"#;
+    let r = put_subscription(&gw, &service, OTHER_ORG, "s-1", annual).await;
+    assert_eq!(r.status, 422, "{}", r.body);
 }

@@ -21,12 +21,6 @@ async fn put(stack: &Stack, path: &str, token: &str, key: &str, body: Value) -> 
     call(&stack.gateway(), "PUT", path, Some(token), Some(key), Some(&body)).await
 }
 
-async fn get(stack: &Stack, path: &str, token: &str) -> Value {
-    let r = call(&stack.gateway(), "GET", path, Some(token), None, None).await;
-    assert_eq!(r.status, 200, "GET {path}: {}", r.body);
-    r.body
-}
-
 /// A spend of `quantity` × `action` by `token`, with a campaign if given.
 async fn spend_in(
     stack: &Stack,

@@ -432,6 +432,13 @@ pub async fn available(gateway: &Gateway, token: &str, meter: &str) -> String {
         .to_string()
 }
 
+/// A `GET` that must answer 200: its body.
+pub async fn get(stack: &Stack, path: &str, token: &str) -> Value {
+    let r = call(&stack.gateway(), "GET", path, Some(token), None, None).await;
+    assert_eq!(r.status, 200, "GET {path}: {}", r.body);
+    r.body
+}
+
 /// `GET /balance` of the organization, as `token` sees it.
 pub async fn balance(gateway: &Gateway, token: &str) -> Value {
     let r = call(

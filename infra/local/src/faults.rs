@@ -55,21 +55,22 @@ impl Fault {
 
 /// One fault plan, shared by every client made from it; off until
 /// [`Faults::arm`] (so set-up and the checker's reads meet none).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Faults(Arc<Plan>);
 
 #[derive(Debug, Default)]
 struct Plan {
-    rates: std::sync::Mutex<FaultRates>,
+    rates: FaultRates,
     armed: AtomicBool,
     injected: [AtomicU64; 3],
 }
 
 impl Faults {
     pub fn new(rates: FaultRates) -> Self {
-        let faults = Faults::default();
-        *faults.0.rates.lock().expect("rates lock") = rates;
-        faults
+        Faults(Arc::new(Plan {
+            rates,
+            ..Plan::default()
+        }))
     }
 
     pub fn arm(&self, armed: bool) {
@@ -101,7 +102,7 @@ impl Faults {
         if !self.0.armed.load(Ordering::SeqCst) {
             return None;
         }
-        let rates = *self.0.rates.lock().expect("rates lock");
+        let rates = self.0.rates;
         let write = matches!(
             operation,
             "TransactWriteItems" | "PutItem" | "UpdateItem" | "DeleteItem"

@@ -42,10 +42,6 @@ struct GatewayReply {
     pub body: String,
 }
 
-fn segments(path: &str) -> Vec<&str> {
-    path.trim_matches('/').split('/').collect()
-}
-
 impl Gateway {
     pub fn new(routes: Vec<Route>, authority: DevAuthority, ledger: Arc<DynamoLedger>) -> Self {
         Gateway {
@@ -59,31 +55,23 @@ impl Gateway {
     /// The route API Gateway would pick: an exact method before `ANY`,
     /// then `$default`; path parameters by name.
     pub fn match_route(&self, method: &str, path: &str) -> Option<(&Route, BTreeMap<String, String>)> {
-        let want = segments(path);
         let mut best: Option<(&Route, BTreeMap<String, String>)> = None;
         for r in self.routes.iter().filter(|r| r.path != "$default") {
             if r.method != method && r.method != "ANY" {
                 continue;
             }
-            let have = segments(&r.path);
-            if have.len() != want.len() {
+            let Some(found) = ledger_http::routes::path_parameters(&r.path, path) else {
                 continue;
-            }
-            let mut params = BTreeMap::new();
-            let matched =
-                have.iter()
-                    .zip(&want)
-                    .all(|(h, w)| match h.strip_prefix('{').and_then(|h| h.strip_suffix('}')) {
-                        Some(name) if !w.is_empty() => {
-                            // API Gateway hands path parameters over percent-decoded.
-                            let value = percent_encoding::percent_decode_str(w).decode_utf8_lossy();
-                            params.insert(name.to_string(), value.into_owned());
-                            true
-                        }
-                        Some(_) => false,
-                        None => h == w,
-                    });
-            if matched && best.as_ref().is_none_or(|(b, _)| b.method == "ANY") {
+            };
+            // API Gateway hands path parameters over percent-decoded.
+            let params: BTreeMap<String, String> = found
+                .into_iter()
+                .map(|(name, value)| {
+                    let value = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
+                    (name.to_string(), value.into_owned())
+                })
+                .collect();
+            if best.as_ref().is_none_or(|(b, _)| b.method == "ANY") {
                 best = Some((r, params));
             }
         }

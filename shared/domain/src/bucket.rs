@@ -437,6 +437,17 @@ mod tests {
         )
     }
 
+    /// Generated buckets as an account holds them: ids unique (the first kept).
+    fn distinct_ids(generated: Vec<Bucket>) -> Vec<Bucket> {
+        let mut buckets: Vec<Bucket> = Vec::new();
+        for b in generated {
+            if !buckets.iter().any(|x| x.id == b.id) {
+                buckets.push(b);
+            }
+        }
+        buckets
+    }
+
     proptest! {
         /// Over buckets of every source, a debit never draws a bucket while
         /// one due earlier keeps credits: what expires first goes first,
@@ -446,12 +457,7 @@ mod tests {
             generated in prop::collection::vec(any_bucket(), 0..10),
             amount in 0i64..25_000,
         ) {
-            let mut buckets: Vec<Bucket> = Vec::new();
-            for b in generated {
-                if !buckets.iter().any(|x| x.id == b.id) {
-                    buckets.push(b);
-                }
-            }
+            let buckets = distinct_ids(generated);
             let amount = Credits::from_thousandths(amount);
             let refs: Vec<&Bucket> = buckets.iter().collect();
             let total: Credits = buckets.iter().map(|b| b.remaining).sum();
@@ -492,13 +498,7 @@ mod tests {
             generated in prop::collection::vec(bucket_strategy(), 0..8),
             amount in 0i64..30_000,
         ) {
-            // Ids are unique within an account.
-            let mut buckets: Vec<Bucket> = Vec::new();
-            for b in generated {
-                if !buckets.iter().any(|x| x.id == b.id) {
-                    buckets.push(b);
-                }
-            }
+            let buckets = distinct_ids(generated);
             let amount = Credits::from_thousandths(amount);
             let refs: Vec<&Bucket> = buckets.iter().collect();
             let total: Credits = buckets.iter().map(|b| b.remaining).sum();

@@ -65,7 +65,8 @@ fn body_bytes(req: &Request) -> &[u8] {
 /// same request however it is spelled gets the same fingerprint.
 pub struct JsonBody<T> {
     pub value: T,
-    canonical: String,
+    /// The body as a tree; its text (a sorted map) is the canonical form.
+    fields: serde_json::Map<String, Value>,
 }
 
 pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<JsonBody<T>, ApiError> {
@@ -97,7 +98,7 @@ pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<JsonBody<T>, ApiE
     // Parse once as a tree for the canonical form; amounts inside stay text
     // because the typed parse below reads them from the raw bytes.
     let tree: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-    let Some(fields) = tree.as_object() else {
+    let Value::Object(fields) = tree else {
         return Err(ApiError::MalformedJson("the body must be a JSON object".into()));
     };
     // No field takes null: leaving it out is how to ask for its default.
@@ -107,10 +108,7 @@ pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<JsonBody<T>, ApiE
         )));
     }
     let value = serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    Ok(JsonBody {
-        value,
-        canonical: tree.to_string(),
-    })
+    Ok(JsonBody { value, fields })
 }
 
 impl<T> JsonBody<T> {
@@ -118,13 +116,10 @@ impl<T> JsonBody<T> {
     /// fields equal to `defaults` leave the canonical form, so a retry that
     /// spells `"mode":"all"` replays the request that did not.
     pub fn with_defaults(mut self, defaults: &[(&str, Value)]) -> Self {
-        if let Ok(Value::Object(mut fields)) = serde_json::from_str::<Value>(&self.canonical) {
-            for (name, default) in defaults {
-                if fields.get(*name) == Some(default) {
-                    fields.remove(*name);
-                }
+        for (name, default) in defaults {
+            if self.fields.get(*name) == Some(default) {
+                self.fields.remove(*name);
             }
-            self.canonical = Value::Object(fields).to_string();
         }
         self
     }
@@ -143,7 +138,7 @@ impl<T> JsonBody<T> {
         hash.update([0]);
         hash.update(caller.identity().as_bytes());
         hash.update([0]);
-        hash.update(self.canonical.as_bytes());
+        hash.update(serde_json::to_string(&self.fields).expect("a JSON map").as_bytes());
         let fingerprint = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
         Ok(Idempotency { key, fingerprint })
     }

@@ -46,20 +46,34 @@ pub const ROUTES: [&str; 38] = [
     "GET /v1/orgs/{org}/exports/{export}",
 ];
 
+/// The path parameters `path` gives the route path `template`
+/// (`/v1/orgs/{org}/spend`), by name and as sent (still percent-encoded),
+/// or none if it does not match: a parameter stands for one segment, never
+/// an empty one. The local gateway routes by it too.
+pub fn path_parameters<'t, 'p>(template: &'t str, path: &'p str) -> Option<Vec<(&'t str, &'p str)>> {
+    let have: Vec<&str> = template.trim_matches('/').split('/').collect();
+    let want: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if have.len() != want.len() {
+        return None;
+    }
+    let mut params = Vec::new();
+    for (h, w) in have.into_iter().zip(want) {
+        match h.strip_prefix('{').and_then(|h| h.strip_suffix('}')) {
+            Some(name) if !w.is_empty() => params.push((name, w)),
+            Some(_) => return None,
+            None if h == w => {}
+            None => return None,
+        }
+    }
+    Some(params)
+}
+
 /// The methods the API takes on `path` (as requested, parameters filled
 /// in), in `ROUTES` order; none for a path no route has.
 pub fn allowed_methods(path: &str) -> Vec<&'static str> {
-    let want: Vec<&str> = path.trim_matches('/').split('/').collect();
     let mut methods: Vec<&'static str> = Vec::new();
     for (method, template) in ROUTES.iter().filter_map(|r| r.split_once(' ')) {
-        let have: Vec<&str> = template.trim_matches('/').split('/').collect();
-        // A path parameter matches one segment, and never an empty one.
-        let matches = have.len() == want.len()
-            && have
-                .iter()
-                .zip(&want)
-                .all(|(h, w)| if h.starts_with('{') { !w.is_empty() } else { h == w });
-        if matches && !methods.contains(&method) {
+        if path_parameters(template, path).is_some() && !methods.contains(&method) {
             methods.push(method);
         }
     }
@@ -82,5 +96,15 @@ mod tests {
         assert!(allowed_methods("/v1/orgs/acme/teleport").is_empty());
         assert!(allowed_methods("/v1/orgs//spend").is_empty());
         assert!(allowed_methods("/v1/orgs/acme/spend/more").is_empty());
+    }
+
+    #[test]
+    fn path_parameters_are_named_segments_as_sent() {
+        assert_eq!(
+            path_parameters("/v1/orgs/{org}/members/{user}", "/v1/orgs/acme/members/b%40x"),
+            Some(vec![("org", "acme"), ("user", "b%40x")])
+        );
+        assert_eq!(path_parameters("/v1/orgs/{org}/spend", "/v1/orgs//spend"), None);
+        assert_eq!(path_parameters("/v1/orgs/{org}/spend", "/v1/orgs/acme/ledger"), None);
     }
 }
