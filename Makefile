@@ -60,10 +60,10 @@ sam-build: setup $(SAM_VENV)/.installed
 sweep:
 	cargo run --quiet -p ledger-local --bin sweep
 
-# The bank workload, longer: 3 organizations, 10 clients × 20 changes each,
+# The bank workload, longer: 4 organizations, 20 clients × 50 changes each,
 # under injected faults (the test command runs 3 × 6 × 15).
 bank: setup
-	BANK_ORGS=$(or $(ORGS),3) BANK_CLIENTS=$(or $(CLIENTS),10) BANK_OPS=$(or $(OPS),20) infra/test.sh bank
+	BANK_ORGS=$(or $(ORGS),4) BANK_CLIENTS=$(or $(CLIENTS),20) BANK_OPS=$(or $(OPS),50) infra/test.sh bank
 .PHONY: bank
 
 # The renewal sweep over 2,000 due accounts (the test command runs 500).

@@ -10,7 +10,8 @@
 //! After quiescence a checker reads everything back and verifies the
 //! invariants; it prints its figures and fails on any violation.
 //! `make test` runs a short workload; `make bank` a long one
-//! (`BANK_CLIENTS`, `BANK_OPS` per client, `BANK_ORGS`).
+//! (`BANK_CLIENTS`, `BANK_OPS` per client, `BANK_ORGS`; `BANK_FAULTS` scales
+//! the fault rates, `BANK_LOG` traces the service).
 
 mod common;
 
@@ -632,9 +633,22 @@ async fn sweeps(world: &World) {
     }
 }
 
+/// `BANK_LOG=ledger_service=debug,results=error` shows why changes retry
+/// (targets and levels as tracing-subscriber's `Targets` reads them).
+fn trace_from_env() {
+    use tracing_subscriber::prelude::*;
+    let Ok(spec) = std::env::var("BANK_LOG") else { return };
+    let targets: tracing_subscriber::filter::Targets = spec.parse().expect("BANK_LOG: target=level,...");
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let _ = tracing_subscriber::registry()
+        .with(layer.with_filter(targets))
+        .try_init();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_bank_of_concurrent_clients_under_faults_conserves_every_credit() {
     let settings = Settings::from_env();
+    trace_from_env();
     let stack = Stack::new().await;
     let scale = std::env::var("BANK_FAULTS")
         .ok()
@@ -814,8 +828,6 @@ async fn a_bank_of_concurrent_clients_under_faults_conserves_every_credit() {
         q.failed_batches,
         q.dead.len()
     );
-    // The dead-letter queue keeps a result, but a well-formed one there is
-    // one the product waits on: counted, to be seen.
     let malformed = world.results.lock().unwrap().malformed.clone();
     println!(
         "well-formed results dead-lettered: {}",
@@ -979,6 +991,11 @@ async fn check(world: &World, org: &str) {
         let dead = world.queue.lock().unwrap().dead.iter().any(|m| &m.id == id);
         if !ids.contains(&entry) && !dead {
             fail(format!("result {id} lost: not charged, free, held nor dead-lettered"));
+        }
+        // The dead-letter queue keeps it, but the product waits on a
+        // well-formed result: one there was never settled.
+        if dead {
+            fail(format!("well-formed result {id} dead-lettered"));
         }
         answered.insert(entry);
     }

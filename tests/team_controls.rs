@@ -220,3 +220,47 @@ async fn a_campaign_budget_holds_under_racing_spends_and_other_campaigns_go_on()
     );
     assert_eq!(entries.iter().filter(|e| e["kind"] == "controls").count(), 2);
 }
+
+/// A result reports work already done: it counts against the member's
+/// limits and the campaign's budget but is never refused by them, also
+/// once they are spent (the store's write must not wait for room).
+#[tokio::test]
+async fn results_count_past_a_members_limit_and_a_campaign_budget_and_are_charged_all_the_same() {
+    use ledger_domain::{ActionId, CampaignId, OrgId, ResultReport, Subject, UserId};
+    use ledger_service::Outcome;
+    let stack = Stack::with_account("starter").await;
+    join_bob(&stack).await;
+    let r = put(&stack, "members/bob/limits", "limits", json!({ "daily": "2" })).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = put(&stack, "campaigns/spring/budget", "budget", json!({ "credits": "1" })).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ledger = stack.ledger();
+    let org = OrgId::parse(ORG).unwrap();
+    for n in 0..4 {
+        let report = ResultReport {
+            request_id: format!("reveal-{n}"),
+            action: ActionId::parse("email_reveal").unwrap(),
+            subject: Subject::parse(&format!("lead-{n}@x.com")).unwrap(),
+            outcome: "found".into(),
+            user: Some(UserId::parse("bob").unwrap()),
+            campaign: Some(CampaignId::parse("spring").unwrap()),
+            occurred_at: start_time(),
+        };
+        let applied = ledger
+            .charge_result(&org, &report)
+            .await
+            .expect("a result is never refused");
+        match applied.outcome {
+            Outcome::Result { charge, .. } => assert_eq!(charge.as_str(), "charged", "result {n}"),
+            other => panic!("result {n}: {other:?}"),
+        }
+    }
+    let c = member_controls(&stack, "bob").await;
+    assert_eq!(c["used_today"].as_str(), Some("4"), "counted past the limit: {c}");
+    let b = balance(&stack.gateway(), &stack.admin()).await;
+    assert_eq!(b["budgets"]["spring"]["spent"].as_str(), Some("4"), "{b}");
+    assert_eq!(available(&stack).await, "496");
+    // Bob's own spends stay refused: the limit is spent.
+    let r = spend(&stack.gateway(), &stack.member(), "after", "ai_email_generation", 1).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+}

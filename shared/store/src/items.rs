@@ -390,7 +390,11 @@ fn count_member_usage(u: &mut AccountUpdate, path: &str, b: &Member, a: &Member)
         if was_key == now_key {
             let d = now_used.thousandths() - was_used.thousandths();
             let dv = u.value(n(d));
-            if let Some(cap) = cap {
+            // A spend the limit allowed stays within it whatever others
+            // counted meanwhile. A change that leaves usage past the limit
+            // was counted, not limited (a result: the work is done), so it
+            // must not wait for room that will never come.
+            if let Some(cap) = cap.filter(|cap| d > 0 && now_used <= *cap) {
                 let max = u.value(n(cap.thousandths() - d));
                 u.conditions.push(format!("{path}.{used} <= {max}"));
             }
@@ -1144,11 +1148,15 @@ pub fn account_update_with(
                 }
                 let d = a.spent.thousandths() - b.spent.thousandths();
                 if d != 0 {
-                    // Within the budget as read, whatever others spent meanwhile.
                     let spent = u.name("spent");
-                    let max = u.value(n(a.limit.thousandths() - d));
                     let dv = u.value(n(d));
-                    u.conditions.push(format!("{path}.{spent} <= {max}"));
+                    // Within the budget as read, whatever others spent
+                    // meanwhile; a result counted past it is not held to it
+                    // (as for a member's limits).
+                    if d > 0 && a.spent <= a.limit {
+                        let max = u.value(n(a.limit.thousandths() - d));
+                        u.conditions.push(format!("{path}.{spent} <= {max}"));
+                    }
                     u.sets.push(format!("{path}.{spent} = {path}.{spent} + {dv}"));
                 }
             }
