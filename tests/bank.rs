@@ -11,7 +11,8 @@
 //! invariants; it prints its figures and fails on any violation.
 //! `make test` runs a short workload; `make bank` a long one
 //! (`BANK_CLIENTS`, `BANK_OPS` per client, `BANK_ORGS`; `BANK_FAULTS` scales
-//! the fault rates, `BANK_LOG` traces the service).
+//! the fault rates, `BANK_LOG` traces the service, `BANK_DUMP` names a
+//! directory to write each organization's balance and entries to).
 
 mod common;
 
@@ -203,7 +204,12 @@ impl World {
                         continue;
                     }
                     if reply.status >= 500 {
-                        self.violation(format!("{method} {path}: {} {}", reply.status, reply.body));
+                        self.violation(format!(
+                            "{method} {path} ({key:?}, {}): {} {}",
+                            body.as_deref().unwrap_or_default(),
+                            reply.status,
+                            reply.body
+                        ));
                     }
                     return reply;
                 }
@@ -916,10 +922,48 @@ async fn check(world: &World, org: &str) {
             fail(format!("{meter}: available {available}, entries sum to {sum}"));
         }
         for bucket in balance["meters"][meter]["buckets"].as_array().into_iter().flatten() {
-            if thousandths(bucket["remaining"].as_str().unwrap()) < 0 {
-                fail(format!("bucket {} negative: {}", bucket["bucket"], bucket["remaining"]));
+            let remaining = thousandths(bucket["remaining"].as_str().unwrap());
+            if remaining < 0 {
+                fail(format!("bucket {} negative: {remaining}", bucket["id"]));
+            }
+            if remaining > thousandths(bucket["granted"].as_str().unwrap()) {
+                fail(format!(
+                    "bucket {} holds {remaining}, more than granted: {bucket}",
+                    bucket["id"]
+                ));
             }
         }
+    }
+    // Each bucket as its entries' lines left it: what is live holds their
+    // sum, what expired holds nothing.
+    let mut by_bucket: BTreeMap<String, i64> = BTreeMap::new();
+    for line in entries.iter().flat_map(|e| e["lines"].as_array().unwrap()) {
+        *by_bucket
+            .entry(line["bucket"].as_str().unwrap().to_string())
+            .or_default() += thousandths(line["amount"].as_str().unwrap());
+    }
+    let mut live = BTreeMap::new();
+    for meter in balance["meters"].as_object().unwrap().values() {
+        for bucket in meter["buckets"].as_array().into_iter().flatten() {
+            live.insert(
+                bucket["id"].as_str().unwrap().to_string(),
+                thousandths(bucket["remaining"].as_str().unwrap()),
+            );
+        }
+    }
+    for (bucket, sum) in &by_bucket {
+        let holds = live.get(bucket).copied().unwrap_or_default();
+        if holds != *sum {
+            fail(format!("bucket {bucket} holds {holds}, its lines sum to {sum}"));
+        }
+    }
+    if let Ok(dir) = std::env::var("BANK_DUMP") {
+        let dump = json!({ "balance": balance, "entries": entries });
+        std::fs::write(
+            format!("{dir}/{org}.json"),
+            serde_json::to_string_pretty(&dump).unwrap(),
+        )
+        .unwrap();
     }
 
     // Reservations: every unit in the one state its client left it in;

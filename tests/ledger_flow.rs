@@ -454,6 +454,44 @@ async fn voiding_a_refunded_purchase_takes_back_what_is_left_of_that_pack_only()
     assert_eq!(ledger_total(&entries, "credits"), 0, "history sums to the balance");
 }
 
+/// A charge's credits go back once: sent again under another key once its
+/// bucket is full again (returning them twice would overfill it), the
+/// reversal replays the first; another reversal of it is refused.
+#[tokio::test]
+async fn a_charge_reversed_is_reversed_once_whatever_the_key_even_with_its_bucket_full_again() {
+    let stack = Stack::with_account("starter").await;
+    let gw = stack.gateway();
+    let r = spend(&gw, &stack.member(), "s1", "ai_email_generation", 8).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let charge = r.body["entry_id"].as_str().unwrap().to_string();
+    let reverse = |key: &str, note: &str| {
+        let body = serde_json::json!({ "entry_id": charge, "reason": "invalid_result", "note": note }).to_string();
+        let (gw, token, key) = (stack.gateway(), stack.service(), key.to_string());
+        async move {
+            let path = format!("/v1/orgs/{ORG}/reversals");
+            call(&gw, "POST", &path, Some(&token), Some(&key), Some(&body)).await
+        }
+    };
+    let first = reverse("r-1", "bad data").await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    assert_eq!(
+        available(&gw, &stack.member(), "credits").await,
+        "500",
+        "the plan's bucket is full again"
+    );
+    let again = reverse("r-1-again", "bad data").await;
+    assert_eq!((again.status, again.replayed), (201, true), "{}", again.body);
+    assert_eq!(again.body["entry"]["id"], first.body["entry"]["id"]);
+    let other = reverse("r-2", "another reason").await;
+    assert_eq!(other.status, 409, "{}", other.body);
+    assert!(
+        other.body["type"].as_str().unwrap().ends_with("already-reversed"),
+        "{}",
+        other.body
+    );
+    assert_eq!(available(&gw, &stack.member(), "credits").await, "500");
+}
+
 #[tokio::test]
 async fn a_retry_that_writes_out_the_defaults_replays_the_request_that_left_them_out() {
     let stack = Stack::with_account("starter").await;

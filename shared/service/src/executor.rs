@@ -330,6 +330,14 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
                     continue;
                 }
                 Err(refusal) => {
+                    // A name claimed already wins over what the state
+                    // decides, as it would at the commit: a void sent again
+                    // finds its credits returned and must not return them twice.
+                    if let Some(name) = &claim {
+                        if let Some((owner, claimed_by)) = self.requests.load_claim(name).await? {
+                            return self.claimed(org, name, &owner, &claimed_by, request).await;
+                        }
+                    }
                     let Some(outcome) = Outcome::kept_refusal(&refusal) else {
                         return Err(refusal.into());
                     };
@@ -408,13 +416,7 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
                     name,
                     org: owner,
                     claimed_by,
-                }) => {
-                    if owner != *org {
-                        debug!(%org, claim = name, "claimed by another organization");
-                        return Err(ServiceError::AlreadyClaimed);
-                    }
-                    return self.replay_claimed(org, &name, &claimed_by, request).await;
-                }
+                }) => return self.claimed(org, &name, &owner, &claimed_by, request).await,
                 Err(CommitError::Conflict) => {
                     warn!(%org, attempt, "transaction conflict; backing off");
                     self.forget(org);
@@ -545,13 +547,18 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
 
     /// A claimed name (a payment reference): the same request under another
     /// key replays the original; anything else is refused.
-    async fn replay_claimed(
+    async fn claimed(
         &self,
         org: &OrgId,
         name: &str,
+        owner: &OrgId,
         claimed_by: &IdempotencyKey,
         request: &Idempotency,
     ) -> Result<Applied, ServiceError> {
+        if owner != org {
+            debug!(%org, claim = name, "claimed by another organization");
+            return Err(ServiceError::AlreadyClaimed);
+        }
         match self.requests.load_request(org, claimed_by).await? {
             Some(kept) if kept.receipt.fingerprint == request.fingerprint => replay(Some(kept), request),
             _ => {

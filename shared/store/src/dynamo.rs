@@ -812,6 +812,11 @@ impl RequestStore for DynamoLedgerStore {
         Ok(item.as_ref().map(kept_request_from_item).transpose()?.flatten())
     }
 
+    async fn load_claim(&self, name: &str) -> Result<Option<(OrgId, IdempotencyKey)>, StoreError> {
+        let item = self.consistent_get(items::claim_pk(name), "CLAIM".into()).await?;
+        item.as_ref().map(claim_from_item).transpose()
+    }
+
     async fn keep_refusal(
         &self,
         org: &OrgId,

@@ -251,6 +251,13 @@ pub trait RequestStore: Send + Sync {
         key: &IdempotencyKey,
     ) -> impl Future<Output = Result<Option<KeptRequest>, StoreError>> + Send;
 
+    /// Who claimed `name` (a payment reference, a reversed entry), if anyone:
+    /// the organization and the request key.
+    fn load_claim(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<(OrgId, IdempotencyKey)>, StoreError>> + Send;
+
     /// Keeps a refusal under its key, so a retry gets the same answer (until
     /// `expires_at`). Writes nothing and returns what the key holds when it
     /// is taken already.
