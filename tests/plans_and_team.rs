@@ -369,3 +369,57 @@ async fn call_retrying_contacts(stack: &Stack, key: &str, list: &[String]) -> Ht
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A change retried under its key replays what it did, even now that the
+/// account is as asked (not "nothing to change"); a request that changed
+/// nothing keeps that answer under its key; asking again for what is
+/// already so, or already scheduled, writes nothing.
+#[tokio::test]
+async fn a_change_retried_under_its_key_replays_it_and_asking_again_for_what_is_so_writes_nothing() {
+    let stack = Stack::with_account("starter").await;
+    let gw = stack.gateway();
+    let first = put_member(&stack, &stack.admin(), "m-1", "bob", "member").await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let joined = first.body["entry_id"]
+        .as_str()
+        .expect("joining writes an entry")
+        .to_string();
+    let retry = put_member(&stack, &stack.admin(), "m-1", "bob", "member").await;
+    assert_eq!((retry.status, retry.replayed), (200, true), "{}", retry.body);
+    assert_eq!(retry.body["entry_id"], joined.as_str(), "the retry names what it wrote");
+    // The same role again under a new key: nothing to change, kept so.
+    let same = put_member(&stack, &stack.admin(), "m-2", "bob", "member").await;
+    assert_eq!((same.status, same.body.get("entry_id")), (200, None), "{}", same.body);
+    let path = format!("/v1/orgs/{ORG}/members/bob");
+    let r = call(&gw, "DELETE", &path, Some(&stack.admin()), Some("rm-1"), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let retry = put_member(&stack, &stack.admin(), "m-2", "bob", "member").await;
+    assert_eq!((retry.status, retry.replayed), (200, true), "{}", retry.body);
+    let members = get(&stack, &format!("/v1/orgs/{ORG}/members"), &stack.admin()).await;
+    assert!(
+        !members["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["user"] == "bob"),
+        "a replay brings no one back: {members}"
+    );
+
+    // Plans: an upgrade retried replays it; a downgrade asked for twice is
+    // scheduled once.
+    let upgrade = put_subscription(&gw, &stack.service(), ORG, "up-1", r#"{"plan":"professional"}"#).await;
+    assert_eq!(upgrade.status, 200, "{}", upgrade.body);
+    let retry = put_subscription(&gw, &stack.service(), ORG, "up-1", r#"{"plan":"professional"}"#).await;
+    assert_eq!((retry.status, retry.replayed), (200, true), "{}", retry.body);
+    assert_eq!(retry.body, upgrade.body, "the same answer");
+    for key in ["down-1", "down-2"] {
+        let r = put_subscription(&gw, &stack.admin(), ORG, key, r#"{"plan":"starter"}"#).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["scheduled_change"]["plan"], "starter", "{}", r.body);
+    }
+    stack.settle().await;
+    let entries = ledger(&gw, &stack.admin(), 100).await;
+    let kinds = |kind: &str| entries.iter().filter(|e| e["kind"] == kind).count();
+    assert_eq!((kinds("membership"), kinds("plan_change")), (2, 2), "{entries:#?}");
+    assert_ledger_sums_to_balance(&stack, &["credits"]).await;
+}

@@ -30,8 +30,8 @@ pub enum DomainError {
         needed: Credits,
         available: Credits,
     },
-    #[error("the account is already subscribed to another plan; plan changes are not supported yet")]
-    PlanChangeUnsupported,
+    #[error("the account has this subscription already (or has it scheduled): nothing to change")]
+    SubscriptionUnchanged,
     #[error("an upgrade grants credits that are paid for: the service asks for it, after payment")]
     PaidByService,
     #[error("the subscription is cancelled already; subscribe to start again")]

@@ -172,10 +172,10 @@ impl ApiError {
                 ),
                 D::UnknownPlan(_) => (StatusCode::BAD_REQUEST, "unknown-plan", "Unknown plan", none()),
                 D::UnknownPackage(_) => (StatusCode::BAD_REQUEST, "unknown-package", "Unknown package", none()),
-                D::PlanChangeUnsupported => (
+                D::SubscriptionUnchanged => (
                     StatusCode::CONFLICT,
-                    "plan-change-unsupported",
-                    "Plan change not supported yet",
+                    "subscription-unchanged",
+                    "Subscription unchanged",
                     none(),
                 ),
                 D::PaidByService => (

@@ -33,8 +33,9 @@ pub struct RetryPolicy {
 }
 
 pub const MAX_ATTEMPTS: u32 = 64;
-/// How long a kept refusal answers retries of its key (then TTL removes it).
-pub const REFUSAL_KEPT_DAYS: i64 = 30;
+/// How long a kept answer that wrote nothing (a refusal, nothing to
+/// change) answers retries of its key (then TTL removes it).
+pub const ANSWER_KEPT_DAYS: i64 = 30;
 /// Accounts remembered per process for the no-read fast path.
 const CACHE_CAPACITY: usize = 4_096;
 
@@ -141,11 +142,12 @@ impl<A, R, H> Ledger<A, R, H> {
 }
 
 /// What provisioning found: the request applied (or replayed), or an
-/// account that exists already. Short-lived: no point boxing the answer.
+/// account that exists already (the request then means a change of it).
+/// Short-lived: no point boxing the answer.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Created {
     Applied(Applied),
-    Exists(Box<Account>),
+    Exists,
 }
 
 /// Changes an account makes at its next use to return units past their
@@ -178,6 +180,15 @@ pub type Decision = (LedgerEntry, Outcome);
 
 /// A decision that also writes items beside the account and its entry.
 pub type DecisionWithSide = (LedgerEntry, Outcome, Vec<SideWrite>);
+
+/// What a decision does to the account: a change to write, or nothing
+/// (the account is as asked already). Either answer is kept under the key.
+/// Short-lived, like [`Created`].
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Change {
+    Write(DecisionWithSide),
+    Unchanged(Outcome),
+}
 
 impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
     /// The account as of now: read fresh, renewed in memory if its period
@@ -255,6 +266,41 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
     where
         F: FnMut(&mut Account, &Catalog, DateTime<Utc>) -> Result<DecisionWithSide, DomainError>,
     {
+        self.change(org, request, claim, return_overdue, |account, catalog, now| {
+            decide(account, catalog, now).map(Change::Write)
+        })
+        .await
+    }
+
+    /// [`Ledger::apply`] for a change that may find the account as asked
+    /// already. That answer is decided on state read with the key, like a
+    /// refusal, and kept under it: a retry of a change that was written
+    /// replays it, a retry of one that was not gets the same answer.
+    pub(crate) async fn apply_unless_unchanged<F>(
+        &self,
+        org: &OrgId,
+        request: &Idempotency,
+        decide: F,
+    ) -> Result<Applied, ServiceError>
+    where
+        F: FnMut(&mut Account, &Catalog, DateTime<Utc>) -> Result<Change, DomainError>,
+    {
+        self.change(org, request, None, true, decide).await
+    }
+
+    /// The executor's loop: decide on the state in hand, write it
+    /// conditionally, decide again on a lost race.
+    async fn change<F>(
+        &self,
+        org: &OrgId,
+        request: &Idempotency,
+        claim: Option<String>,
+        return_overdue: bool,
+        mut decide: F,
+    ) -> Result<Applied, ServiceError>
+    where
+        F: FnMut(&mut Account, &Catalog, DateTime<Utc>) -> Result<Change, DomainError>,
+    {
         let entry_key = EntryKey::Request(request.key.clone());
         let mut guess = self.cached(org);
         // Whether the state in hand was read together with the key's entry:
@@ -313,10 +359,16 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
                         settled.map(|(moved, _, entry)| (entry, None, expired_units(moved))),
                     )
                 }
-                Ok(None) => (
-                    entry_key.clone(),
-                    decide(&mut next, &self.catalog, now).map(|(e, o, side)| (e, Some(o), side)),
-                ),
+                Ok(None) => match decide(&mut next, &self.catalog, now) {
+                    Ok(Change::Unchanged(outcome)) if fresh_with_key => {
+                        return self.keep_answer(org, request, outcome, now).await;
+                    }
+                    // The guess may be stale, and the key may name the
+                    // change written before: read both.
+                    Ok(Change::Unchanged(_)) => continue,
+                    Ok(Change::Write((e, o, side))) => (entry_key.clone(), Ok((e, Some(o), side))),
+                    Err(e) => (entry_key.clone(), Err(e)),
+                },
                 Err(e) => (entry_key.clone(), Err(e)),
             };
             let (mut entry, outcome, side) = match decided {
@@ -341,21 +393,7 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
                     let Some(outcome) = Outcome::kept_refusal(&refusal) else {
                         return Err(refusal.into());
                     };
-                    let expires_at = now + chrono::Duration::days(REFUSAL_KEPT_DAYS);
-                    let receipt = request.receipt(&outcome);
-                    return match self
-                        .requests
-                        .keep_refusal(org, &request.key, &receipt, expires_at)
-                        .await?
-                    {
-                        None => Ok(Applied {
-                            outcome,
-                            entry: None,
-                            replayed: false,
-                        }),
-                        // Another request under the key got there first.
-                        taken => replay(taken, request),
-                    };
+                    return self.keep_answer(org, request, outcome, now).await;
                 }
             };
             entry.id = entry_key.entry_id();
@@ -497,7 +535,7 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
     }
 
     /// Provisions an account that must not exist yet. When it exists, the
-    /// caller gets it back to decide what the request means for it.
+    /// caller decides what the request means for it.
     pub(crate) async fn create<F>(&self, request: &Idempotency, provision: F) -> Result<Created, ServiceError>
     where
         F: FnOnce(&Catalog, DateTime<Utc>) -> Result<(Account, Decision), DomainError>,
@@ -532,7 +570,7 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
                 }))
             }
             Err(CommitError::KeyTaken(existing)) => replay(existing.map(|k| *k), request).map(Created::Applied),
-            Err(CommitError::Stale(Some(current))) => Ok(Created::Exists(current)),
+            Err(CommitError::Stale(Some(_))) => Ok(Created::Exists),
             Err(CommitError::Conflict) => Err(ServiceError::Contention),
             Err(
                 CommitError::Stale(None)
@@ -542,6 +580,33 @@ impl<A: AccountStore, R: RequestStore, H> Ledger<A, R, H> {
                 | CommitError::BatchKeyTaken,
             ) => Err(StoreError::Request("unexpected cancellation while provisioning".into()).into()),
             Err(CommitError::Store(e)) => Err(e.into()),
+        }
+    }
+
+    /// Keeps an answer that wrote nothing (a refusal decided on the
+    /// account's state, or nothing to change) under the request's key, so
+    /// a retry gets it again.
+    async fn keep_answer(
+        &self,
+        org: &OrgId,
+        request: &Idempotency,
+        outcome: Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<Applied, ServiceError> {
+        let expires_at = now + chrono::Duration::days(ANSWER_KEPT_DAYS);
+        let receipt = request.receipt(&outcome);
+        match self
+            .requests
+            .keep_answer(org, &request.key, &receipt, expires_at)
+            .await?
+        {
+            None => Ok(Applied {
+                outcome,
+                entry: None,
+                replayed: false,
+            }),
+            // Another request under the key got there first.
+            taken => replay(taken, request),
         }
     }
 

@@ -18,7 +18,7 @@ pub mod usage;
 
 pub use config::{catalog_from_env, dynamo_ledger, DynamoLedger};
 pub use error::ServiceError;
-pub use executor::{Decision, Idempotency, Ledger, RetryPolicy, MAX_ATTEMPTS, REFUSAL_KEPT_DAYS};
+pub use executor::{Decision, Idempotency, Ledger, RetryPolicy, ANSWER_KEPT_DAYS, MAX_ATTEMPTS};
 pub use operations::{SweepLimits, SweepReport};
 pub use outcome::{Applied, Outcome, SubscriptionState};
 pub use results::ResumeReport;

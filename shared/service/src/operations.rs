@@ -5,14 +5,14 @@ use chrono::{DateTime, Utc};
 use ledger_domain::entry::Placement;
 use ledger_domain::{
     Account, Actor, CampaignId, Credits, DomainError, HistoryScope, MemberLimits, MemberRole, MeterId, OrgId,
-    PurchaseGrant, Resubscription, SpendQuote, SpendRequest, Subject, Subscription, SubscriptionStatus, UserId,
+    PurchaseGrant, SpendQuote, SpendRequest, Subject, Subscription, SubscriptionStatus, UserId,
 };
 use ledger_store::{
     AccountStore, HistoryFilter, HistoryKey, HistoryPage, HistoryPosition, HistoryQuery, HistoryStore, RenewalIndex,
     RequestStore, SideWrite,
 };
 
-use crate::executor::{Created, Idempotency, Ledger};
+use crate::executor::{Change, Created, Idempotency, Ledger};
 use crate::outcome::{Applied, Outcome, SubscriptionState};
 use crate::ServiceError;
 
@@ -32,65 +32,46 @@ impl<A: AccountStore, R: RequestStore, H: HistoryStore> Ledger<A, R, H> {
         // change what costs nothing (a downgrade; `change_plan` refuses an
         // upgrade from anyone but the service).
         let paid = actor.grants_paid_credits();
-        let current = if paid {
-            match self
+        if paid {
+            let created = self
                 .create(request, |catalog, now| {
                     let (account, entry) =
                         Account::provision(org.clone(), subscription.clone(), catalog, actor.clone(), now)?;
                     let outcome = Outcome::Subscribed(SubscriptionState::of(&account));
                     Ok((account, (entry, outcome)))
                 })
-                .await?
-            {
-                Created::Applied(applied) => return Ok(applied),
-                Created::Exists(current) => current,
+                .await?;
+            if let Created::Applied(applied) = created {
+                return Ok(applied);
             }
-        } else {
-            match self.accounts.load_account(org).await? {
-                Some(current) => Box::new(current),
-                None => return Err(DomainError::PaidByService.into()),
-            }
-        };
+        }
         // The account exists: subscribing again after a cancel, the same
         // subscription (nothing to write), or a plan change.
-        if current.status == SubscriptionStatus::Active
-            && current.subscription.resubscribe(&subscription, &self.catalog)? == Resubscription::Unchanged
-        {
-            return Ok(Applied {
-                outcome: Outcome::AlreadySubscribed(SubscriptionState::of(&current)),
-                entry: None,
-                replayed: false,
-            });
-        }
-        let applied = self
-            .apply(org, request, None, |account, catalog, now| {
-                let entry = match account.status {
-                    SubscriptionStatus::Cancelled if !paid => return Err(DomainError::PaidByService),
-                    SubscriptionStatus::Cancelled => {
-                        account.resubscribe_after_cancel(subscription.clone(), catalog, actor.clone(), now)?
-                    }
-                    SubscriptionStatus::Active => {
-                        account.change_plan(subscription.clone(), catalog, actor.clone(), now)?
-                    }
-                };
-                let state = SubscriptionState::of(account);
-                let outcome = match entry.kind {
-                    ledger_domain::EntryKind::PlanChange => Outcome::PlanChanged(state),
-                    _ => Outcome::Subscribed(state),
-                };
-                Ok((entry, outcome))
-            })
-            .await;
-        match applied {
-            // A concurrent change got there first and the account now has
-            // exactly this subscription: the answer it would have had.
-            Err(ServiceError::Domain(DomainError::PlanChangeUnsupported)) => Ok(Applied {
-                outcome: Outcome::AlreadySubscribed(SubscriptionState::of(&self.current_account(org).await?)),
-                entry: None,
-                replayed: false,
-            }),
+        self.apply_unless_unchanged(org, request, |account, catalog, now| {
+            let entry = match account.status {
+                SubscriptionStatus::Cancelled if !paid => return Err(DomainError::PaidByService),
+                SubscriptionStatus::Cancelled => {
+                    account.resubscribe_after_cancel(subscription.clone(), catalog, actor.clone(), now)?
+                }
+                SubscriptionStatus::Active if account.has_subscription(&subscription, catalog)? => {
+                    let state = SubscriptionState::of(account);
+                    return Ok(Change::Unchanged(Outcome::AlreadySubscribed(state)));
+                }
+                SubscriptionStatus::Active => account.change_plan(subscription.clone(), catalog, actor.clone(), now)?,
+            };
+            let state = SubscriptionState::of(account);
+            let outcome = match entry.kind {
+                ledger_domain::EntryKind::PlanChange => Outcome::PlanChanged(state),
+                _ => Outcome::Subscribed(state),
+            };
+            Ok(Change::Write((entry, outcome, Vec::new())))
+        })
+        .await
+        .map_err(|e| match e {
+            // Only the service provisions: no account, nothing an admin may do.
+            ServiceError::Domain(DomainError::AccountNotFound) if !paid => DomainError::PaidByService.into(),
             other => other,
-        }
+        })
     }
 
     /// Cancels the subscription: no allowance from the next renewal on;
@@ -114,23 +95,16 @@ impl<A: AccountStore, R: RequestStore, H: HistoryStore> Ledger<A, R, H> {
         actor: Actor,
         request: &Idempotency,
     ) -> Result<Applied, ServiceError> {
-        let current = self.current_account(org).await?;
-        if current.members.get(&user).is_some_and(|m| m.role == role) {
-            return Ok(Applied {
-                outcome: Outcome::Member { user, role: Some(role) },
-                entry: None,
-                replayed: false,
-            });
-        }
-        self.apply(org, request, None, |account, catalog, now| {
+        self.apply_unless_unchanged(org, request, |account, catalog, now| {
+            let outcome = Outcome::Member {
+                user: user.clone(),
+                role: Some(role),
+            };
+            if account.members.get(&user).is_some_and(|m| m.role == role) {
+                return Ok(Change::Unchanged(outcome));
+            }
             let entry = account.set_member(user.clone(), role, catalog, actor.clone(), now)?;
-            Ok((
-                entry,
-                Outcome::Member {
-                    user: user.clone(),
-                    role: Some(role),
-                },
-            ))
+            Ok(Change::Write((entry, outcome, Vec::new())))
         })
         .await
     }

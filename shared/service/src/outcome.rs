@@ -146,6 +146,7 @@ enum Stored {
     },
     Purchased,
     Subscribed(StoredState),
+    AlreadySubscribed(StoredState),
     Cancelled(StoredState),
     PlanChanged(StoredState),
     Member {
@@ -294,9 +295,9 @@ fn subjects(texts: Vec<String>) -> Result<Vec<Subject>, String> {
 }
 
 impl Outcome {
-    /// The outcome as the store keeps it. Only what is written is encoded:
-    /// `AlreadySubscribed` writes nothing, and the only refusal kept is
-    /// insufficient credits.
+    /// The outcome as the store keeps it: with the entry it wrote, or kept
+    /// alone when it wrote nothing (nothing to change, or insufficient
+    /// credits, the only refusal kept).
     pub fn encode(&self) -> String {
         let stored = match self {
             Outcome::Spent {
@@ -311,7 +312,8 @@ impl Outcome {
                 charged: charged.thousandths(),
             },
             Outcome::Purchased => Stored::Purchased,
-            Outcome::Subscribed(s) | Outcome::AlreadySubscribed(s) => Stored::Subscribed(StoredState::of(s)),
+            Outcome::Subscribed(s) => Stored::Subscribed(StoredState::of(s)),
+            Outcome::AlreadySubscribed(s) => Stored::AlreadySubscribed(StoredState::of(s)),
             Outcome::Cancelled(s) => Stored::Cancelled(StoredState::of(s)),
             Outcome::PlanChanged(s) => Stored::PlanChanged(StoredState::of(s)),
             Outcome::Member { user, role } => Stored::Member {
@@ -445,6 +447,7 @@ impl Outcome {
             },
             Stored::Purchased => Outcome::Purchased,
             Stored::Subscribed(state) => Outcome::Subscribed(state.state().map_err(malformed)?),
+            Stored::AlreadySubscribed(state) => Outcome::AlreadySubscribed(state.state().map_err(malformed)?),
             Stored::Cancelled(state) => Outcome::Cancelled(state.state().map_err(malformed)?),
             Stored::PlanChanged(state) => Outcome::PlanChanged(state.state().map_err(malformed)?),
             Stored::Member { user, role } => Outcome::Member {

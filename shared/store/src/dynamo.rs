@@ -22,12 +22,12 @@ use ledger_domain::{
 };
 
 use crate::items::{
-    self, account_from_item, account_item, account_update_with, claim_from_item, claim_item, entry_from_item,
-    entry_item, entry_sk, entry_sk_of_id, held_from_item, held_item, held_sk, instant, kept_request_from_item, key,
-    note_from_item, note_item, note_sk, org_pk, placement_attrs, refusal_item, request_sk, rolled_sk, rollup_from_item,
-    rollup_sk, slot_sk, unit_from_item, unit_item, unit_of_key, unit_prefix, unit_shard, unit_sk, unlock_from_item,
-    unlock_item, unlock_sk, Attrs, Item, ACCOUNT_SK, LEDGER_BY_ACTION_INDEX, LEDGER_BY_CAMPAIGN_INDEX,
-    LEDGER_BY_USER_INDEX, LEDGER_INDEX, RENEWALS_INDEX, RENEWAL_SHARDS, RESERVATIONS_INDEX,
+    self, account_from_item, account_item, account_update_with, answer_item, claim_from_item, claim_item,
+    entry_from_item, entry_item, entry_sk, entry_sk_of_id, held_from_item, held_item, held_sk, instant,
+    kept_request_from_item, key, note_from_item, note_item, note_sk, org_pk, placement_attrs, request_sk, rolled_sk,
+    rollup_from_item, rollup_sk, slot_sk, unit_from_item, unit_item, unit_of_key, unit_prefix, unit_shard, unit_sk,
+    unlock_from_item, unlock_item, unlock_sk, Attrs, Item, ACCOUNT_SK, LEDGER_BY_ACTION_INDEX,
+    LEDGER_BY_CAMPAIGN_INDEX, LEDGER_BY_USER_INDEX, LEDGER_INDEX, RENEWALS_INDEX, RENEWAL_SHARDS, RESERVATIONS_INDEX,
 };
 use crate::port::{
     AccountStore, Commit, CommitError, DayRollup, DuePage, EntryKey, HeldResult, HistoryKey, HistoryPage,
@@ -817,7 +817,7 @@ impl RequestStore for DynamoLedgerStore {
         item.as_ref().map(claim_from_item).transpose()
     }
 
-    async fn keep_refusal(
+    async fn keep_answer(
         &self,
         org: &OrgId,
         request_key: &IdempotencyKey,
@@ -828,7 +828,7 @@ impl RequestStore for DynamoLedgerStore {
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(refusal_item(org, request_key, receipt, expires_at)))
+            .set_item(Some(answer_item(org, request_key, receipt, expires_at)))
             .condition_expression("attribute_not_exists(pk)")
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()

@@ -1620,8 +1620,9 @@ pub fn entry_from_item(item: &Item) -> Result<LedgerEntry, StoreError> {
 
 // ---- request keys ------------------------------------------------------------
 
-/// A refusal kept under its request key: no entry, gone after a while (TTL).
-pub fn refusal_item(org: &OrgId, key: &IdempotencyKey, receipt: &Receipt, expires_at: DateTime<Utc>) -> Item {
+/// An answer that wrote nothing (a refusal, nothing to change) kept under
+/// its request key: no entry, gone after a while (TTL).
+pub fn answer_item(org: &OrgId, key: &IdempotencyKey, receipt: &Receipt, expires_at: DateTime<Utc>) -> Item {
     let mut item = self::key(org_pk(org), request_sk(key));
     put_receipt(&mut item, receipt);
     item.insert("expires_at_epoch".into(), n(expires_at.timestamp()));

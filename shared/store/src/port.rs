@@ -258,10 +258,10 @@ pub trait RequestStore: Send + Sync {
         name: &str,
     ) -> impl Future<Output = Result<Option<(OrgId, IdempotencyKey)>, StoreError>> + Send;
 
-    /// Keeps a refusal under its key, so a retry gets the same answer (until
-    /// `expires_at`). Writes nothing and returns what the key holds when it
-    /// is taken already.
-    fn keep_refusal(
+    /// Keeps an answer that wrote nothing (a refusal, nothing to change)
+    /// under its key, so a retry gets the same answer (until `expires_at`).
+    /// Writes nothing and returns what the key holds when it is taken already.
+    fn keep_answer(
         &self,
         org: &OrgId,
         key: &IdempotencyKey,
