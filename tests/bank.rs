@@ -5,7 +5,9 @@
 //! off before answering, clients that time out and retry with the same key,
 //! results delivered twice and out of order, stream records redelivered
 //! and shuffled, two sweeps at once and one cut off. The clock moves over a
-//! month while they run, so every organization renews mid-workload.
+//! month while they run, so every organization renews mid-workload. Admins
+//! move limits and budgets under their members' spends, leads take and free
+//! slots, and one organization stays lean enough to run dry.
 //!
 //! After quiescence a checker reads everything back and verifies the
 //! invariants; it prints its figures and fails on any violation.
@@ -41,6 +43,9 @@ const ATTEMPTS: usize = 12;
 /// Reveals and phone lookups are asked of these subjects, so colleagues,
 /// bulk spends and results race for the same ones.
 const SUBJECTS: usize = 40;
+/// Leads the clients upload and delete, per organization: few enough
+/// that they race for the same ones.
+const LEADS: usize = 30;
 /// A low-balance alert's level: crossed again and again as purchases refill.
 const ALERT_LEVEL: i64 = 300_000;
 
@@ -299,12 +304,15 @@ async fn client(world: Arc<World>, c: usize, ops: usize) {
             .unwrap()
             .insert(c, format!("{key} on {org} (roll {roll})"));
         match roll {
-            0..=34 => spend(&world, &mut gw, &org, &key).await,
-            35..=44 => bulk_spend(&world, &mut gw, &org, &key).await,
-            45..=56 => reserve_and_settle(&world, &mut gw, &org, &key).await,
-            57..=64 => buy(&world, &mut gw, &org, &key).await,
-            65..=72 => void(&world, &mut gw, &key).await,
-            73..=76 => change_plan(&world, &mut gw, &org, &key).await,
+            0..=32 => spend(&world, &mut gw, &org, &key).await,
+            33..=42 => bulk_spend(&world, &mut gw, &org, &key).await,
+            43..=54 => reserve_and_settle(&world, &mut gw, &org, &key).await,
+            55..=62 => buy(&world, &mut gw, &org, &key).await,
+            63..=70 => void(&world, &mut gw, &key).await,
+            71..=74 => change_plan(&world, &mut gw, &org, &key).await,
+            75..=77 => team_controls(&world, &mut gw, &org, &key).await,
+            78 => resume_results(&world, &mut gw, &org, &key).await,
+            79..=82 => contacts(&world, &mut gw, &org, &key).await,
             _ => report_results(&world, &org, &key),
         }
         world.done_ops.fetch_add(1, Ordering::SeqCst);
@@ -317,7 +325,7 @@ async fn spend(world: &World, gw: &mut Gateway, org: &str, key: &str) {
     let member = fastrand::bool();
     let mut body = json!({
         "action": SPEND_ACTIONS[fastrand::usize(..SPEND_ACTIONS.len())],
-        "quantity": fastrand::u64(1..=12),
+        "quantity": fastrand::u64(1..=30),
     });
     if fastrand::u8(..5) == 0 {
         body["mode"] = json!("up_to");
@@ -325,12 +333,18 @@ async fn spend(world: &World, gw: &mut Gateway, org: &str, key: &str) {
     if fastrand::bool() {
         body["campaign"] = json!(["spring", "fall"][fastrand::usize(..2)]);
     }
+    let budgeted = body["campaign"] == "spring";
     let who = if member { Caller::Member } else { Caller::Admin };
     let r = world
         .request(gw, org, who, ("POST", "spend"), Some(key), Some(body))
         .await;
-    // A member meets the daily limit set on them; anyone can run out.
-    let allowed: &[u16] = if member { &[200, 402, 403] } else { &[200, 402] };
+    // A member meets the daily limit set on them, anyone the spring
+    // campaign's budget; anyone can run out.
+    let allowed: &[u16] = if member || budgeted {
+        &[200, 402, 403]
+    } else {
+        &[200, 402]
+    };
     if world.expect("spend", &r, allowed) && r.status == 200 && r.body["charged"] != "0" {
         let entry = r.body["entry_id"].as_str().unwrap().to_string();
         world.spends.lock().unwrap().push((org.to_string(), entry));
@@ -416,7 +430,12 @@ async fn reserve_and_settle(world: &World, gw: &mut Gateway, org: &str, key: &st
 
 async fn buy(world: &World, gw: &mut Gateway, org: &str, key: &str) {
     world.count("purchase");
-    let body = json!({ "package": "credits_500", "payment_reference": format!("pay-{key}"), "user": "alice" });
+    // The lean organization tops up little (see `change_plan`).
+    let credits = match org == world.orgs[0] {
+        true => "20",
+        false => ["20", "50", "100"][fastrand::usize(..3)],
+    };
+    let body = json!({ "credits": credits, "payment_reference": format!("pay-{key}"), "user": "alice" });
     let r = world
         .request(
             gw,
@@ -490,7 +509,10 @@ async fn void(world: &World, gw: &mut Gateway, key: &str) {
 
 async fn change_plan(world: &World, gw: &mut Gateway, org: &str, key: &str) {
     // The service upgrades once paid; an admin downgrades (at the renewal).
-    let (who, plan) = match fastrand::bool() {
+    // The first organization stays on its small plan: it runs dry now and
+    // then, so spends are refused and results held until a resume.
+    let lean = org == world.orgs[0];
+    let (who, plan) = match fastrand::bool() && !lean {
         true => (Caller::Service, "professional"),
         false => (Caller::Admin, "starter"),
     };
@@ -506,6 +528,61 @@ async fn change_plan(world: &World, gw: &mut Gateway, org: &str, key: &str) {
         )
         .await;
     world.expect("plan change", &r, &[200]);
+}
+
+/// An admin moves bob's daily limit or the spring campaign's budget while
+/// bob and his colleagues spend under them.
+async fn team_controls(world: &World, gw: &mut Gateway, org: &str, key: &str) {
+    let (route, body) = match fastrand::bool() {
+        true => {
+            world.count("member limit moved");
+            let daily = [20, 40, 80][fastrand::usize(..3)];
+            ("members/bob/limits", json!({ "daily": daily.to_string() }))
+        }
+        false => {
+            world.count("campaign budget moved");
+            let credits = [60, 120, 240][fastrand::usize(..3)];
+            ("campaigns/spring/budget", json!({ "credits": credits.to_string() }))
+        }
+    };
+    let r = world
+        .request(gw, org, Caller::Admin, ("PUT", route), Some(key), Some(body))
+        .await;
+    world.expect(route, &r, &[200]);
+}
+
+/// Leads uploaded to a campaign take a slot each, once however many
+/// campaigns list them; deleting one frees its slot. Colleagues upload and
+/// delete the same leads at once.
+async fn contacts(world: &World, gw: &mut Gateway, org: &str, key: &str) {
+    let leads: BTreeSet<String> = (0..fastrand::usize(1..=5))
+        .map(|_| format!("contact{}@example.com", fastrand::usize(..LEADS)))
+        .collect();
+    let (route, body) = match fastrand::u8(..3) {
+        0 => {
+            world.count("contacts deleted");
+            ("contacts/removals", json!({ "contacts": leads }))
+        }
+        _ => {
+            world.count("contacts uploaded");
+            let campaign = ["spring", "fall"][fastrand::usize(..2)];
+            ("contacts", json!({ "contacts": leads, "campaign": campaign }))
+        }
+    };
+    let r = world
+        .request(gw, org, Caller::Member, ("POST", route), Some(key), Some(body))
+        .await;
+    world.expect(route, &r, &[200]);
+}
+
+/// The service resumes result charging, as after a top-up (with nothing
+/// held it only lifts a pause).
+async fn resume_results(world: &World, gw: &mut Gateway, org: &str, key: &str) {
+    world.count("results resumed");
+    let r = world
+        .request(gw, org, Caller::Service, ("POST", "results/resume"), Some(key), None)
+        .await;
+    world.expect("resume results", &r, &[200]);
 }
 
 /// Puts results on the queue: 1-5 of them, now and then a malformed one.
@@ -683,16 +760,18 @@ async fn a_bank_of_concurrent_clients_under_faults_conserves_every_credit() {
         stage: Mutex::new("before the renewal"),
     });
 
-    // Each organization: a plan, a pack, a member with a daily limit, an alert.
+    // Each organization: a plan, a pack, a member with a daily limit, an
+    // alert, a campaign budget.
     let mut renews_at: Option<DateTime<Utc>> = None;
     let mut gw = world.instance();
     for org in &orgs {
-        let setup: [(Caller, (&str, &str), Value); 5] = [
+        let pack = if *org == orgs[0] { "20" } else { "500" };
+        let setup: [(Caller, (&str, &str), Value); 6] = [
             (Caller::Service, ("PUT", "subscription"), json!({ "plan": "starter" })),
             (
                 Caller::Service,
                 ("POST", "purchases"),
-                json!({ "package": "credits_500", "payment_reference": format!("pay-{org}"), "user": "alice" }),
+                json!({ "credits": pack, "payment_reference": format!("pay-{org}"), "user": "alice" }),
             ),
             (Caller::Admin, ("PUT", "members/bob"), json!({ "role": "member" })),
             (Caller::Admin, ("PUT", "members/bob/limits"), json!({ "daily": "40" })),
@@ -700,6 +779,11 @@ async fn a_bank_of_concurrent_clients_under_faults_conserves_every_credit() {
                 Caller::Admin,
                 ("PUT", "alerts/low"),
                 json!({ "meter": "credits", "amount": "300", "channel": "in_app" }),
+            ),
+            (
+                Caller::Admin,
+                ("PUT", "campaigns/spring/budget"),
+                json!({ "credits": "120" }),
             ),
         ];
         for (n, (who, (method, route), body)) in setup.into_iter().enumerate() {
@@ -1055,7 +1139,12 @@ async fn check(world: &World, org: &str) {
         answered.insert(entry);
     }
     for e in &entries {
-        let system = matches!(e["kind"].as_str(), Some("renewal"));
+        // What the ledger writes by itself: renewals, and a resume's
+        // settlements of held results (each under a key of its own).
+        let key = ledger_store::items::entry_sk_of_id(e["id"].as_str().unwrap()).unwrap_or_default();
+        let system = ["RENEWAL#", "REQ#held:", "REQ#resume:"]
+            .iter()
+            .any(|prefix| key.starts_with(prefix));
         if !system && !answered.contains(e["id"].as_str().unwrap()) {
             fail(format!("entry {} ({}) answers no request", e["id"], e["kind"]));
         }
@@ -1088,6 +1177,38 @@ async fn check(world: &World, org: &str) {
     }
     for ((action, subject), n) in charged.iter().filter(|(_, n)| **n > 1) {
         fail(format!("{action} charged {n} times for {subject}"));
+    }
+
+    // The spring budget: what it counted is what spring's spends charged
+    // (no result or reservation of the bank names it), never over its limit
+    // when spent (a lowered limit may leave it over).
+    let spring: i64 = entries
+        .iter()
+        .filter(|e| e["kind"] == "spend" && e["campaign"] == "spring")
+        .flat_map(|e| e["lines"].as_array().unwrap())
+        .filter(|l| l["meter"] == "credits")
+        .map(|l| -thousandths(l["amount"].as_str().unwrap()))
+        .sum();
+    let budget = &balance["budgets"]["spring"];
+    let counted = budget["spent"].as_str().map(thousandths).unwrap_or_default();
+    if counted != spring {
+        fail(format!(
+            "the spring budget counted {counted}, its spends charged {spring}: {budget}"
+        ));
+    }
+
+    // Lead slots: the count the account keeps is the leads holding one.
+    let prefix = "SLOT#lead_slots#";
+    let holding = world
+        .stack
+        .snapshot()
+        .await
+        .iter()
+        .filter(|i| i["pk"]["S"] == format!("ORG#{org}") && i["sk"]["S"].as_str().unwrap().starts_with(prefix))
+        .count();
+    let used = &balance["meters"]["lead_slots"]["used_this_period"];
+    if used.as_str().map(thousandths) != Some(holding as i64 * 1000) {
+        fail(format!("{used} lead slots counted, {holding} leads hold one"));
     }
 
     // Each charge reversed at most once.
