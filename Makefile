@@ -61,7 +61,7 @@ sweep:
 	cargo run --quiet -p ledger-local --bin sweep
 
 # The bank workload, longer: 4 organizations, 20 clients × 50 changes each,
-# under injected faults (the test command runs 3 × 6 × 15).
+# under injected faults (the test command runs 3 × 8 × 20).
 bank: setup
 	BANK_ORGS=$(or $(ORGS),4) BANK_CLIENTS=$(or $(CLIENTS),20) BANK_OPS=$(or $(OPS),50) infra/test.sh bank
 .PHONY: bank

@@ -46,6 +46,8 @@ const SUBJECTS: usize = 40;
 /// Leads the clients upload and delete, per organization: few enough
 /// that they race for the same ones.
 const LEADS: usize = 30;
+/// How far below zero the lean organization may go.
+const OVERDRAFT: &str = "30";
 /// A low-balance alert's level: crossed again and again as purchases refill.
 const ALERT_LEVEL: i64 = 300_000;
 
@@ -60,8 +62,8 @@ impl Settings {
         let var = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
         Settings {
             orgs: var("BANK_ORGS", 3),
-            clients: var("BANK_CLIENTS", 6),
-            ops: var("BANK_OPS", 15),
+            clients: var("BANK_CLIENTS", 8),
+            ops: var("BANK_OPS", 20),
         }
     }
 }
@@ -323,9 +325,11 @@ async fn client(world: Arc<World>, c: usize, ops: usize) {
 async fn spend(world: &World, gw: &mut Gateway, org: &str, key: &str) {
     world.count("spend");
     let member = fastrand::bool();
+    // The lean organization spends more than it tops up.
+    let most = if org == world.orgs[0] { 40 } else { 20 };
     let mut body = json!({
         "action": SPEND_ACTIONS[fastrand::usize(..SPEND_ACTIONS.len())],
-        "quantity": fastrand::u64(1..=30),
+        "quantity": fastrand::u64(1..=most),
     });
     if fastrand::u8(..5) == 0 {
         body["mode"] = json!("up_to");
@@ -798,6 +802,18 @@ async fn a_bank_of_concurrent_clients_under_faults_conserves_every_credit() {
         }
     }
     let renews_at = renews_at.expect("the subscription says when it renews");
+    // The lean organization may go below zero, as far as the service allows.
+    let r = world
+        .request(
+            &mut gw,
+            &orgs[0],
+            Caller::Service,
+            ("PUT", "overdraft"),
+            Some("setup-overdraft"),
+            Some(json!({ "meter": "credits", "allowance": OVERDRAFT })),
+        )
+        .await;
+    assert_eq!(r.status, 200, "overdraft: {}", r.body);
 
     // The run: clients, the results queue, the stream, and the clock
     // moving from the anchor to a day past the renewal as work completes.
@@ -960,7 +976,14 @@ async fn check(world: &World, org: &str) {
     let fail = |what: String| world.violation(format!("{org}: {what}"));
 
     // The ledger: numbered 1..n, each id once, each balance after the
-    // running sum, never below zero, summing to the balance.
+    // running sum, never below zero beyond the overdraft, summing to the
+    // balance.
+    let allowance = |meter: &str| {
+        balance["meters"][meter]["overdraft"]["allowance"]
+            .as_str()
+            .map(thousandths)
+            .unwrap_or_default()
+    };
     let mut running: BTreeMap<String, i64> = BTreeMap::new();
     let mut ids = BTreeSet::new();
     let mut crossings = BTreeSet::new();
@@ -988,7 +1011,7 @@ async fn check(world: &World, org: &str) {
                     e["seq"]
                 ));
             }
-            if *sum < 0 {
+            if *sum < -allowance(meter) {
                 fail(format!("entry {}: {meter} at {sum} thousandths", e["seq"]));
             }
         }
@@ -998,8 +1021,12 @@ async fn check(world: &World, org: &str) {
         }
     }
     for (meter, sum) in &running {
-        let available = balance["meters"][meter]["available"]
+        // With an overdraft, what may be spent includes what may be
+        // borrowed; the balance is what the buckets hold less what is owed.
+        let meter_view = &balance["meters"][meter];
+        let available = meter_view["overdraft"]["balance"]
             .as_str()
+            .or(meter_view["available"].as_str())
             .map(thousandths)
             .unwrap_or_default();
         if available != *sum {
@@ -1029,10 +1056,14 @@ async fn check(world: &World, org: &str) {
     let mut live = BTreeMap::new();
     for meter in balance["meters"].as_object().unwrap().values() {
         for bucket in meter["buckets"].as_array().into_iter().flatten() {
-            live.insert(
-                bucket["id"].as_str().unwrap().to_string(),
-                thousandths(bucket["remaining"].as_str().unwrap()),
-            );
+            // An overdraft is granted without a line (nothing is paid in):
+            // its lines sum to what is owed on it, below zero.
+            let remaining = thousandths(bucket["remaining"].as_str().unwrap());
+            let unlined = match bucket["source"] == "overdraft" {
+                true => thousandths(bucket["granted"].as_str().unwrap()),
+                false => 0,
+            };
+            live.insert(bucket["id"].as_str().unwrap().to_string(), remaining - unlined);
         }
     }
     for (bucket, sum) in &by_bucket {
