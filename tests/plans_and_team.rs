@@ -373,7 +373,8 @@ async fn call_retrying_contacts(stack: &Stack, key: &str, list: &[String]) -> Ht
 /// A change retried under its key replays what it did, even now that the
 /// account is as asked (not "nothing to change"); a request that changed
 /// nothing keeps that answer under its key; asking again for what is
-/// already so, or already scheduled, writes nothing.
+/// already so, or already scheduled, writes nothing; asking for the plan it
+/// has drops a waiting downgrade.
 #[tokio::test]
 async fn a_change_retried_under_its_key_replays_it_and_asking_again_for_what_is_so_writes_nothing() {
     let stack = Stack::with_account("starter").await;
@@ -417,9 +418,16 @@ async fn a_change_retried_under_its_key_replays_it_and_asking_again_for_what_is_
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.body["scheduled_change"]["plan"], "starter", "{}", r.body);
     }
+    // Asking for the plan it has drops the waiting downgrade (an admin may:
+    // it costs nothing); asking again changes nothing.
+    for key in ["keep-1", "keep-2"] {
+        let r = put_subscription(&gw, &stack.admin(), ORG, key, r#"{"plan":"professional"}"#).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body.get("scheduled_change"), None, "{}", r.body);
+    }
     stack.settle().await;
     let entries = ledger(&gw, &stack.admin(), 100).await;
     let kinds = |kind: &str| entries.iter().filter(|e| e["kind"] == kind).count();
-    assert_eq!((kinds("membership"), kinds("plan_change")), (2, 2), "{entries:#?}");
+    assert_eq!((kinds("membership"), kinds("plan_change")), (2, 3), "{entries:#?}");
     assert_ledger_sums_to_balance(&stack, &["credits"]).await;
 }

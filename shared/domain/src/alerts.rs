@@ -217,17 +217,13 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::{credits_meter, CallerKind, Catalog, OrgId, Subscription};
+    use crate::{credits_meter, Catalog, OrgId, Subscription};
 
     fn starter() -> Account {
         let catalog = Catalog::default_catalog();
         let sub = Subscription::new(&catalog, "starter", None, None, None).unwrap();
         let at = Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap();
-        let actor = Actor {
-            user: None,
-            caller: CallerKind::Service,
-        };
-        Account::provision(OrgId::parse("acme").unwrap(), sub, &catalog, actor, at)
+        Account::provision(OrgId::parse("acme").unwrap(), sub, &catalog, Actor::service(None), at)
             .unwrap()
             .0
     }

@@ -83,6 +83,14 @@ impl Actor {
             caller: CallerKind::System,
         }
     }
+
+    /// The product's backend, acting for `user` when it names one.
+    pub fn service(user: Option<crate::UserId>) -> Actor {
+        Actor {
+            user,
+            caller: CallerKind::Service,
+        }
+    }
 }
 
 /// One bucket's share of an entry: negative for a debit or an expiry.

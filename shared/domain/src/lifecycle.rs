@@ -28,7 +28,7 @@ impl Account {
     /// month's plan buckets are raised by what the new plan grants more (its
     /// retry under the same key is a replay, so the difference is granted
     /// once), and any scheduled downgrade is dropped. A downgrade waits for
-    /// the next renewal. Upgrades grant credits that are paid for: only the
+    /// the next renewal; asking for the current plan drops it. Upgrades grant credits that are paid for: only the
     /// service, after payment, may ask for one.
     pub fn change_plan(
         &mut self,
@@ -45,7 +45,9 @@ impl Account {
         }
         let mut lines = Vec::new();
         match self.subscription.resubscribe(&requested, catalog)? {
-            crate::Resubscription::Unchanged => return Err(DomainError::SubscriptionUnchanged),
+            // Asking for the plan it has while a downgrade waits keeps the
+            // plan: the downgrade is dropped (it costs nothing).
+            crate::Resubscription::Unchanged => self.scheduled = None,
             crate::Resubscription::Upgrade => {
                 if !actor.grants_paid_credits() {
                     return Err(DomainError::PaidByService);
@@ -62,14 +64,15 @@ impl Account {
         Ok(entry)
     }
 
-    /// Whether the active subscription is `requested` already, or has it
-    /// scheduled as the downgrade it is: asking for it again changes nothing.
+    /// Whether the active subscription is `requested` already with nothing
+    /// scheduled, or has it scheduled as the downgrade it is: asking for it
+    /// again changes nothing.
     pub fn has_subscription(&self, requested: &Subscription, catalog: &Catalog) -> Result<bool, DomainError> {
         if self.status != SubscriptionStatus::Active {
             return Ok(false);
         }
         Ok(match self.subscription.resubscribe(requested, catalog)? {
-            crate::Resubscription::Unchanged => true,
+            crate::Resubscription::Unchanged => self.scheduled.is_none(),
             crate::Resubscription::Downgrade => self.scheduled.as_ref() == Some(requested),
             crate::Resubscription::Upgrade => false,
         })
@@ -201,10 +204,7 @@ mod tests {
     }
 
     fn service() -> Actor {
-        Actor {
-            user: Some(crate::UserId::parse("alice").unwrap()),
-            caller: crate::CallerKind::Service,
-        }
+        Actor::service(Some(crate::UserId::parse("alice").unwrap()))
     }
 
     #[test]
@@ -450,9 +450,24 @@ mod tests {
                     let change = before.subscription.resubscribe(&requested, &catalog).unwrap();
                     match (cancelled, change, by_service, result) {
                         (true, _, _, Err(DomainError::AlreadyCancelled))
-                        | (false, crate::Resubscription::Unchanged, _, Err(DomainError::SubscriptionUnchanged))
                         | (false, crate::Resubscription::Upgrade, false, Err(DomainError::PaidByService)) => {
                             prop_assert_eq!(&once, &before, "a refusal changes nothing");
+                        }
+                        (false, crate::Resubscription::Unchanged, _, Err(DomainError::SubscriptionUnchanged)) => {
+                            prop_assert_eq!(&before.scheduled, &None, "nothing waits");
+                            prop_assert_eq!(&once, &before, "a refusal changes nothing");
+                        }
+                        (false, crate::Resubscription::Unchanged, _, Ok(entry)) => {
+                            prop_assert!(before.scheduled.is_some(), "only a waiting downgrade is dropped");
+                            prop_assert!(entry.lines.is_empty());
+                            prop_assert_eq!(
+                                &once,
+                                &Account {
+                                    scheduled: None,
+                                    seq: once.seq,
+                                    ..before.clone()
+                                }
+                            );
                         }
                         (false, crate::Resubscription::Upgrade, true, Ok(entry)) => {
                             prop_assert_eq!((&once.subscription, &once.scheduled), (&requested, &None));

@@ -161,19 +161,10 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::{
-        credits_meter, CallerKind, Catalog, OrgId, PurchaseGrant, ReversalReason, SpendMode, SpendRequest, Subscription,
-    };
+    use crate::{credits_meter, Catalog, OrgId, PurchaseGrant, ReversalReason, SpendMode, SpendRequest, Subscription};
 
     fn at(d: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 3, d, 10, 0, 0).unwrap()
-    }
-
-    fn service() -> Actor {
-        Actor {
-            user: None,
-            caller: CallerKind::Service,
-        }
     }
 
     fn whole(n: i64) -> Credits {
@@ -185,9 +176,9 @@ mod tests {
         let catalog = Catalog::default_catalog();
         let org = OrgId::parse("org_1").unwrap();
         let subscription = Subscription::new(&catalog, "starter", None, None, None).unwrap();
-        let (mut account, _) = Account::provision(org, subscription, &catalog, service(), at(1)).unwrap();
+        let (mut account, _) = Account::provision(org, subscription, &catalog, Actor::service(None), at(1)).unwrap();
         account
-            .set_overdraft(&credits_meter(), whole(100), service(), at(1))
+            .set_overdraft(&credits_meter(), whole(100), Actor::service(None), at(1))
             .unwrap();
         (catalog, account)
     }
@@ -205,7 +196,7 @@ mod tests {
             action,
             quantity: credits,
             mode: SpendMode::All,
-            actor: service(),
+            actor: Actor::service(None),
             campaign: None,
             subject: None,
         };
@@ -236,7 +227,7 @@ mod tests {
         let meter = credits_meter();
         spend(&catalog, &mut account, 530, at(2)).unwrap();
         let grant = PurchaseGrant::priced(&catalog, Some("credits_500"), None, "pay-1").unwrap();
-        let entry = account.purchase(grant, service(), at(3)).unwrap();
+        let entry = account.purchase(grant, Actor::service(None), at(3)).unwrap();
         let lines: Vec<(BucketSource, Credits)> = entry.lines.iter().map(|l| (l.source(), l.amount)).collect();
         assert_eq!(
             lines,
@@ -254,14 +245,14 @@ mod tests {
     fn a_pack_that_only_repaid_has_nothing_to_void() {
         let (catalog, mut account) = overdrawn_starter();
         account
-            .set_overdraft(&credits_meter(), whole(1_000), service(), at(1))
+            .set_overdraft(&credits_meter(), whole(1_000), Actor::service(None), at(1))
             .unwrap();
         spend(&catalog, &mut account, 1_200, at(2)).unwrap();
         let grant = PurchaseGrant::priced(&catalog, Some("credits_500"), None, "pay-1").unwrap();
-        let purchase = account.purchase(grant, service(), at(3)).unwrap();
+        let purchase = account.purchase(grant, Actor::service(None), at(3)).unwrap();
         assert_eq!(purchase.lines.len(), 1, "all of it repaid the overdraft");
         let (void, entry) = account
-            .reverse(&purchase, ReversalReason::Refunded, None, service(), at(4))
+            .reverse(&purchase, ReversalReason::Refunded, None, Actor::service(None), at(4))
             .unwrap();
         assert_eq!(void.returned, Credits::ZERO);
         assert_eq!(void.stayed_expired, whole(500));
@@ -274,7 +265,9 @@ mod tests {
         let (catalog, mut account) = overdrawn_starter();
         let meter = credits_meter();
         spend(&catalog, &mut account, 540, at(2)).unwrap();
-        let refused = account.set_overdraft(&meter, whole(39), service(), at(2)).unwrap_err();
+        let refused = account
+            .set_overdraft(&meter, whole(39), Actor::service(None), at(2))
+            .unwrap_err();
         assert_eq!(
             refused,
             DomainError::OverdraftOwed {
@@ -282,7 +275,9 @@ mod tests {
                 allowance: whole(39)
             }
         );
-        account.set_overdraft(&meter, whole(40), service(), at(2)).unwrap();
+        account
+            .set_overdraft(&meter, whole(40), Actor::service(None), at(2))
+            .unwrap();
         assert_eq!(account.spendable(&meter, None), Credits::ZERO);
         assert_eq!(account.available(&meter), whole(-40));
     }
@@ -293,10 +288,16 @@ mod tests {
         let meter = credits_meter();
         let charge = spend(&catalog, &mut account, 520, at(2)).unwrap();
         let grant = PurchaseGrant::priced(&catalog, Some("credits_500"), None, "pay-1").unwrap();
-        account.purchase(grant, service(), at(3)).unwrap();
+        account.purchase(grant, Actor::service(None), at(3)).unwrap();
         assert_eq!(account.available(&meter), whole(480));
         let (reversal, entry) = account
-            .reverse(&charge, ReversalReason::InvalidResult, None, service(), at(4))
+            .reverse(
+                &charge,
+                ReversalReason::InvalidResult,
+                None,
+                Actor::service(None),
+                at(4),
+            )
             .unwrap();
         // The plan's 500 back to the plan, the overdraft's 20 to the pool:
         // nothing is owed, so the overdraft cannot take them.

@@ -400,16 +400,9 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::{credits_meter, CallerKind, Catalog, OrgId, PurchaseGrant, SpendMode, SpendRequest, Subscription};
+    use crate::{credits_meter, Catalog, OrgId, PurchaseGrant, SpendMode, SpendRequest, Subscription};
 
     const CONTACTS: usize = 6;
-
-    fn service() -> Actor {
-        Actor {
-            user: None,
-            caller: CallerKind::Service,
-        }
-    }
 
     #[derive(Clone, Debug)]
     enum Op {
@@ -485,7 +478,7 @@ mod tests {
         let mut now = Utc.with_ymd_and_hms(2026, 1, 20, 9, 0, 0).unwrap();
         let sub = Subscription::new(&catalog, "starter", None, None, None).unwrap();
         let (mut account, _) =
-            Account::provision(OrgId::parse("acme").unwrap(), sub, &catalog, service(), now).unwrap();
+            Account::provision(OrgId::parse("acme").unwrap(), sub, &catalog, Actor::service(None), now).unwrap();
         let halves = |quantity| {
             let (action_id, action) = catalog.action("email_verification").unwrap();
             SpendRequest {
@@ -493,7 +486,7 @@ mod tests {
                 action,
                 quantity,
                 mode: SpendMode::UpTo,
-                actor: service(),
+                actor: Actor::service(None),
                 campaign: None,
                 subject: None,
             }
@@ -518,7 +511,7 @@ mod tests {
                         action,
                         campaign: &campaign,
                         contacts: &names,
-                        actor: service(),
+                        actor: Actor::service(None),
                     };
                     match account.reserve(&req, &existing, now) {
                         Ok((reserved, entry)) => {
@@ -573,7 +566,7 @@ mod tests {
                             .map(|(_, amount)| *amount)
                             .sum();
                         let cost: Credits = stored.iter().map(Unit::cost).sum();
-                        match account.settle_units(transition, &stored, service(), now) {
+                        match account.settle_units(transition, &stored, Actor::service(None), now) {
                             Ok((moved, stayed_expired, entry)) => {
                                 prop_assert!(ready, "{:?} moved units not ready for it", transition);
                                 prop_assert_eq!(attempt, 0, "a retry applied again");
@@ -611,7 +604,7 @@ mod tests {
                 }
                 Op::Buy(credits) => {
                     let grant = PurchaseGrant::priced(&catalog, None, Some(Credits::whole(credits)), "pay-1").unwrap();
-                    account.purchase(grant, service(), now).unwrap();
+                    account.purchase(grant, Actor::service(None), now).unwrap();
                 }
                 Op::SpendHalves(quantity) => {
                     // Nothing to spend is refused; that is fine here.

@@ -12,7 +12,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::account::Account;
 use crate::catalog::{Action, Charging, DedupWindow};
-use crate::entry::{Actor, CallerKind, EntryKind, LedgerEntry};
+use crate::entry::{Actor, EntryKind, LedgerEntry};
 use crate::spend::{Controls, SpendMode, SpendRequest};
 use crate::{ActionId, CampaignId, Catalog, Credits, DomainError, Subject, UserId};
 
@@ -128,10 +128,7 @@ impl Account {
         now: DateTime<Utc>,
     ) -> Result<ResultDecision, DomainError> {
         let (action_id, action, billable) = report.resolve(catalog)?;
-        let actor = Actor {
-            user: report.user.clone(),
-            caller: CallerKind::Service,
-        };
+        let actor = Actor::service(report.user.clone());
         let describe = |e: &mut LedgerEntry| {
             e.action = Some(action_id.clone());
             e.subject = Some(report.subject.clone());

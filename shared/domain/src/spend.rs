@@ -212,14 +212,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::{credits_meter, CallerKind, Catalog, OrgId, PurchaseGrant, Subscription};
-
-    fn service() -> Actor {
-        Actor {
-            user: None,
-            caller: CallerKind::Service,
-        }
-    }
+    use crate::{credits_meter, Catalog, OrgId, PurchaseGrant, Subscription};
 
     fn request<'c>(catalog: &'c Catalog, action: &str, quantity: u64, mode: SpendMode) -> SpendRequest<'c> {
         let (action_id, action) = catalog.action(action).unwrap();
@@ -228,7 +221,7 @@ mod tests {
             action,
             quantity,
             mode,
-            actor: service(),
+            actor: Actor::service(None),
             campaign: None,
             subject: None,
         }
@@ -247,13 +240,13 @@ mod tests {
         // 1,500 credits and 400 calling credits a month.
         let sub = Subscription::new(&catalog, "per_seat_1500", None, None, None).unwrap();
         let (mut account, _) =
-            Account::provision(OrgId::parse("acme").unwrap(), sub, &catalog, service(), now).unwrap();
+            Account::provision(OrgId::parse("acme").unwrap(), sub, &catalog, Actor::service(None), now).unwrap();
         if bought > 0 {
             let grant = PurchaseGrant::priced(&catalog, None, Some(Credits::whole(bought)), "pay-1").unwrap();
-            account.purchase(grant, service(), now).unwrap();
+            account.purchase(grant, Actor::service(None), now).unwrap();
         }
         account
-            .set_overdraft(&credits_meter(), Credits::whole(overdraft), service(), now)
+            .set_overdraft(&credits_meter(), Credits::whole(overdraft), Actor::service(None), now)
             .unwrap();
         if burnt_halves > 0 {
             let burn = request(&catalog, "email_verification", burnt_halves, SpendMode::UpTo);

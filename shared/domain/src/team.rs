@@ -253,21 +253,20 @@ mod tests {
         UserId::parse(id).unwrap()
     }
 
-    fn service() -> Actor {
-        Actor {
-            user: None,
-            caller: CallerKind::Service,
-        }
-    }
-
     fn team(seats: u32, members: &[&str]) -> (Catalog, Account) {
         let catalog = Catalog::default_catalog();
         let sub = Subscription::new(&catalog, "team_licenses", Some(seats), None, None).unwrap();
-        let (mut account, _) =
-            Account::provision(OrgId::parse("acme").unwrap(), sub, &catalog, service(), at(1)).unwrap();
+        let (mut account, _) = Account::provision(
+            OrgId::parse("acme").unwrap(),
+            sub,
+            &catalog,
+            Actor::service(None),
+            at(1),
+        )
+        .unwrap();
         for m in members {
             account
-                .set_member(user(m), MemberRole::Member, &catalog, service(), at(1))
+                .set_member(user(m), MemberRole::Member, &catalog, Actor::service(None), at(1))
                 .unwrap();
         }
         (catalog, account)
@@ -306,7 +305,7 @@ mod tests {
         assert_eq!(license_left(&account, "bob"), Some(Credits::whole(200)));
         assert_eq!(license_left(&account, "carol"), None);
         let grant = PurchaseGrant::priced(&catalog, None, Some(Credits::whole(500)), "p1").unwrap();
-        account.purchase(grant, service(), at(2)).unwrap();
+        account.purchase(grant, Actor::service(None), at(2)).unwrap();
         let e = spend_as(&mut account, &catalog, "alice", 250).unwrap();
         let paid: Vec<(String, Credits)> = e.lines.iter().map(|l| (l.bucket.to_string(), l.amount)).collect();
         assert_eq!(
@@ -339,19 +338,23 @@ mod tests {
     fn a_license_freed_mid_month_waits_for_the_renewal_and_seats_added_are_granted_whole_at_once() {
         let (catalog, mut account) = team(2, &["alice", "bob"]);
         spend_as(&mut account, &catalog, "bob", 30).unwrap();
-        let removed = account.remove_member(&user("bob"), service(), at(6)).unwrap();
+        let removed = account
+            .remove_member(&user("bob"), Actor::service(None), at(6))
+            .unwrap();
         assert_eq!(
             removed.net(&credits_meter()),
             Credits::whole(-170),
             "what bob had left expires"
         );
         account
-            .set_member(user("dave"), MemberRole::Member, &catalog, service(), at(7))
+            .set_member(user("dave"), MemberRole::Member, &catalog, Actor::service(None), at(7))
             .unwrap();
         assert_eq!(license_left(&account, "dave"), None, "bob's seat was used this month");
         // A seat added mid-month (paid, by the service): its whole month at once.
         let three = Subscription::new(&catalog, "team_licenses", Some(3), None, None).unwrap();
-        let up = account.change_plan(three, &catalog, service(), at(8)).unwrap();
+        let up = account
+            .change_plan(three, &catalog, Actor::service(None), at(8))
+            .unwrap();
         assert_eq!(up.net(&credits_meter()), Credits::whole(200));
         assert_eq!(license_left(&account, "dave"), Some(Credits::whole(200)));
         // Seats removed take effect at the renewal: alice and dave, in the
@@ -381,14 +384,16 @@ mod tests {
     #[test]
     fn removing_and_adding_back_the_same_member_grants_no_second_license() {
         let (catalog, mut account) = team(1, &["alice"]);
-        account.remove_member(&user("alice"), service(), at(3)).unwrap();
+        account
+            .remove_member(&user("alice"), Actor::service(None), at(3))
+            .unwrap();
         let back = account
-            .set_member(user("alice"), MemberRole::Admin, &catalog, service(), at(4))
+            .set_member(user("alice"), MemberRole::Admin, &catalog, Actor::service(None), at(4))
             .unwrap();
         assert!(back.lines.is_empty());
         assert_eq!(license_left(&account, "alice"), Some(Credits::ZERO));
         assert_eq!(
-            account.remove_member(&user("zed"), service(), at(4)),
+            account.remove_member(&user("zed"), Actor::service(None), at(4)),
             Err(DomainError::MemberNotFound("zed".into()))
         );
     }

@@ -101,10 +101,7 @@ impl Caller {
         match self {
             Caller::Service { .. } => {
                 let user = named_user.map(UserId::parse).transpose()?;
-                Ok(Actor {
-                    user,
-                    caller: CallerKind::Service,
-                })
+                Ok(Actor::service(user))
             }
             Caller::User { user, admin, .. } => {
                 if named_user.is_some_and(|u| u != user.as_str()) {

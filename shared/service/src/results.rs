@@ -157,10 +157,7 @@ impl<A: AccountStore + ResultStore, R: RequestStore, H: HistoryStore> Ledger<A, 
             key: key.clone(),
             fingerprint: fingerprint(report),
         };
-        let actor = Actor {
-            user: report.user.clone(),
-            caller: ledger_domain::CallerKind::Service,
-        };
+        let actor = Actor::service(report.user.clone());
         match self
             .reverse(org, &charge.id, ReversalReason::Bounced, None, actor, &request)
             .await
